@@ -1,0 +1,1 @@
+"""Per-modality encoders (face, voice, text), their training, evaluation and shared metrics."""

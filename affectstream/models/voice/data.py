@@ -1,0 +1,171 @@
+"""RAVDESS speech: file-name labels, actor splits, decoding and silence trimming.
+
+RAVDESS encodes everything in the file name `MM-VV-EE-II-SS-RR-AA`; the emotion code is mapped
+onto the project's 7 common labels (calm counts as neutral). Splits are always by actor, so no
+speaker is ever in both the training and the test set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from affectstream.labels import LABELS
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+AUDIO_SUFFIXES = (".flac", ".wav")
+
+# RAVDESS emotion code -> common label (calm -> neutral).
+EMOTION_CODES: dict[str, str] = {
+    "01": "neutral",
+    "02": "neutral",  # calm
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgusted",
+    "08": "surprised",
+}
+_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+# Actors held out for the shipped model's test results (2 male: odd, 2 female: even).
+DEFAULT_TEST_ACTORS: tuple[int, ...] = (17, 18, 19, 20)
+# Actors used for model selection while developing the recipe (never the test actors).
+DEFAULT_VAL_ACTORS: tuple[int, ...] = (13, 14, 15, 16)
+
+
+class DataError(ValueError):
+    """A data folder or file that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One RAVDESS recording and what its file name says about it."""
+
+    path: Path
+    emotion_code: str  # RAVDESS code, "01".."08"
+    intensity: int  # 1 normal, 2 strong
+    statement: int
+    repetition: int
+    actor: int
+
+    @property
+    def label(self) -> str:
+        return EMOTION_CODES[self.emotion_code]
+
+    @property
+    def label_index(self) -> int:
+        return LABELS.index(self.label)
+
+
+def parse_name(path: str | Path) -> Clip:
+    """Parse `03-01-EE-II-SS-RR-AA.flac`; raises DataError for a name that does not fit."""
+    p = Path(path)
+    m = _NAME.match(p.stem)
+    if m is None:
+        raise DataError(f"{p.name}: not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)")
+    _modality, _channel, emo, inten, stmt, rep, actor = m.groups()
+    if emo not in EMOTION_CODES:
+        raise DataError(f"{p.name}: unknown RAVDESS emotion code {emo}")
+    return Clip(p, emo, int(inten), int(stmt), int(rep), int(actor))
+
+
+def scan(root: str | Path) -> list[Clip]:
+    """All RAVDESS audio files under `root` (recursively), sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    clips = []
+    for p in files:
+        try:
+            clips.append(parse_name(p))
+        except DataError as e:
+            log.warning("skipping %s", e)
+    if not clips:
+        raise DataError(f"{root}: no RAVDESS .flac/.wav files found")
+    return clips
+
+
+def split_by_actor(
+    clips: Iterable[Clip], held_out: Sequence[int]
+) -> tuple[list[Clip], list[Clip]]:
+    """(clips of other actors, clips of the `held_out` actors)."""
+    held = set(held_out)
+    rest, out = [], []
+    for c in clips:
+        (out if c.actor in held else rest).append(c)
+    return rest, out
+
+
+def parse_actors(text: str) -> tuple[int, ...]:
+    """'17,18,19,20' -> (17, 18, 19, 20); raises DataError for anything else."""
+    try:
+        actors = tuple(int(a) for a in text.split(",") if a.strip())
+    except ValueError:
+        raise DataError(f"actors must be comma-separated numbers, got {text!r}") from None
+    if not actors:
+        raise DataError("no actors given")
+    return actors
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a file to float32 mono at `sample_rate`; raises DataError if it cannot."""
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise DataError(f"{path}: cannot decode audio ({e})") from None
+    x = x.mean(axis=1)
+    if x.size == 0:
+        raise DataError(f"{path}: empty audio")
+    if sr != sample_rate:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(sr, sample_rate)
+        x = resample_poly(x, sample_rate // g, sr // g).astype(np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def speech_span(
+    x: np.ndarray, sample_rate: int = SAMPLE_RATE, floor_db: float = -35.0
+) -> tuple[int, int]:
+    """[start, end) samples of the part louder than `floor_db` below the loudest 20 ms.
+
+    RAVDESS clips carry 0.5-1 s of room silence at each end; the encoder should see speech.
+    """
+    hop = sample_rate // 50
+    n = len(x) // hop
+    if n == 0:
+        return 0, len(x)
+    frames = x[: n * hop].reshape(n, hop).astype(np.float64)
+    db = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
+    loud = np.flatnonzero(db > db.max() + floor_db)
+    if loud.size == 0:
+        return 0, len(x)
+    return int(loud[0] * hop), int(min(len(x), (loud[-1] + 1) * hop))
+
+
+def fit_span(start: int, end: int, length: int, total: int) -> tuple[int, int]:
+    """Grow [start, end) symmetrically to at least `length` samples, inside [0, total)."""
+    if total <= length:
+        return 0, total
+    if end - start >= length:
+        return start, end
+    grow = length - (end - start)
+    s = max(0, start - grow // 2)
+    e = s + length
+    if e > total:
+        e = total
+        s = total - length
+    return s, e

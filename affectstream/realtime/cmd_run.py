@@ -1,0 +1,72 @@
+"""Run the live recognizer on a camera or a file and stream estimates as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("inputs")
+    src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    src.add_argument("--video", metavar="FILE", help="replay a video file")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="replay files at real time (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false",
+                      help="replay files as fast as possible, on the media clock")
+    p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
+    p.add_argument("--out", metavar="FILE.jsonl", help="write estimates here (default: stdout)")
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no summary table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from affectstream.cli import UsageError
+    from affectstream.config import load_config
+    from affectstream.realtime.stream import AffectStream, Inputs
+    from affectstream.realtime.summary import RunSummary
+
+    config = load_config(args.config)
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise UsageError(f"--rate must be positive, got {args.rate}")
+        config.scheduler.rate_hz = args.rate
+    if args.camera is None and args.video is None:
+        raise UsageError("no input: give --camera N or --video FILE")
+    if args.video is not None and not Path(args.video).is_file():
+        raise UsageError(f"video file not found: {args.video}")
+    inputs = Inputs(camera=args.camera, video=args.video, realtime=args.realtime)
+    try:
+        stream = AffectStream(config, inputs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    summary = RunSummary()
+    try:
+        for est in stream.estimates():
+            out.write(est.to_json() + "\n")
+            summary.add(est)
+            if args.duration is not None and est.t >= args.duration:
+                stream.stop()
+    except KeyboardInterrupt:
+        stream.stop()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    face_stage = next((s for s in stream.stages if s.name == "face"), None)
+    if face_stage is not None:
+        summary.extra["face_found_frames"] = {
+            "frames": face_stage.frames_seen, "with_face": face_stage.frames_with_face
+        }
+    if not args.quiet:
+        Console(stderr=True).print(summary.table())
+    if args.summary_json:
+        summary.write_json(args.summary_json)
+    return 0

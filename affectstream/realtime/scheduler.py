@@ -1,0 +1,205 @@
+"""The scheduler: a fixed-rate tick that turns the newest data into one `Estimate`.
+
+Each tick runs every stage once against its deadline, never queues work beyond the current
+tick, marks stale or missing inputs, counts overruns, and emits an estimate every tick.
+Two drivers share one `Pipeline.tick`: `run_realtime` on the monotonic clock, and
+`run_stepped` on a media clock for replaying files as fast as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from affectstream.config import SchedulerConfig
+from affectstream.labels import LABELS, MODALITIES, valence_arousal
+from affectstream.realtime.clock import now_ns
+from affectstream.realtime.messages import Estimate
+from affectstream.realtime.stages import ABSENT, ModalityResult, Stage
+
+log = logging.getLogger(__name__)
+
+UNIFORM = np.full(len(LABELS), 1.0 / len(LABELS), dtype=np.float32)
+
+
+@dataclass
+class _StageState:
+    stage: Stage
+    deadline_ms: float
+    last: ModalityResult | None = None
+    ema_ms: float = 0.0
+    ran_last_tick: bool = False
+    skipped: int = 0
+    overruns: int = 0
+
+
+def confidence_fusion(results: dict[str, ModalityResult]) -> tuple[np.ndarray, dict[str, float]]:
+    """Interim late fusion: present modalities weighted by their own confidence.
+
+    Stands in until the learned temporal-attention fusion model exists; relevance is the
+    normalised weight, so it sums to 1 over the present modalities.
+    """
+    if not results:
+        return UNIFORM.copy(), {}
+    w = {m: max(r.confidence, 1e-3) for m, r in results.items()}
+    total = sum(w.values())
+    rel = {m: v / total for m, v in w.items()}
+    probs = sum(rel[m] * results[m].probs for m in results)
+    return np.asarray(probs, dtype=np.float32), rel
+
+
+@dataclass
+class Pipeline:
+    """Stages plus fusion, called once per tick. Not thread-safe: one scheduler thread."""
+
+    stages: list[Stage]
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
+    transcript: Callable[[int], str] | None = None
+    fuse: Callable = confidence_fusion
+    start_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        self._states = [
+            _StageState(s, float(self.config.deadline_ms.get(s.name, 1e9))) for s in self.stages
+        ]
+        self.ticks = 0
+        self.overruns = 0
+        self.ticks_skipped = 0
+
+    @property
+    def period_ns(self) -> int:
+        return int(1e9 / self.config.rate_hz)
+
+    def tick(self, t_ns: int) -> Estimate:
+        """Run one tick whose scheduled time is t_ns; the estimate is stamped t_ns + work time."""
+        if self.start_ns is None:
+            self.start_ns = t_ns
+        w0 = time.perf_counter_ns()
+        stages_ms: dict[str, float] = {}
+        current: dict[str, ModalityResult] = {}
+        stale: dict[str, bool] = {}
+        age_ms: dict[str, float | None] = {m: None for m in MODALITIES}
+        budget_ms = self.period_ns / 1e6
+        for st in self._states:
+            name = st.stage.name
+            elapsed_ms = (time.perf_counter_ns() - w0) / 1e6
+            would_overrun = st.ema_ms > st.deadline_ms or elapsed_ms + st.ema_ms > budget_ms
+            if would_overrun and st.ran_last_tick:
+                st.skipped += 1  # skip this tick; keep the last result, which ages
+                st.ran_last_tick = False
+                stages_ms[name] = 0.0
+            else:
+                s0 = time.perf_counter_ns()
+                out = st.stage.run(t_ns + (s0 - w0))
+                d_ms = (time.perf_counter_ns() - s0) / 1e6
+                stages_ms[name] = d_ms
+                st.ema_ms = d_ms if st.ema_ms == 0 else 0.8 * st.ema_ms + 0.2 * d_ms
+                st.ran_last_tick = True
+                if d_ms > st.deadline_ms:
+                    st.overruns += 1
+                if out is ABSENT:
+                    st.last = None
+                elif out is not None:
+                    st.last = out
+            if st.last is not None:
+                current[name] = st.last
+
+        f0 = time.perf_counter_ns()
+        emit_ns = t_ns + (f0 - w0)
+        present: dict[str, ModalityResult] = {}
+        for name, r in current.items():
+            age = (emit_ns - r.t_ns) / 1e6
+            if age > self.config.missing_ms:
+                continue
+            present[name] = r
+            age_ms[name] = age
+            stale[name] = age > self.config.stale_ms
+        probs, relevance = self.fuse(present)
+        valence, arousal = valence_arousal(probs)
+        confidence = float(np.max(probs)) if present else 0.0
+        stages_ms["fusion"] = (time.perf_counter_ns() - f0) / 1e6
+        total_ns = time.perf_counter_ns() - w0
+        stages_ms["total"] = total_ns / 1e6
+        emit_ns = t_ns + total_ns
+        for name in present:  # ages measured at the final emit time
+            age_ms[name] = (emit_ns - present[name].t_ns) / 1e6
+        overrun = total_ns > self.period_ns
+        self.overruns += overrun
+        dropped = {"ticks_skipped": self.ticks_skipped, "tick_overruns": self.overruns}
+        for st in self._states:
+            dropped[f"{st.stage.name}_skipped"] = st.skipped
+            dropped[f"{st.stage.name}_overruns"] = st.overruns
+            dropped.update(st.stage.counters())
+        for c in self.counters:
+            dropped.update(c())
+        est = Estimate(
+            t=(emit_ns - self.start_ns) / 1e9,
+            probs=probs,
+            valence=valence,
+            arousal=arousal,
+            confidence=confidence,
+            relevance={m: relevance.get(m, 0.0) for m in MODALITIES},
+            present={m: m in present for m in MODALITIES},
+            age_ms=age_ms,
+            stages_ms=stages_ms,
+            dropped=dropped,
+            stale={m: stale.get(m, False) for m in MODALITIES},
+            overrun=overrun,
+            transcript=self.transcript(emit_ns) if self.transcript else "",
+            tick=self.ticks,
+            emitted_ns=emit_ns,
+        )
+        self.ticks += 1
+        return est
+
+
+def run_realtime(
+    pipeline: Pipeline, done: Callable[[], bool], stop: Callable[[], bool] = lambda: False
+) -> Iterator[Estimate]:
+    """Tick on the monotonic clock until `done()` (sources finished) or `stop()`.
+
+    A tick that overruns its period does not make the next ones queue up: the schedule
+    jumps to the next period boundary and the skipped ticks are counted.
+    """
+    period = pipeline.period_ns
+    start = now_ns()
+    pipeline.start_ns = start
+    k = 0
+    while not stop():
+        due = start + k * period
+        wait = (due - now_ns()) / 1e9
+        if wait > 0:
+            time.sleep(wait)
+        yield pipeline.tick(now_ns())
+        if done():
+            return
+        k += 1
+        behind = (now_ns() - (start + k * period)) // period
+        if behind > 0:
+            pipeline.ticks_skipped += int(behind)
+            k += int(behind)
+
+
+def run_stepped(
+    pipeline: Pipeline,
+    step_sources: Callable[[int], None],
+    done: Callable[[], bool],
+    start_ns: int = 0,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Estimate]:
+    """Tick on a media clock: feed sources up to each tick's time, then tick, without waiting."""
+    period = pipeline.period_ns
+    pipeline.start_ns = start_ns
+    k = 0
+    while not stop():
+        t = start_ns + k * period
+        step_sources(t)
+        yield pipeline.tick(t)
+        if done():
+            return
+        k += 1

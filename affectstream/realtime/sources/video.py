@@ -1,0 +1,231 @@
+"""Video sources: a camera by OpenCV index, a video file replayed, and frames pushed by a host.
+
+Each writes `VideoFrame`s into a `RingBuffer`; a capture thread never waits for the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from affectstream.config import VideoConfig
+from affectstream.realtime.clock import now_ns
+from affectstream.realtime.messages import VideoFrame
+from affectstream.realtime.ringbuffer import RingBuffer
+from affectstream.realtime.sources.base import Source, SourceError, SourceState
+
+log = logging.getLogger(__name__)
+
+
+class CameraSource(Source):
+    """A camera by OpenCV index. A camera that disappears is retried with backoff."""
+
+    name = "camera"
+
+    def __init__(self, ring: RingBuffer[VideoFrame], index: int = 0, config: VideoConfig | None = None):
+        super().__init__()
+        self.ring = ring
+        self.index = index
+        self.config = config or VideoConfig()
+        self.reconnects = 0
+        self._cap = None
+
+    def _open_capture(self):
+        import cv2
+
+        cap = cv2.VideoCapture(self.index)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.camera_width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.config.camera_height)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a backlog
+        return cap
+
+    def open(self) -> None:
+        self._cap = self._open_capture()
+        if self._cap is None:
+            raise SourceError(
+                f"camera {self.index} cannot be opened (no such device, or busy); "
+                "see `affectstream devices`"
+            )
+
+    def _run(self) -> None:
+        backoff = self.config.reconnect_initial_s
+        index = 0
+        while not self._stop_event.is_set():
+            if self._cap is None:
+                self._set_status(SourceState.RECONNECTING, f"camera {self.index} lost; retrying")
+                if self._sleep(backoff):
+                    return
+                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                self._cap = self._open_capture()
+                if self._cap is not None:
+                    self.reconnects += 1
+                    self._set_status(SourceState.RUNNING)
+                    backoff = self.config.reconnect_initial_s
+                continue
+            ok, image = self._cap.read()
+            t = now_ns()
+            if not ok or image is None:
+                self._cap.release()
+                self._cap = None
+                continue
+            self.ring.push(VideoFrame(t, index, image), t)
+            index += 1
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoFileSource(Source):
+    """A video file replayed at real time (a thread) or stepped by a driver (`read_until`).
+
+    In real time each frame is pushed when its presentation time comes, stamped with the
+    monotonic clock. Stepped ("as fast as possible"), frames are stamped on the media clock
+    `start_ns + pts`, so latency figures stay meaningful without waiting.
+    """
+
+    name = "video"
+
+    def __init__(self, path: str | Path, ring: RingBuffer[VideoFrame], realtime: bool = True):
+        super().__init__()
+        self.path = Path(path)
+        self.ring = ring
+        self.realtime = realtime
+        self.fps = 0.0
+        self.frame_count = 0
+        self.start_ns = 0
+        self._cap = None
+        self._next_index = 0
+        self._pending: VideoFrame | None = None
+        self._eof = False
+        self._first: np.ndarray | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.frame_count / self.fps if self.fps else 0.0
+
+    def open(self) -> None:
+        if self._cap is not None:
+            return
+        import cv2
+
+        if not self.path.is_file():
+            raise SourceError(f"video file not found: {self.path}")
+        cap = cv2.VideoCapture(str(self.path))
+        ok, first = cap.read() if cap.isOpened() else (False, None)
+        if not ok or first is None:
+            cap.release()
+            raise SourceError(f"cannot decode video file {self.path} (corrupt or unsupported)")
+        self.fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._cap = cap
+        self._first = first
+
+    def _read(self) -> np.ndarray | None:
+        if self._first is not None:
+            image, self._first = self._first, None
+            return image
+        ok, image = self._cap.read()
+        return image if ok else None
+
+    def _pts_ns(self, index: int) -> int:
+        return int(index * 1e9 / self.fps)
+
+    # -- stepped ("fast") replay ------------------------------------------------------
+    def begin(self, start_ns: int) -> None:
+        """Start stepped replay with media time 0 at `start_ns` (no thread)."""
+        self.open()
+        self.start_ns = start_ns
+        self._set_status(SourceState.RUNNING)
+
+    def read_until(self, t_ns: int) -> int:
+        """Decode and push every frame whose media time is <= t_ns; returns how many."""
+        pushed = 0
+        while not self._eof:
+            if self._pending is None:
+                image = self._read()
+                if image is None:
+                    self._eof = True
+                    self._set_status(SourceState.FINISHED)
+                    break
+                i = self._next_index
+                self._pending = VideoFrame(self.start_ns + self._pts_ns(i), i, image)
+                self._next_index += 1
+            if self._pending.t_ns > t_ns:
+                break
+            self.ring.push(self._pending, self._pending.t_ns)
+            self._pending = None
+            pushed += 1
+        return pushed
+
+    # -- real-time replay -------------------------------------------------------------
+    def _run(self) -> None:
+        self.start_ns = now_ns()
+        while not self._stop_event.is_set():
+            image = self._read()
+            if image is None:
+                return
+            i = self._next_index
+            self._next_index += 1
+            due = self.start_ns + self._pts_ns(i)
+            wait = (due - now_ns()) / 1e9
+            if wait > 0 and self._sleep(wait):
+                return
+            t = now_ns()
+            self.ring.push(VideoFrame(t, i, image), t)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class PushVideoSource(Source):
+    """Frames handed in by a host application (an agent that already has video).
+
+    `push` may be called from any one thread; it validates the frame and stamps it with the
+    capture time the host gives, or now.
+    """
+
+    name = "push-video"
+
+    def __init__(self, ring: RingBuffer[VideoFrame]):
+        super().__init__()
+        self.ring = ring
+        self._index = 0
+
+    def start(self) -> PushVideoSource:
+        self._set_status(SourceState.RUNNING)
+        return self
+
+    def stop(self, timeout: float = 0.0) -> bool:
+        if self.status.state is SourceState.RUNNING:
+            self._set_status(SourceState.STOPPED)
+        return True
+
+    def push(self, image: np.ndarray, t_ns: int | None = None) -> None:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise ValueError("push: frame must be a uint8 numpy array")
+        if image.ndim == 2:
+            import cv2
+
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"push: frame must be (H, W, 3) BGR or (H, W) gray, got {image.shape}")
+        t = now_ns() if t_ns is None else int(t_ns)
+        self.ring.push(VideoFrame(t, self._index, image), t)
+        self._index += 1
+
+
+def wait_until(t_ns: int) -> None:
+    """Sleep until the monotonic clock reaches t_ns."""
+    d = (t_ns - now_ns()) / 1e9
+    if d > 0:
+        time.sleep(d)

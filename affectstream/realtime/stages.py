@@ -1,0 +1,43 @@
+"""What a modality stage returns to the scheduler, and the stage contract.
+
+A stage turns the newest data of one modality into class probabilities and an embedding.
+It returns a `ModalityResult` when it produced something new, `None` when there was nothing
+new (the scheduler keeps the previous result and lets its age grow), or `ABSENT` when the
+input says the modality is not there right now (silence, no words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ModalityResult:
+    probs: np.ndarray  # (7,) in LABELS order
+    t_ns: int  # capture time of the newest input used
+    embedding: np.ndarray | None = None
+    confidence: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
+class Stage:
+    """One modality's work per tick. Subclasses set `name` and implement `run`."""
+
+    name = "stage"
+
+    def run(self, now_ns: int) -> ModalityResult | _Absent | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, int]:
+        """Drop/skip counters copied into `Estimate.dropped`."""
+        return {}

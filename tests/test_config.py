@@ -1,0 +1,40 @@
+import pytest
+
+from affectstream.config import Config, ConfigError, load_config
+
+
+def test_default_preset_matches_dataclass_defaults():
+    assert load_config() == Config()
+
+
+def test_partial_config_overrides_and_coerces(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("scheduler:\n  rate_hz: 5\nface:\n  detect_every: 2\n")
+    c = load_config(p)
+    assert c.scheduler.rate_hz == 5.0 and isinstance(c.scheduler.rate_hz, float)
+    assert c.face.detect_every == 2
+    assert c.video == Config().video
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("scheduler:\n  rate_hx: 5\n", "unknown key scheduler.rate_hx"),
+        ("scheduler:\n  rate_hz: fast\n", "scheduler.rate_hz: expected float"),
+        ("face:\n  detect_every: 2.5\n", "face.detect_every: expected int"),
+        ("face:\n  enabled: 1\n", "face.enabled: expected bool"),
+        ("nonsense: 1\n", "unknown key nonsense"),
+        ("scheduler: [1, 2]\n", "scheduler: expected a mapping"),
+        ("scheduler:\n  rate_hz: [\n", "not valid YAML at line"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(p)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
