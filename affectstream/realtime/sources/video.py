@@ -5,6 +5,7 @@ Each writes `VideoFrame`s into a `RingBuffer`; a capture thread never waits for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -18,6 +19,19 @@ from affectstream.realtime.ringbuffer import RingBuffer
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_opencv():
+    """Silence OpenCV's own logging for a block (failed camera probes print many lines)."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 class CameraSource(Source):
@@ -36,7 +50,8 @@ class CameraSource(Source):
     def _open_capture(self):
         import cv2
 
-        cap = cv2.VideoCapture(self.index)
+        with quiet_opencv():  # OpenCV logs several lines per failed probe; we raise one
+            cap = cv2.VideoCapture(self.index)
         if not cap.isOpened():
             cap.release()
             return None
