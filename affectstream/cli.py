@@ -30,8 +30,10 @@ def _add_modality_commands(sub, verb: str, names: tuple[str, ...], module_of) ->
     for m in names:
         try:
             mod = _module(module_of(m))
-        except ModuleNotFoundError:
-            continue
+        except ModuleNotFoundError as e:
+            if e.name and f"affectstream.{module_of(m)}".startswith(e.name):
+                continue  # that part is not built yet
+            raise
         adder = getattr(mod, f"add_{verb}_arguments", None)
         runner = getattr(mod, f"run_{verb}", None)
         if adder is None or runner is None:
@@ -51,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("run", "devices", "transcribe", "export", "serve", "bench"):
         try:
             mod = _module(f"realtime.cmd_{name}")
-        except ModuleNotFoundError:
-            continue
+        except ModuleNotFoundError as e:
+            if e.name == f"affectstream.realtime.cmd_{name}":
+                continue  # that command is not built yet
+            raise
         p = sub.add_parser(name, help=mod.__doc__.strip().splitlines()[0] if mod.__doc__ else None)
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
