@@ -53,8 +53,9 @@ class AudioConfig:
     sample_rate: int = 16000
     block_ms: float = 20.0
     ring_seconds: float = 30.0
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 5.0
+    reconnect_initial_s: float = 0.5  # backoff when a microphone disappears ...
+    reconnect_max_s: float = 5.0  # ... doubling up to this
+    stall_timeout_s: float = 2.0  # a microphone silent (no blocks at all) this long is reopened
 
 
 @dataclass

@@ -184,6 +184,28 @@ class SampleRing:
             self.torn_reads += 1  # the writer overwrote part of our span: read again
         return np.empty(0, dtype=np.float32), self.time_of(self._written)
 
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, int]:
+        """Copy of samples [start, stop) by absolute index, and the index of the first returned.
+
+        The first index is later than `start` when those samples were already overwritten; a
+        reader that tracks its own position (e.g. the VAD) uses it to count what it missed.
+        """
+        for _ in range(10):
+            stop_ = min(stop, self._written)
+            start_ = min(max(start, stop_ - self.capacity, 0), stop_)
+            n = stop_ - start_
+            out = np.empty(n, dtype=np.float32)
+            i = start_ % self.capacity
+            k = min(n, self.capacity - i)
+            out[:k] = self._buf[i : i + k]
+            if k < n:
+                out[k:] = self._buf[: n - k]
+            if self._writing_upto <= start_ + self.capacity:
+                return out, start_
+            self.torn_reads += 1  # the writer overwrote part of our span: read again
+            start = self._writing_upto - self.capacity
+        return np.empty(0, dtype=np.float32), self._written
+
     def since(self, index: int) -> tuple[np.ndarray, int]:
         """Samples from absolute index `index` to now (clamped to what is still held)."""
         end = self._written
