@@ -1,0 +1,277 @@
+"""ONNX export of the registered models: dynamo exporter, dynamic batch and time axes.
+
+Each model is exported in its own process (`python -m affectstream.export.onnx_export`):
+the exporter is slow to import, holds memory it never gives back, and a failure in one model
+must not take the others down. Every file is checked after export (onnx.checker, then ONNX
+Runtime against the PyTorch module on fresh inputs of a size other than the trace's), and
+the manifest records hashes, signature, opset and the weights it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affectstream.export import registry
+from affectstream.export.backend import Signature
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "affectstream-onnx/1"
+DEFAULT_OPSET = 18
+OPSETS = range(18, 21)  # what the dynamo exporter and the runtimes here agree on
+
+
+class ExportError(RuntimeError):
+    """An export that failed; the message names the model and the cause."""
+
+
+def _trace_sizes(signature: Signature) -> dict[str, int]:
+    """Example sizes for tracing: each axis at `opt`, at least 2 (1 would be specialised)."""
+    return {k: max(2, r.opt) for k, r in signature.dims.items()}
+
+
+def _rename_outputs(model, names: list[str]) -> None:
+    """Give the graph outputs their contract names, moving aside internal values that clash."""
+    graph = model.graph
+    wanted = set(names)
+    outputs = set(id(v) for v in graph.outputs)
+    values = list(graph.inputs) + list(graph.initializers.values())
+    for node in graph.all_nodes() if hasattr(graph, "all_nodes") else graph:
+        values.extend(node.outputs)
+    for v in values:
+        if v.name in wanted and id(v) not in outputs:
+            v.name = f"{v.name}__internal"
+    for v, name in zip(graph.outputs, names, strict=True):
+        v.name = name
+
+
+def export_model(
+    name: str,
+    out_path: str | Path,
+    weights: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """Export one model in this process; return its manifest record."""
+    import onnx
+    import torch
+    from torch.export import Dim
+
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} not supported (use {OPSETS.start}..{OPSETS.stop - 1})")
+    entry = registry.get(name)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    built = entry.build(weights)
+    module = built.module.to(memory_format=torch.contiguous_format).eval()
+    sig = built.signature
+    rng = np.random.default_rng(1)
+    example = entry.example(_trace_sizes(sig), rng, sig)
+    args = tuple(torch.from_numpy(example[n]) for n in sig.input_names)
+    dims = {k: Dim(k, min=r.min, max=r.max) for k, r in sig.dims.items()}
+    dynamic_shapes = tuple(
+        {axis: dims[s] for axis, s in enumerate(t.shape) if isinstance(s, str)} for t in sig.inputs
+    )
+    t0 = time.perf_counter()
+    try:
+        program = torch.onnx.export(
+            module,
+            args,
+            None,
+            input_names=sig.input_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as e:
+        raise ExportError(f"{name}: torch.onnx.export failed: {type(e).__name__}: {e}") from e
+    _rename_outputs(program.model, sig.output_names)
+    program.model.metadata_props.update(
+        {"affectstream.model": name, "affectstream.weights": json.dumps(built.weights)}
+    )
+    program.save(out_path, external_data=False)
+    export_s = time.perf_counter() - t0
+    onnx.checker.check_model(str(out_path))
+    record: dict[str, Any] = {
+        "file": out_path.name,
+        "sha256": registry.file_sha256(out_path),
+        "bytes": out_path.stat().st_size,
+        "opset": opset,
+        "signature": sig.to_dict(),
+        "weights": built.weights,
+        "source_sha256": entry.source_hash(),
+        "torch": torch.__version__,
+        "export_s": round(export_s, 2),
+    }
+    if verify:
+        record["verify"] = verify_against_torch(out_path, built, entry)
+    return record
+
+
+def verify_against_torch(path: Path, built: registry.Built, entry: registry.ModelEntry) -> dict:
+    """Max abs difference ONNX Runtime vs torch on fresh inputs of other sizes than the trace."""
+    import torch
+
+    from affectstream.export.onnxrt import OnnxRuntimeBackend
+
+    sig = built.signature
+    sizes = {k: r.min + (r.opt - r.min) // 3 + 1 for k, r in sig.dims.items()}
+    feed = entry.example(sizes, np.random.default_rng(2), sig)
+    with torch.inference_mode():
+        ref = built.module(*(torch.from_numpy(feed[n]) for n in sig.input_names))
+    with OnnxRuntimeBackend(entry.name, path, threads=1) as ort_backend:
+        got = ort_backend.infer(feed)
+    diff = {
+        n: float(np.abs(r.numpy() - got[n]).max())
+        for n, r in zip(sig.output_names, ref, strict=True)
+    }
+    ok = all(d <= entry.atol for d in diff.values())
+    if not ok:
+        raise ExportError(f"{entry.name}: ONNX output differs from torch by {diff} > {entry.atol}")
+    return {"sizes": sizes, "max_abs_diff": diff, "atol": entry.atol}
+
+
+# -- many models, one process each -------------------------------------------------------
+def export_in_subprocess(
+    name: str,
+    out_path: str | Path,
+    weights: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    threads: int = 1,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Run `export_model` in a fresh Python process; return its record. Raises ExportError."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "affectstream.export.onnx_export",
+        name,
+        str(out_path),
+        "--opset",
+        str(opset),
+        "--threads",
+        str(threads),
+    ]
+    if weights:
+        cmd += ["--weights", str(weights)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    log.info("exporting %s -> %s", name, out_path)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"{name}: export took longer than {timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise ExportError(f"{name}: export process failed (exit {proc.returncode}):\n{tail}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise ExportError(f"{name}: export process printed no record")
+    return json.loads(lines[-1])
+
+
+def export_all(
+    out_dir: str | Path,
+    models: Iterable[str] | None = None,
+    weights: Mapping[str, str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Export each model (own process) into `out_dir` and write `manifest.json` there."""
+    import onnx
+    import torch
+
+    from affectstream import __version__
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = dict(weights or {})
+    wanted = list(models) if models is not None else registry.names()
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "affectstream": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": opset,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "models": {},
+        "skipped": {},
+    }
+    for name in wanted:
+        entry = registry.get(name)
+        ok, why = entry.available()
+        if not ok:
+            log.warning("skipping %s: %s", name, why)
+            manifest["skipped"][name] = why
+            continue
+        path = out_dir / f"{name}.onnx"
+        manifest["models"][name] = export_in_subprocess(
+            name, path, weights.get(name), opset=opset, threads=threads
+        )
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(onnx_dir: str | Path) -> dict[str, Any]:
+    path = Path(onnx_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {MANIFEST} in {onnx_dir}: run `affectstream export`") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ExportError(f"{path}: unknown format {manifest.get('format')!r}")
+    return manifest
+
+
+def find_exported(onnx_dir: str | Path, name: str, check_hash: bool = True) -> tuple[Path, dict]:
+    """(path of `name`'s ONNX file, its manifest record); the file's hash is checked."""
+    manifest = read_manifest(onnx_dir)
+    record = manifest["models"].get(name)
+    if record is None:
+        why = manifest.get("skipped", {}).get(name, "not exported")
+        raise FileNotFoundError(f"{onnx_dir} has no {name} model ({why})")
+    path = Path(onnx_dir) / record["file"]
+    if check_hash and registry.file_sha256(path) != record["sha256"]:
+        raise ExportError(f"{path}: hash differs from the manifest (file changed after export)")
+    return path, record
+
+
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Export one model to ONNX (used as a subprocess).")
+    p.add_argument("model")
+    p.add_argument("out")
+    p.add_argument("--weights")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-verify", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import contextlib
+    import io
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    # The exporter prints progress to stdout; keep stdout for the one JSON record.
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:
+        record = export_model(args.model, args.out, args.weights, args.opset, not args.no_verify)
+    log.debug("exporter output:\n%s", chatter.getvalue())
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

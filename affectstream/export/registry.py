@@ -1,0 +1,297 @@
+"""Which models exist, how to build their torch module, their signature and example inputs.
+
+One `ModelEntry` subclass per model, listed in `_ENTRIES`; adding the fusion model is one
+more class and one more line there. An entry builds the module from its owner's public
+classes (this package never edits them), from the shipped weights, from a weights file the
+user names, or, when no weights exist yet, randomly initialised with a fixed seed: latency and
+backend parity do not depend on the weights, and the manifest records which it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affectstream.export.backend import DimRange, Signature, TensorSpec
+
+log = logging.getLogger(__name__)
+
+RANDOM_SEED = 0
+
+
+class RegistryError(KeyError):
+    """An unknown model name, or a model whose code is not in this checkout."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0])
+
+
+@dataclass
+class Built:
+    """A built module and where its weights came from (recorded in the export manifest)."""
+
+    module: Any  # torch.nn.Module in eval mode: forward(*inputs) -> tuple of outputs
+    signature: Signature
+    weights: dict[str, Any]  # {"path", "sha256"} or {"random_init": seed}
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("affectstream") / "models" / "weights"))
+
+
+class ModelEntry:
+    """One model. Subclasses set the class attributes and implement `_build` and `signature`."""
+
+    name = ""
+    # Python modules whose code defines the network (their source is hashed into cache keys).
+    sources: tuple[str, ...] = ()
+    weights_file = ""  # shipped weights, under affectstream/models/weights/
+    atol = 1e-4  # parity tolerance (max abs difference, float32 backends vs torch)
+    fp16_atol = 5e-2  # the same for fp16 paths (CUDA, TensorRT FP16)
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this checkout has the model's code (it may still lack weights)."""
+        for mod in self.sources:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                return False, f"{mod} is not in this checkout"
+        return True, ""
+
+    def default_weights(self) -> Path:
+        return _weights_dir() / self.weights_file
+
+    def source_hash(self) -> str:
+        """Hash of the model's source files: an exported file goes stale when they change."""
+        h = hashlib.sha256()
+        for mod in self.sources:
+            spec = importlib.util.find_spec(mod)
+            if spec is not None and spec.origin:
+                h.update(Path(spec.origin).read_bytes())
+        return h.hexdigest()
+
+    def build(self, weights: str | Path | None = None) -> Built:
+        """The module in eval mode. `weights`: a file; None: the shipped file, else random."""
+        ok, why = self.available()
+        if not ok:
+            raise RegistryError(f"model {self.name} is not available: {why}")
+        path = Path(weights) if weights else self.default_weights()
+        if weights and not path.is_file():
+            raise FileNotFoundError(f"{self.name} weights not found: {path}")
+        if path.is_file():
+            module = self._build(path)
+            info: dict[str, Any] = {"path": str(path), "sha256": file_sha256(path)}
+        else:
+            import torch
+
+            log.warning(
+                "%s: no weights at %s; using a randomly initialised model (seed %d)",
+                self.name,
+                path,
+                RANDOM_SEED,
+            )
+            with torch.random.fork_rng():
+                torch.manual_seed(RANDOM_SEED)
+                module = self._build(None)
+            info = {"random_init": RANDOM_SEED}
+        module.eval()
+        return Built(module, self.signature(module), info)
+
+    # -- for subclasses -----------------------------------------------------------------
+    def _build(self, path: Path | None) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def signature(self, module: Any) -> Signature:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def example(
+        self, sizes: Mapping[str, int], rng: np.random.Generator, signature: Signature
+    ) -> dict[str, np.ndarray]:
+        """Random inputs; `sizes` gives each dynamic axis (missing ones take `opt`)."""
+        feed = {}
+        for spec in signature.inputs:
+            shape = _resolve(spec.shape, sizes, signature)
+            feed[spec.name] = rng.random(shape, dtype=np.float32)
+        return feed
+
+
+def _resolve(shape, sizes: Mapping[str, int], signature: Signature) -> tuple[int, ...]:
+    return tuple(
+        s if isinstance(s, int) else int(sizes.get(s, signature.dims[s].opt)) for s in shape
+    )
+
+
+BATCH = DimRange(1, 16, 1024)
+
+
+class FaceEntry(ModelEntry):
+    """Face CNN: x float32 (batch, 1, 48, 48) in [0, 1] -> logits (batch, 7), embedding."""
+
+    name = "face"
+    sources = ("affectstream.models.face.net", "affectstream.models.face.encoder")
+    weights_file = "face.pt"
+    atol = 1e-4
+
+    def _build(self, path: Path | None):
+        from affectstream.models.face.encoder import FaceEncoder
+        from affectstream.models.face.net import FaceNet
+
+        enc = FaceEncoder.load(path) if path else FaceEncoder(FaceNet())
+        return enc.model  # BatchNorm folded, channels-last: the fast eager model
+
+    def signature(self, module) -> Signature:
+        emb = module.spec.embed_dim
+        return Signature(
+            inputs=(TensorSpec("x", ("batch", 1, 48, 48)),),
+            outputs=(TensorSpec("logits", ("batch", 7)), TensorSpec("embedding", ("batch", emb))),
+            dims={"batch": BATCH},
+        )
+
+
+class VoiceEntry(ModelEntry):
+    """Voice CNN on raw 16 kHz audio: wave (batch, samples) -> log-probs (batch, 7), embedding.
+
+    A voice weights file may hold an ensemble; its output "logits" are then the log of the
+    mean probability, which a softmax turns into probabilities like any logits.
+    """
+
+    name = "voice"
+    sources = ("affectstream.models.voice.net", "affectstream.models.voice.features")
+    weights_file = "voice.pt"
+    atol = 2e-4
+    # 0.1 s (the CNN needs >= 8 mel frames) to 10 s; the runtime window is 2 s.
+    samples = DimRange(1600, 32000, 160000)
+
+    def _build(self, path: Path | None):
+        import torch
+
+        from affectstream.models.voice.net import NetOptions, VoiceEnsemble, VoiceNet
+
+        if path is None:
+            return VoiceEnsemble([VoiceNet()])
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or "members" not in ckpt or "net" not in ckpt:
+            raise ValueError(f"{path} is not an affectstream voice weights file")
+        opt = NetOptions.from_dict(ckpt["net"])
+        members = []
+        for state in ckpt["members"]:
+            net = VoiceNet(opt)
+            net.load_state_dict(state)
+            members.append(net)
+        return VoiceEnsemble(members)
+
+    def signature(self, module) -> Signature:
+        return Signature(
+            inputs=(TensorSpec("wave", ("batch", "samples")),),
+            outputs=(
+                TensorSpec("logits", ("batch", 7)),
+                TensorSpec("embedding", ("batch", module.emb_dim)),
+            ),
+            dims={"batch": BATCH, "samples": self.samples},
+        )
+
+    def example(self, sizes, rng, signature):
+        shape = _resolve(signature.inputs[0].shape, sizes, signature)
+        return {"wave": (0.1 * rng.standard_normal(shape)).astype(np.float32)}
+
+
+class TextEntry(ModelEntry):
+    """MiniLM + emotion head: token ids and masks -> logits (batch, 7), embedding.
+
+    With a context-using spec there are four inputs (utterance and preceding text); a row
+    whose mask is all zeros (no context, or a padding row in a batch) gives a zero sentence
+    vector, never NaN: `mean_pool` clamps the token count, and parity tests check such rows.
+    """
+
+    name = "text"
+    sources = ("affectstream.models.text.net",)
+    weights_file = "text.safetensors"
+    atol = 2e-4
+    vocab = 30522
+
+    def _build(self, path: Path | None):
+        from affectstream.models.text.net import TextModelSpec, build_net, load_net
+
+        if path is None:
+            return build_net(TextModelSpec())  # shipped MiniLM base, random head
+        return load_net(path)[0]
+
+    def signature(self, module) -> Signature:
+        spec = module.spec
+        tok = DimRange(1, min(32, spec.max_tokens), spec.max_tokens)
+        inputs = [
+            TensorSpec("input_ids", ("batch", "tokens"), "int64"),
+            TensorSpec("attention_mask", ("batch", "tokens"), "int64"),
+        ]
+        dims = {"batch": BATCH, "tokens": tok}
+        if spec.use_context:
+            inputs += [
+                TensorSpec("ctx_ids", ("batch", "ctx_tokens"), "int64"),
+                TensorSpec("ctx_mask", ("batch", "ctx_tokens"), "int64"),
+            ]
+            dims["ctx_tokens"] = tok
+        return Signature(
+            inputs=tuple(inputs),
+            outputs=(
+                TensorSpec("logits", ("batch", 7)),
+                TensorSpec("embedding", ("batch", spec.hidden)),
+            ),
+            dims=dims,
+        )
+
+    def example(self, sizes, rng, signature):
+        """Token rows of random lengths ([CLS] ... [SEP], then padding); some masks all zero."""
+        feed = {}
+        for ids_name, mask_name in (("input_ids", "attention_mask"), ("ctx_ids", "ctx_mask")):
+            if ids_name not in signature.input_names:
+                continue
+            spec = next(s for s in signature.inputs if s.name == ids_name)
+            b, n = _resolve(spec.shape, sizes, signature)
+            ids = rng.integers(1000, self.vocab, size=(b, n), dtype=np.int64)
+            lo = 0 if ids_name == "ctx_ids" else 1  # no context is a normal state
+            lengths = rng.integers(lo, n + 1, size=b)
+            mask = (np.arange(n)[None, :] < lengths[:, None]).astype(np.int64)
+            ids[:, 0] = 101  # [CLS]
+            ids[np.arange(b), np.maximum(lengths - 1, 0)] = 102  # [SEP]
+            ids[mask == 0] = 0  # [PAD]
+            feed[ids_name], feed[mask_name] = ids, mask
+        return feed
+
+
+_ENTRIES: tuple[type[ModelEntry], ...] = (FaceEntry, VoiceEntry, TextEntry)
+
+
+def names() -> list[str]:
+    """Every known model, available or not."""
+    return [e.name for e in _ENTRIES]
+
+
+def get(name: str) -> ModelEntry:
+    for e in _ENTRIES:
+        if e.name == name:
+            return e()
+    raise RegistryError(f"unknown model {name!r} (known: {', '.join(names())})")
+
+
+def available() -> list[str]:
+    """Models whose code exists in this checkout."""
+    return [e.name for e in _ENTRIES if e().available()[0]]
