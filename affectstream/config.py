@@ -23,8 +23,15 @@ class ConfigError(ValueError):
 @dataclass
 class SchedulerConfig:
     rate_hz: float = 10.0  # estimates per second
-    stale_ms: float = 500.0  # an input older than this is marked stale
-    missing_ms: float = 2000.0  # an input older than this counts as absent
+    # Per modality: an input older than stale_ms is marked stale, older than missing_ms absent.
+    # Words arrive later than frames (committed ~1 s after they are spoken) and stay relevant
+    # longer, so text has wider bounds.
+    stale_ms: dict[str, float] = field(
+        default_factory=lambda: {"face": 300.0, "voice": 500.0, "text": 4000.0}
+    )
+    missing_ms: dict[str, float] = field(
+        default_factory=lambda: {"face": 1000.0, "voice": 1000.0, "text": 10000.0}
+    )
     deadline_ms: dict[str, float] = field(
         default_factory=lambda: {"face": 40.0, "voice": 30.0, "text": 30.0, "fusion": 10.0}
     )
@@ -45,6 +52,10 @@ class FaceConfig:
     detect_width: int = 320  # frames are downscaled to this width for detection
     detect_every: int = 3  # full detection every N frames; tracking in between
     min_face_frac: float = 0.08  # smallest face, as a fraction of the detection width
+    crop_scale: float = 1.02  # crop side / detected box side (matches FER2013 framing)
+    track_search: float = 0.5  # tracking search window: box grown by this fraction per side
+    track_min_score: float = 0.5  # normalised cross-correlation below this loses the track
+    track_max_frames: int = 12  # frames a track may go unconfirmed by a detection
     weights: str = ""  # empty: the shipped weights
 
 

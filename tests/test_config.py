@@ -38,3 +38,15 @@ def test_bad_config_names_the_key(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_default_preset_lists_every_key():
+    """The shipped preset documents every setting: its keys equal the dataclass fields."""
+    import dataclasses
+
+    import yaml
+
+    from affectstream.config import default_config_path
+
+    shipped = yaml.safe_load(default_config_path().read_text())
+    assert shipped == dataclasses.asdict(Config())

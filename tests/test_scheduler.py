@@ -47,7 +47,7 @@ def test_stepped_ticks_emit_every_tick_with_ages_and_relevance():
 
 
 def test_old_results_become_stale_then_absent_and_absent_clears():
-    cfg = SchedulerConfig(rate_hz=10, stale_ms=150, missing_ms=350)
+    cfg = SchedulerConfig(rate_hz=10, stale_ms={"face": 150}, missing_ms={"face": 350})
     first = ModalityResult(HAPPY, t_ns=0, confidence=0.7)
     face = Scripted("face", lambda t: first if face.calls == 1 else None)  # only tick 0 produces
     voice = Scripted("voice", lambda t: ABSENT)

@@ -23,6 +23,7 @@ from affectstream.realtime.stages import ABSENT, ModalityResult, Stage
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STALE_MS, DEFAULT_MISSING_MS = 500.0, 1000.0  # for stages the config does not name
 UNIFORM = np.full(len(LABELS), 1.0 / len(LABELS), dtype=np.float32)
 
 
@@ -114,11 +115,11 @@ class Pipeline:
         present: dict[str, ModalityResult] = {}
         for name, r in current.items():
             age = (emit_ns - r.t_ns) / 1e6
-            if age > self.config.missing_ms:
+            if age > self.config.missing_ms.get(name, DEFAULT_MISSING_MS):
                 continue
             present[name] = r
             age_ms[name] = age
-            stale[name] = age > self.config.stale_ms
+            stale[name] = age > self.config.stale_ms.get(name, DEFAULT_STALE_MS)
         probs, relevance = self.fuse(present)
         valence, arousal = valence_arousal(probs)
         confidence = float(np.max(probs)) if present else 0.0
