@@ -229,13 +229,15 @@ class TorchBackend(Backend):
         threads: int | None = None,
         fp16: bool = False,
         cuda_graphs: bool = False,
+        paddable: Sequence[str] = ("batch",),
     ) -> None:
         super().__init__(model, signature)
         self._build = build
         self.device = device
         self.threads = threads
-        self.fp16 = fp16
+        self.fp16 = fp16  # informational: `build` returns the FP16 module (ModelEntry.to_fp16)
         self.cuda_graphs = cuda_graphs
+        self.paddable = tuple(paddable)
         self.module = None
         self._runner = None
 
@@ -249,7 +251,12 @@ class TorchBackend(Backend):
 
             self.module = self._build()
             self._runner = CudaRunner(
-                self.module, self.signature, self.device, fp16=self.fp16, graphs=self.cuda_graphs
+                self.module,
+                self.signature,
+                self.device,
+                fp16=self.fp16,
+                graphs=self.cuda_graphs,
+                paddable=self.paddable,
             )
         else:
             if self.fp16 or self.cuda_graphs:

@@ -57,34 +57,17 @@ def _rename_outputs(model, names: list[str]) -> None:
         v.name = name
 
 
-def export_model(
-    name: str,
-    out_path: str | Path,
-    weights: str | Path | None = None,
-    opset: int = DEFAULT_OPSET,
-    verify: bool = True,
-) -> dict[str, Any]:
-    """Export one model in this process; return its manifest record."""
+def _export_file(module, sig: Signature, example: dict, out_path: Path, opset: int, meta: dict):
+    """torch.onnx.export (dynamo) with the signature's dynamic axes; outputs renamed."""
     import onnx
     import torch
     from torch.export import Dim
 
-    if opset not in OPSETS:
-        raise ExportError(f"opset {opset} not supported (use {OPSETS.start}..{OPSETS.stop - 1})")
-    entry = registry.get(name)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    built = entry.build(weights)
-    module = built.module.to(memory_format=torch.contiguous_format).eval()
-    sig = built.signature
-    rng = np.random.default_rng(1)
-    example = entry.example(_trace_sizes(sig), rng, sig)
     args = tuple(torch.from_numpy(example[n]) for n in sig.input_names)
     dims = {k: Dim(k, min=r.min, max=r.max) for k, r in sig.dims.items()}
     dynamic_shapes = tuple(
         {axis: dims[s] for axis, s in enumerate(t.shape) if isinstance(s, str)} for t in sig.inputs
     )
-    t0 = time.perf_counter()
     try:
         program = torch.onnx.export(
             module,
@@ -98,31 +81,77 @@ def export_model(
             verbose=False,
         )
     except Exception as e:
-        raise ExportError(f"{name}: torch.onnx.export failed: {type(e).__name__}: {e}") from e
+        raise ExportError(
+            f"{meta['affectstream.model']}: torch.onnx.export failed: {type(e).__name__}: {e}"
+        ) from e
     _rename_outputs(program.model, sig.output_names)
-    program.model.metadata_props.update(
-        {"affectstream.model": name, "affectstream.weights": json.dumps(built.weights)}
-    )
+    program.model.metadata_props.update(meta)
     program.save(out_path, external_data=False)
-    export_s = time.perf_counter() - t0
     onnx.checker.check_model(str(out_path))
+
+
+def export_model(
+    name: str,
+    out_path: str | Path,
+    weights: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    fp16: bool = False,
+) -> dict[str, Any]:
+    """Export one model in this process; return its manifest record.
+
+    With `fp16`, also `<name>.fp16.onnx`: float32 inputs and outputs, FP16 inside (what
+    TensorRT 11 needs for an FP16 engine, since it takes precision from the ONNX types).
+    """
+    import torch
+
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} not supported (use {OPSETS.start}..{OPSETS.stop - 1})")
+    entry = registry.get(name)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    built = entry.build(weights)
+    module = built.module.to(memory_format=torch.contiguous_format).eval()
+    sig = built.signature
+    example = entry.example(_trace_sizes(sig), np.random.default_rng(1), sig)
+    meta = {"affectstream.model": name, "affectstream.weights": json.dumps(built.weights)}
+    t0 = time.perf_counter()
+    _export_file(module, sig, example, out_path, opset, meta)
     record: dict[str, Any] = {
         "file": out_path.name,
         "sha256": registry.file_sha256(out_path),
         "bytes": out_path.stat().st_size,
         "opset": opset,
         "signature": sig.to_dict(),
+        "paddable": list(entry.paddable),
         "weights": built.weights,
         "source_sha256": entry.source_hash(),
         "torch": torch.__version__,
-        "export_s": round(export_s, 2),
+        "export_s": round(time.perf_counter() - t0, 2),
     }
     if verify:
         record["verify"] = verify_against_torch(out_path, built, entry)
+    if fp16:
+        half_path = out_path.with_suffix(".fp16.onnx")
+        half = entry.to_fp16(module).eval()
+        _export_file(
+            half, sig, example, half_path, opset, dict(meta, **{"affectstream.precision": "fp16"})
+        )
+        record["fp16"] = {
+            "file": half_path.name,
+            "sha256": registry.file_sha256(half_path),
+            "bytes": half_path.stat().st_size,
+        }
+        if verify:
+            record["fp16"]["verify"] = verify_against_torch(
+                half_path, built, entry, entry.fp16_atol
+            )
     return record
 
 
-def verify_against_torch(path: Path, built: registry.Built, entry: registry.ModelEntry) -> dict:
+def verify_against_torch(
+    path: Path, built: registry.Built, entry: registry.ModelEntry, atol: float | None = None
+) -> dict:
     """Max abs difference ONNX Runtime vs torch on fresh inputs of other sizes than the trace."""
     import torch
 
@@ -139,10 +168,10 @@ def verify_against_torch(path: Path, built: registry.Built, entry: registry.Mode
         n: float(np.abs(r.numpy() - got[n]).max())
         for n, r in zip(sig.output_names, ref, strict=True)
     }
-    ok = all(d <= entry.atol for d in diff.values())
-    if not ok:
-        raise ExportError(f"{entry.name}: ONNX output differs from torch by {diff} > {entry.atol}")
-    return {"sizes": sizes, "max_abs_diff": diff, "atol": entry.atol}
+    atol = entry.atol if atol is None else atol
+    if not all(d <= atol for d in diff.values()):
+        raise ExportError(f"{entry.name}: {path.name} differs from torch by {diff} > {atol}")
+    return {"sizes": sizes, "max_abs_diff": diff, "atol": atol}
 
 
 # -- many models, one process each -------------------------------------------------------
@@ -153,6 +182,7 @@ def export_in_subprocess(
     opset: int = DEFAULT_OPSET,
     threads: int = 1,
     timeout_s: float = 600.0,
+    fp16: bool = False,
 ) -> dict[str, Any]:
     """Run `export_model` in a fresh Python process; return its record. Raises ExportError."""
     cmd = [
@@ -168,6 +198,8 @@ def export_in_subprocess(
     ]
     if weights:
         cmd += ["--weights", str(weights)]
+    if fp16:
+        cmd.append("--fp16")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     log.info("exporting %s -> %s", name, out_path)
     try:
@@ -189,6 +221,7 @@ def export_all(
     weights: Mapping[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
     threads: int = 1,
+    fp16: bool = False,
 ) -> dict[str, Any]:
     """Export each model (own process) into `out_dir` and write `manifest.json` there."""
     import onnx
@@ -219,7 +252,7 @@ def export_all(
             continue
         path = out_dir / f"{name}.onnx"
         manifest["models"][name] = export_in_subprocess(
-            name, path, weights.get(name), opset=opset, threads=threads
+            name, path, weights.get(name), opset=opset, threads=threads, fp16=fp16
         )
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -257,6 +290,7 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--fp16", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import contextlib
@@ -267,7 +301,9 @@ def _main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     # The exporter prints progress to stdout; keep stdout for the one JSON record.
     with contextlib.redirect_stdout(io.StringIO()) as chatter:
-        record = export_model(args.model, args.out, args.weights, args.opset, not args.no_verify)
+        record = export_model(
+            args.model, args.out, args.weights, args.opset, not args.no_verify, args.fp16
+        )
     log.debug("exporter output:\n%s", chatter.getvalue())
     print(json.dumps(record))
     return 0

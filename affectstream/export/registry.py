@@ -65,6 +65,9 @@ class ModelEntry:
     weights_file = ""  # shipped weights, under affectstream/models/weights/
     atol = 1e-4  # parity tolerance (max abs difference, float32 backends vs torch)
     fp16_atol = 5e-2  # the same for fp16 paths (CUDA, TensorRT FP16)
+    # Axes that may be zero-padded (CUDA-graph buckets): rows are independent, and a padded
+    # token is masked. A time axis without a mask (raw audio) is not paddable.
+    paddable: tuple[str, ...] = ("batch",)
 
     def available(self) -> tuple[bool, str]:
         """Whether this checkout has the model's code (it may still lack weights)."""
@@ -115,6 +118,12 @@ class ModelEntry:
             info = {"random_init": RANDOM_SEED}
         module.eval()
         return Built(module, self.signature(module), info)
+
+    def to_fp16(self, module: Any) -> Any:
+        """A copy that computes in FP16 with the same float32 inputs and outputs."""
+        from affectstream.export.fp16 import Fp16IO
+
+        return Fp16IO(module)
 
     # -- for subclasses -----------------------------------------------------------------
     def _build(self, path: Path | None) -> Any:  # pragma: no cover - abstract
@@ -199,6 +208,11 @@ class VoiceEntry(ModelEntry):
             members.append(net)
         return VoiceEnsemble(members)
 
+    def to_fp16(self, module):
+        from affectstream.export.fp16 import VoiceFp16
+
+        return VoiceFp16(module)
+
     def signature(self, module) -> Signature:
         return Signature(
             inputs=(TensorSpec("wave", ("batch", "samples")),),
@@ -227,6 +241,7 @@ class TextEntry(ModelEntry):
     weights_file = "text.safetensors"
     atol = 2e-4
     vocab = 30522
+    paddable = ("batch", "tokens", "ctx_tokens")
 
     def _build(self, path: Path | None):
         from affectstream.models.text.net import TextModelSpec, build_net, load_net

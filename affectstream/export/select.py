@@ -1,0 +1,266 @@
+"""Choosing and opening a backend: `open_backend(model, "auto" | "torch" | ...)`.
+
+`auto` measures: each backend that can run here is opened and timed for a few warm calls
+at batch 1 on the model's example inputs, and the fastest wins; the choice and the timings
+are logged and kept on the backend (`backend.auto`). A measurement, not a rule, because the
+winner depends on the model, the CPU and the thread count (on 1-2 CPU threads ONNX Runtime
+usually wins; on a GPU it is TensorRT or PyTorch with CUDA graphs).
+
+ONNX Runtime and TensorRT need the exported ONNX file: from `onnx_dir` (written by
+`affectstream export`) or, failing that, exported once into the user cache (in a
+subprocess; seconds for face and voice, about a minute for text on a small CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affectstream.export import registry
+from affectstream.export.backend import Backend, BackendError, BackendUnavailable, Signature
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+CHOICES = ("auto", *BACKENDS)
+DEVICES = ("cpu", "cuda")
+
+
+def cache_root() -> Path:
+    """`$AFFECTSTREAM_CACHE`, else `$XDG_CACHE_HOME/affectstream`, else ~/.cache/affectstream."""
+    root = os.environ.get("AFFECTSTREAM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "affectstream"
+    )
+    return Path(root)
+
+
+def availability(device: str = "cpu") -> dict[str, str]:
+    """Backend -> "" if it can run on `device` here, else the reason it cannot."""
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    out: dict[str, str] = {}
+    if device == "cuda":
+        import torch
+
+        out["torch"] = "" if torch.cuda.is_available() else "no CUDA device"
+    else:
+        out["torch"] = ""
+    if importlib.util.find_spec("onnxruntime") is None:
+        out["onnxruntime"] = "onnxruntime is not installed: pip install onnxruntime"
+    elif device == "cuda":
+        import onnxruntime
+
+        has = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        out["onnxruntime"] = "" if has else "no CUDA provider: pip install onnxruntime-gpu"
+    else:
+        out["onnxruntime"] = ""
+    if device == "cuda":
+        from affectstream.export.tensorrt import tensorrt_status
+
+        ok, why = tensorrt_status()
+        out["tensorrt"] = "" if ok else why
+    else:
+        out["tensorrt"] = "TensorRT needs --device cuda"
+    return out
+
+
+# -- exported files ------------------------------------------------------------------------
+def _weights_identity(entry: registry.ModelEntry, weights: str | Path | None) -> dict[str, Any]:
+    path = Path(weights) if weights else entry.default_weights()
+    if weights and not path.is_file():
+        raise FileNotFoundError(f"{entry.name} weights not found: {path}")
+    if path.is_file():
+        return {"sha256": registry.file_sha256(path)}
+    return {"random_init": registry.RANDOM_SEED}
+
+
+def exported_model(
+    model: str,
+    onnx_dir: str | Path | None = None,
+    weights: str | Path | None = None,
+    fp16: bool = False,
+    threads: int = 1,
+) -> tuple[Path, dict[str, Any]]:
+    """(ONNX path, manifest record) from `onnx_dir`, or from the cache, exporting on a miss."""
+    from affectstream.export.onnx_export import ExportError, export_all, find_exported
+
+    entry = registry.get(model)
+    want = _weights_identity(entry, weights)
+    if onnx_dir is not None:
+        path, record = find_exported(onnx_dir, model)
+        got = record.get("weights", {})
+        if weights and got.get("sha256") != want.get("sha256"):
+            raise ExportError(
+                f"{path} was exported from other weights ({got}); re-run affectstream export"
+            )
+        if fp16 and "fp16" not in record:
+            raise ExportError(f"{onnx_dir} has no FP16 export of {model}: export with --fp16")
+        return path, record
+    import torch
+
+    from affectstream import __version__
+
+    key = json.dumps(
+        [model, want, entry.source_hash(), torch.__version__, __version__, fp16], sort_keys=True
+    )
+    folder = cache_root() / "onnx" / f"{model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    try:
+        return find_exported(folder, model)
+    except (FileNotFoundError, ExportError):
+        pass
+    log.warning("exporting %s to ONNX once (cached in %s); this takes a while", model, folder)
+    t0 = time.perf_counter()
+    export_all(
+        folder, [model], {model: str(weights)} if weights else None, fp16=fp16, threads=threads
+    )
+    log.info("%s exported in %.1f s", model, time.perf_counter() - t0)
+    return find_exported(folder, model)
+
+
+# -- opening backends ----------------------------------------------------------------------
+def _open_one(
+    name: str,
+    entry: registry.ModelEntry,
+    onnx_dir,
+    weights,
+    threads: int,
+    device: str,
+    fp16: bool,
+    cuda_graphs: bool,
+) -> Backend:
+    if name == "torch":
+        from affectstream.export.backend import TorchBackend
+
+        built = entry.build(weights)
+        module = built.module
+        if device == "cuda" and fp16:
+            module = entry.to_fp16(module)
+        return TorchBackend(
+            entry.name,
+            built.signature,
+            lambda: module,
+            device=device,
+            threads=threads,
+            fp16=fp16 and device == "cuda",
+            cuda_graphs=cuda_graphs and device == "cuda",
+            paddable=entry.paddable,
+        ).load()
+    if name == "onnxruntime":
+        from affectstream.export.onnxrt import OnnxRuntimeBackend
+
+        path, record = exported_model(entry.name, onnx_dir, weights, threads=threads)
+        sig = Signature.from_dict(record["signature"])
+        return OnnxRuntimeBackend(entry.name, path, sig, threads=threads, device=device).load()
+    if name == "tensorrt":
+        from affectstream.export.tensorrt import TensorRTBackend, tensorrt_status
+
+        ok, why = tensorrt_status()  # before any export work
+        if not ok:
+            raise BackendUnavailable(f"tensorrt: {why}")
+        path, record = exported_model(entry.name, onnx_dir, weights, fp16=fp16, threads=threads)
+        half = path.parent / record["fp16"]["file"] if "fp16" in record else None
+        return TensorRTBackend(
+            entry.name,
+            path,
+            Signature.from_dict(record["signature"]),
+            record["sha256"],
+            fp16=fp16,
+            cuda_graphs=cuda_graphs,
+            paddable=tuple(record.get("paddable", ("batch",))),
+            cache_dir=cache_root() / "tensorrt",
+            fp16_onnx=half,
+        ).load()
+    raise BackendError(f"unknown backend {name!r} (choose from {', '.join(CHOICES)})")
+
+
+def time_backend(
+    backend: Backend, feed: dict[str, np.ndarray], warm: int = 3, runs: int = 10
+) -> float:
+    """Median milliseconds of `runs` calls after `warm` untimed ones."""
+    for _ in range(warm):
+        backend.infer(feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        backend.infer(feed)
+        times.append(time.perf_counter_ns() - t0)
+    return float(np.median(times)) / 1e6
+
+
+def open_backend(
+    model_name: str,
+    backend: str = "auto",
+    onnx_dir: str | Path | None = None,
+    weights: str | Path | None = None,
+    threads: int = 1,
+    device: str = "cpu",
+    fp16: bool | None = None,
+    cuda_graphs: bool | None = None,
+) -> Backend:
+    """A loaded backend for `model_name`; `backend.name` says which one runs.
+
+    Args:
+        backend: "auto" (fastest that works here, measured), "torch", "onnxruntime",
+            "tensorrt".
+        onnx_dir: folder written by `affectstream export`; None: export into the cache.
+        weights: a weights file; None: the shipped weights (random init if none are shipped).
+        threads: CPU threads for torch / ONNX Runtime intra-op (config `backend.threads`).
+        device: "cpu" or "cuda".
+        fp16, cuda_graphs: GPU options; default on for CUDA, off (and refused) on CPU.
+    """
+    if backend not in CHOICES:
+        raise BackendError(f"unknown backend {backend!r} (choose from {', '.join(CHOICES)})")
+    entry = registry.get(model_name)
+    ok, why = entry.available()
+    if not ok:
+        raise BackendUnavailable(f"model {model_name}: {why}")
+    on_gpu = device == "cuda"
+    fp16 = on_gpu if fp16 is None else fp16
+    cuda_graphs = on_gpu if cuda_graphs is None else cuda_graphs
+    args = (entry, onnx_dir, weights, threads, device, fp16, cuda_graphs)
+    if backend != "auto":
+        reason = availability(device).get(backend)
+        if reason:
+            raise BackendUnavailable(f"{backend} cannot run here: {reason}")
+        return _open_one(backend, *args)
+
+    reasons = {k: v for k, v in availability(device).items() if v}
+    timings: dict[str, float] = {}
+    opened: dict[str, Backend] = {}
+    for name in BACKENDS:
+        if name in reasons:
+            continue
+        try:
+            b = _open_one(name, *args)
+        except (BackendError, FileNotFoundError, OSError) as e:
+            reasons[name] = str(e)
+            log.info("auto: %s unusable for %s: %s", name, model_name, e)
+            continue
+        sizes = {"batch": 1}
+        feed = entry.example(sizes, np.random.default_rng(0), b.signature)
+        timings[name] = time_backend(b, feed)
+        opened[name] = b
+    if not opened:
+        raise BackendUnavailable(f"no backend can run {model_name} here: {reasons}")
+    best = min(timings, key=timings.get)
+    for name, b in opened.items():
+        if name != best:
+            b.close()
+    chosen = opened[best]
+    chosen.auto = {"picked": best, "median_ms_batch1": timings, "unavailable": reasons}
+    log.info(
+        "backend auto for %s on %s: picked %s (%s)",
+        model_name,
+        device,
+        best,
+        ", ".join(f"{k} {v:.2f} ms" for k, v in timings.items()),
+    )
+    return chosen
