@@ -53,13 +53,39 @@ def speech_with_silence(n_files: int = 2, silence_s: float = 1.0) -> tuple[np.nd
 
 
 def lag_of(captured: np.ndarray, reference: np.ndarray) -> tuple[int, float]:
-    """(index in `captured` where `reference` starts, normalised correlation peak)."""
-    from scipy.signal import correlate
+    """(index in `captured` where `reference` starts, normalised correlation peak).
 
-    c = correlate(captured, reference, mode="full", method="fft")
+    Full cross-correlation by FFT; a negative index means `captured` starts inside it.
+    """
+    a = np.asarray(captured, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    n = len(a) + len(b) - 1
+    size = 1 << (n - 1).bit_length()
+    c = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    c = np.concatenate([c[-(len(b) - 1) :], c[: len(a)]]) if len(b) > 1 else c[: len(a)]
     k = int(np.argmax(c))
-    peak = float(c[k] / (np.linalg.norm(reference) * np.linalg.norm(captured) + 1e-12))
-    return k - (len(reference) - 1), peak
+    peak = float(c[k] / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    return k - (len(b) - 1), peak
+
+
+def fft_resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """Band-limited resampling of a whole signal through its spectrum (numpy only).
+
+    An independent reference for the streaming resampler under test.
+    """
+    n_out = int(round(len(x) * out_rate / in_rate))
+    spec = np.fft.rfft(np.asarray(x, dtype=np.float64))
+    keep = min(len(spec), n_out // 2 + 1)
+    out = np.zeros(n_out // 2 + 1, dtype=complex)
+    out[:keep] = spec[:keep]
+    return (np.fft.irfft(out, n_out) * (n_out / len(x))).astype(np.float32)
+
+
+def cards() -> list[Path]:
+    files = sorted((SPEECH / "cards").glob("*.wav"))
+    if not files:
+        pytest.skip(f"test media missing: {SPEECH / 'cards'}")
+    return files
 
 
 class PulseMic:
@@ -183,8 +209,8 @@ class PulseMic:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def pulse_mic():
+@pytest.fixture(name="pulse_mic")
+def pulse_mic_fixture():
     """A running `PulseMic`, with this process's PortAudio pointed at it (or a skip)."""
     mic = PulseMic()
     try:

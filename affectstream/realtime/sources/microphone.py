@@ -10,9 +10,8 @@ Capture time of each block: PortAudio's `inputBufferAdcTime` relative to its `cu
 (both on PortAudio's clock, which is not the monotonic clock) gives how long ago the first
 sample was captured; subtracting that from `time.monotonic_ns()` taken in the callback maps it
 onto the stream clock. Where a host API reports no ADC time (0, or an implausible delay), the
-callback time minus the block's duration is used. A `CaptureClock` smooths the result and
-counts the samples a device lost (`dropped_samples`); PortAudio's input-overflow flags are
-counted in `overflows`.
+callback time minus the block's duration is used. A `CaptureClock` smooths the result. PortAudio's input-overflow flags are counted in
+`overflows`; when one comes with a jump of the clock, the jump is counted in `dropped_samples`.
 
 A device that vanishes (its stream stops, or no block arrives for `audio.stall_timeout_s`)
 is closed and reopened with exponential backoff (`audio.reconnect_initial_s` doubling up to
@@ -217,8 +216,8 @@ class MicrophoneSource(Source):
     # -- the PortAudio callback: copies only ------------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, time, status) -> None:
         t_cb = now_ns()
-        if status.input_overflow:
-            self.overflows += 1
+        overflow = bool(status.input_overflow)
+        self.overflows += overflow
         adc, cur = time.inputBufferAdcTime, time.currentTime
         delay = cur - adc
         if adc > 0 and 0.0 <= delay < 1.0:
@@ -226,7 +225,7 @@ class MicrophoneSource(Source):
         else:
             measured = t_cb - int(frames * 1e9 / self.device_rate_used)
         t, lost = self._clock.stamp(measured, frames)
-        if lost:
+        if lost and overflow:  # a jump without an overflow is late delivery, not loss
             self.dropped_samples += int(lost * self.ring.sample_rate / self.device_rate_used)
         x = indata[:, 0] if self._channels == 1 else indata.mean(axis=1)
         (self._raw or self.ring).write(x, t)
