@@ -9,6 +9,7 @@ backend parity do not depend on the weights, and the manifest records which it w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -50,6 +51,17 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.cache
+def _warn_random(model: str, path: str) -> None:
+    """Once per model and process: a random model is fine for parity and latency only."""
+    log.warning(
+        "%s: no weights at %s; using a randomly initialised model (seed %d)",
+        model,
+        path,
+        RANDOM_SEED,
+    )
 
 
 def _weights_dir() -> Path:
@@ -106,12 +118,7 @@ class ModelEntry:
         else:
             import torch
 
-            log.warning(
-                "%s: no weights at %s; using a randomly initialised model (seed %d)",
-                self.name,
-                path,
-                RANDOM_SEED,
-            )
+            _warn_random(self.name, str(path))
             with torch.random.fork_rng():
                 torch.manual_seed(RANDOM_SEED)
                 module = self._build(None)
@@ -184,29 +191,23 @@ class VoiceEntry(ModelEntry):
     """
 
     name = "voice"
-    sources = ("affectstream.models.voice.net", "affectstream.models.voice.features")
+    sources = (
+        "affectstream.models.voice.net",
+        "affectstream.models.voice.features",
+        "affectstream.models.voice.encoder",
+    )
     weights_file = "voice.pt"
     atol = 2e-4
-    # 0.1 s (the CNN needs >= 8 mel frames) to 10 s; the runtime window is 2 s.
-    samples = DimRange(1600, 32000, 160000)
+    # 16 mel frames (VoiceEncoder.min_samples, 0.175 s) to 10 s; the runtime window is 2 s.
+    samples = DimRange(2800, 32000, 160000)
 
     def _build(self, path: Path | None):
-        import torch
-
-        from affectstream.models.voice.net import NetOptions, VoiceEnsemble, VoiceNet
+        from affectstream.models.voice.encoder import VoiceEncoder
+        from affectstream.models.voice.net import VoiceEnsemble, VoiceNet, fuse_batchnorm
 
         if path is None:
-            return VoiceEnsemble([VoiceNet()])
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or "members" not in ckpt or "net" not in ckpt:
-            raise ValueError(f"{path} is not an affectstream voice weights file")
-        opt = NetOptions.from_dict(ckpt["net"])
-        members = []
-        for state in ckpt["members"]:
-            net = VoiceNet(opt)
-            net.load_state_dict(state)
-            members.append(net)
-        return VoiceEnsemble(members)
+            return VoiceEnsemble([fuse_batchnorm(VoiceNet().eval())])
+        return VoiceEncoder.load(path).model
 
     def to_fp16(self, module):
         from affectstream.export.fp16 import VoiceFp16
@@ -247,7 +248,10 @@ class TextEntry(ModelEntry):
         from affectstream.models.text.net import TextModelSpec, build_net, load_net
 
         if path is None:
-            return build_net(TextModelSpec())  # shipped MiniLM base, random head
+            try:
+                return build_net(TextModelSpec())  # the MiniLM base, random head
+            except ImportError:
+                return _random_minilm(TextModelSpec())
         return load_net(path)[0]
 
     def signature(self, module) -> Signature:
@@ -290,6 +294,26 @@ class TextEntry(ModelEntry):
             ids[mask == 0] = 0  # [PAD]
             feed[ids_name], feed[mask_name] = ids, mask
         return feed
+
+
+def _random_minilm(spec):
+    """all-MiniLM-L6-v2's architecture with random weights, for machines without its package
+    (latency benchmarks on a GPU box): same shapes and cost, meaningless outputs."""
+    from transformers import BertConfig
+
+    from affectstream.models.text.net import TextEmotionNet
+
+    log.warning("text: MiniLM package missing; using a random MiniLM-L6 (benchmarks only)")
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+    )
+    return TextEmotionNet(spec, cfg)
 
 
 _ENTRIES: tuple[type[ModelEntry], ...] = (FaceEntry, VoiceEntry, TextEntry)
