@@ -91,7 +91,11 @@ def fuse_for_inference(model: FaceNet) -> FaceNet:
     i = 0
     while i < len(feats):
         m = feats[i]
-        if isinstance(m, nn.Conv2d) and i + 1 < len(feats) and isinstance(feats[i + 1], nn.BatchNorm2d):
+        if (
+            isinstance(m, nn.Conv2d)
+            and i + 1 < len(feats)
+            and isinstance(feats[i + 1], nn.BatchNorm2d)
+        ):
             fused.append(fuse_conv_bn_eval(m, feats[i + 1]))
             i += 2
             continue
