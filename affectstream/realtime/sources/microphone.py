@@ -9,8 +9,9 @@ few milliseconds, so no filter work ever runs inside the audio callback.
 Capture time of each block: PortAudio's `inputBufferAdcTime` relative to its `currentTime`
 (both on PortAudio's clock, which is not the monotonic clock) gives how long ago the first
 sample was captured; subtracting that from `time.monotonic_ns()` taken in the callback maps it
-onto the stream clock. Where a host API reports no ADC time (0, or an implausible delay), the
-callback time minus the block's duration is used. A `CaptureClock` smooths the result. PortAudio's input-overflow flags are counted in
+onto the stream clock. The delay is never taken as less than the block's duration (the whole
+block was captured before the callback), which is also what is used where a host API reports
+no usable ADC time (PortAudio's ALSA API through PulseAudio often reports a delay of 0). A `CaptureClock` smooths the result. PortAudio's input-overflow flags are counted in
 `overflows`; when one comes with a jump of the clock, the jump is counted in `dropped_samples`.
 
 A device that vanishes (its stream stops, or no block arrives for `audio.stall_timeout_s`)
@@ -218,12 +219,11 @@ class MicrophoneSource(Source):
         t_cb = now_ns()
         overflow = bool(status.input_overflow)
         self.overflows += overflow
+        # how long ago the first sample was captured: at least the block's duration
+        block_s = frames / self.device_rate_used
         adc, cur = time.inputBufferAdcTime, time.currentTime
-        delay = cur - adc
-        if adc > 0 and 0.0 <= delay < 1.0:
-            measured = t_cb - int(delay * 1e9)
-        else:
-            measured = t_cb - int(frames * 1e9 / self.device_rate_used)
+        delay = cur - adc if adc > 0 and 0.0 <= cur - adc < 1.0 else 0.0
+        measured = t_cb - int(max(delay, block_s) * 1e9)
         t, lost = self._clock.stamp(measured, frames)
         if lost and overflow:  # a jump without an overflow is late delivery, not loss
             self.dropped_samples += int(lost * self.ring.sample_rate / self.device_rate_used)
