@@ -94,9 +94,7 @@ def scan(root: str | Path) -> list[Clip]:
     return clips
 
 
-def split_by_actor(
-    clips: Iterable[Clip], held_out: Sequence[int]
-) -> tuple[list[Clip], list[Clip]]:
+def split_by_actor(clips: Iterable[Clip], held_out: Sequence[int]) -> tuple[list[Clip], list[Clip]]:
     """(clips of other actors, clips of the `held_out` actors)."""
     held = set(held_out)
     rest, out = [], []
@@ -169,3 +167,23 @@ def fit_span(start: int, end: int, length: int, total: int) -> tuple[int, int]:
         e = total
         s = total - length
     return s, e
+
+
+def kept_segment(
+    x: np.ndarray, min_samples: int, margin_s: float = 0.15, sample_rate: int = SAMPLE_RATE
+) -> tuple[int, int]:
+    """[start, end) of the speech plus `margin_s` each side, grown to >= `min_samples`."""
+    s, e = speech_span(x, sample_rate)
+    m = int(margin_s * sample_rate)
+    s, e = max(0, s - m), min(len(x), e + m)
+    return fit_span(s, e, min_samples, len(x))
+
+
+def window_starts(n_frames: int, win_frames: int, hop_frames: int) -> list[int]:
+    """Frame offsets of sliding windows covering `n_frames`, the last one flush with the end."""
+    if n_frames <= win_frames:
+        return [0]
+    starts = list(range(0, n_frames - win_frames + 1, hop_frames))
+    if starts[-1] + win_frames < n_frames:
+        starts.append(n_frames - win_frames)
+    return starts
