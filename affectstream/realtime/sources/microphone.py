@@ -125,6 +125,7 @@ class MicrophoneSource(Source):
         self._stream = None
         self._channels = 1
         self._raw: SampleRing | None = None  # device-rate ring when resampling
+        self._sink: SampleRing = ring
         self._raw_index = 0
         self._resampler: TimedResampler | None = None
         self._clock = CaptureClock(ring.sample_rate)
@@ -186,6 +187,7 @@ class MicrophoneSource(Source):
             self._resampler = None
             self._clock = CaptureClock(target)
         self._channels = channels
+        self._sink = self._raw if self._raw is not None else self.ring  # what the callback fills
         self.device_rate_used = rate  # before the first callback can run
         self._lost.clear()
         try:
@@ -228,7 +230,7 @@ class MicrophoneSource(Source):
         if lost and overflow:  # a jump without an overflow is late delivery, not loss
             self.dropped_samples += int(lost * self.ring.sample_rate / self.device_rate_used)
         x = indata[:, 0] if self._channels == 1 else indata.mean(axis=1)
-        (self._raw or self.ring).write(x, t)
+        self._sink.write(x, t)
         self.blocks += 1
         self._last_block_ns = t_cb
 
