@@ -119,3 +119,11 @@ def test_sample_ring_concurrent_no_torn_blocks():
     tw.join(60)
     tr.join(60)
     assert not bad, bad[:3]
+
+
+def test_sample_ring_oversized_write_keeps_indexes_and_times():
+    r = SampleRing(seconds=1.0, sample_rate=10)
+    r.write(np.arange(25, dtype=np.float32), t_ns=0)
+    assert r.written == 25
+    x, t0 = r.latest(10)
+    assert x.tolist() == list(range(15, 25)) and t0 == 1_500_000_000

@@ -1,4 +1,4 @@
-"""Benchmarks: print a table and write JSON (face, voice, text, stt, models)."""
+"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ TARGETS = {
     "text": "affectstream.models.text.cli",
     "stt": "affectstream.models.stt.cli",
     "models": "affectstream.export.cli",
+    "audio": "affectstream.realtime.bench_audio",
 }
 
 

@@ -147,10 +147,10 @@ class SampleRing:
         n = len(x)
         if n == 0:
             return
-        if n > self.capacity:
-            x, t_ns = x[-self.capacity :], t_ns + int((n - self.capacity) * 1e9 / self.sample_rate)
-            n = self.capacity
         start = self._written
+        if n > self.capacity:  # only the newest samples fit; indexes still advance by all n
+            skip = n - self.capacity
+            x, t_ns, start, n = x[skip:], t_ns + int(skip * 1e9 / self.sample_rate), start + skip, self.capacity
         self._writing_upto = start + n
         i = start % self.capacity
         k = min(n, self.capacity - i)
