@@ -11,6 +11,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("inputs")
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
     src.add_argument("--video", metavar="FILE", help="replay a video file")
+    src.add_argument("--mic", nargs="?", const="", metavar="DEVICE",
+                     help="microphone: index or name (default device without a value)")
+    src.add_argument("--audio", metavar="FILE", help="replay an audio file (WAV, FLAC, any PyAV container)")
+    src.add_argument("--media", metavar="FILE", help="replay the video and audio tracks of one file")
+    src.add_argument("--no-video", action="store_true", help="ignore video inputs")
+    src.add_argument("--no-audio", action="store_true", help="ignore audio inputs")
+    words = p.add_mutually_exclusive_group()
+    words.add_argument("--transcribe", dest="transcribe", action="store_true", default=True,
+                       help="live transcript and text emotion (default)")
+    words.add_argument("--no-transcribe", dest="transcribe", action="store_false",
+                       help="no speech-to-text, no text modality")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
                       help="replay files at real time (default)")
@@ -37,11 +48,27 @@ def run(args: argparse.Namespace) -> int:
         if args.rate <= 0:
             raise UsageError(f"--rate must be positive, got {args.rate}")
         config.scheduler.rate_hz = args.rate
-    if args.camera is None and args.video is None:
-        raise UsageError("no input: give --camera N or --video FILE")
-    if args.video is not None and not Path(args.video).is_file():
-        raise UsageError(f"video file not found: {args.video}")
-    inputs = Inputs(camera=args.camera, video=args.video, realtime=args.realtime)
+    files = {"--video": args.video, "--audio": args.audio, "--media": args.media}
+    if args.camera is None and args.mic is None and not any(files.values()):
+        raise UsageError("no input: give --camera N, --mic, --video FILE, --audio FILE or --media FILE")
+    for flag, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag}: file not found: {path}")
+    mic = args.mic
+    if mic is not None and mic.isdigit():
+        mic = int(mic)
+    inputs = Inputs(
+        camera=args.camera,
+        video=args.video,
+        media=args.media,
+        audio=args.audio,
+        mic=mic or None,
+        use_mic=args.mic is not None,
+        no_video=args.no_video,
+        no_audio=args.no_audio,
+        transcribe=args.transcribe,
+        realtime=args.realtime,
+    )
     try:
         stream = AffectStream(config, inputs)
     except ValueError as e:

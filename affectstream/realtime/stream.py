@@ -2,6 +2,10 @@
 
 This is the library entry point for hosts (agents, the CLI, the server): build one from a
 config and inputs, iterate `estimates()`, stop it. Missing inputs are ordinary states.
+
+    stream = AffectStream(load_config(), Inputs(push_video=True, push_audio=True))
+    stream.push_frame(bgr_image); stream.push_audio(pcm, 48000)
+    for est in stream.estimates(): ...
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from pathlib import Path
 from affectstream.config import Config
 from affectstream.realtime.clock import now_ns
 from affectstream.realtime.messages import Estimate, VideoFrame
-from affectstream.realtime.ringbuffer import RingBuffer
+from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
 from affectstream.realtime.scheduler import Pipeline, run_realtime, run_stepped
-from affectstream.realtime.sources.base import Source, SourceError
+from affectstream.realtime.sources.base import Source, SourceError, SourceState
 from affectstream.realtime.sources.video import CameraSource, PushVideoSource, VideoFileSource
 
 log = logging.getLogger(__name__)
@@ -24,11 +28,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Inputs:
-    """What to listen to and watch. At most one video input; `realtime` paces file replay."""
+    """What to watch and listen to: at most one video and one audio input.
+
+    `media` names one file whose video and audio tracks are both used. `realtime` paces file
+    replay; without it files are replayed as fast as possible on the media clock.
+    """
 
     camera: int | None = None
     video: str | Path | None = None
+    media: str | Path | None = None
+    mic: int | str | None = None
+    use_mic: bool = False
+    audio: str | Path | None = None
     push_video: bool = False
+    push_audio: bool = False
+    no_video: bool = False
+    no_audio: bool = False
+    transcribe: bool = True
     realtime: bool = True
 
 
@@ -40,86 +56,193 @@ class AffectStream:
         self.inputs = inputs
         self.sources: list[Source] = []
         self.video_ring: RingBuffer[VideoFrame] | None = None
+        self.audio_ring: SampleRing | None = None
         self.video_source: Source | None = None
-        self._stop = False
+        self.audio_source: Source | None = None
+        self.transcriber = None
         self.stages = []
-        self._build()
+        self._stop = False
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
 
     # -- construction -----------------------------------------------------------------
     def _build(self) -> None:
         cfg, inp = self.config, self.inputs
-        n_video = sum(x is not None and x is not False for x in (inp.camera, inp.video, inp.push_video or None))
-        if n_video > 1:
-            raise ValueError("choose one video input: camera, video file or pushed frames")
-        if n_video:
-            self.video_ring = RingBuffer(cfg.video.ring_frames, "video")
-            if inp.camera is not None:
-                self.video_source = CameraSource(self.video_ring, inp.camera, cfg.video)
-            elif inp.video is not None:
-                self.video_source = VideoFileSource(inp.video, self.video_ring, realtime=inp.realtime)
-                self.video_source.open()  # a missing or corrupt file fails here, not later
-            else:
-                self.video_source = PushVideoSource(self.video_ring)
-            self.sources.append(self.video_source)
-            if cfg.face.enabled:
-                self.stages.append(self._face_stage())
+        video_inputs = [x for x in (inp.camera, inp.video, inp.media, inp.push_video or None) if x is not None]
+        audio_inputs = [x for x in (inp.mic if inp.use_mic else None, inp.audio, inp.media, inp.push_audio or None) if x is not None]
+        if inp.no_video:
+            video_inputs = []
+        if inp.no_audio:
+            audio_inputs = []
+        if len(video_inputs) > 1:
+            raise ValueError("choose one video input: camera, video file, media file or pushed frames")
+        if len(audio_inputs) > 1:
+            raise ValueError("choose one audio input: microphone, audio file, media file or pushed audio")
+        if video_inputs:
+            self._build_video()
+        if audio_inputs:
+            self._build_audio()
         if not self.sources:
-            raise ValueError("no input: give a camera, a video file, or push frames")
-        self.pipeline = Pipeline(self.stages, cfg.scheduler)
+            raise ValueError("no input: give a camera, a video/audio/media file, a microphone, or push data")
+        counters = [self._source_counters]
+        transcript = None
+        if self.transcriber is not None:
+            transcript = lambda t: self.transcriber.recent_text(t, cfg.transcriber.context_s)  # noqa: E731
+        self.pipeline = Pipeline(self.stages, cfg.scheduler, counters=counters, transcript=transcript)
 
-    def _face_stage(self):
-        from affectstream.models.face.detect import FaceTracker
-        from affectstream.models.face.encoder import FaceEncoder
-        from affectstream.realtime.face_stage import FaceStage
+    def _build_video(self) -> None:
+        cfg, inp = self.config, self.inputs
+        self.video_ring = RingBuffer(cfg.video.ring_frames, "video")
+        if inp.camera is not None:
+            self.video_source = CameraSource(self.video_ring, inp.camera, cfg.video)
+            self.video_source.open()  # a missing camera fails before models load
+        elif inp.video is not None or inp.media is not None:
+            path = inp.video if inp.video is not None else inp.media
+            self.video_source = VideoFileSource(path, self.video_ring, realtime=inp.realtime)
+            self.video_source.open()  # a missing or corrupt file fails here, not later
+        else:
+            self.video_source = PushVideoSource(self.video_ring)
+        self.sources.append(self.video_source)
+        if cfg.face.enabled:
+            from affectstream.models.face.detect import FaceTracker
+            from affectstream.models.face.encoder import FaceEncoder
+            from affectstream.realtime.face_stage import FaceStage
 
-        weights = self.config.face.weights or None
-        return FaceStage(self.video_ring, FaceTracker(self.config.face), FaceEncoder.load(weights))
+            encoder = FaceEncoder.load(cfg.face.weights or None)
+            self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), encoder))
+
+    def _build_audio(self) -> None:
+        cfg, inp = self.config, self.inputs
+        self.audio_ring = SampleRing(cfg.audio.ring_seconds, cfg.audio.sample_rate, "audio")
+        if inp.use_mic:
+            from affectstream.realtime.sources.microphone import MicrophoneSource
+
+            self.audio_source = MicrophoneSource(self.audio_ring, inp.mic, cfg.audio)
+        elif inp.audio is not None or inp.media is not None:
+            from affectstream.realtime.sources.audio_file import AudioFileSource
+
+            path = inp.audio if inp.audio is not None else inp.media
+            self.audio_source = AudioFileSource(path, self.audio_ring, cfg.audio, realtime=inp.realtime)
+            self.audio_source.open()
+        else:
+            from affectstream.realtime.sources.push_audio import PushAudioSource
+
+            self.audio_source = PushAudioSource(self.audio_ring, cfg.audio.sample_rate)
+        self.sources.append(self.audio_source)
+        if cfg.voice.enabled:
+            from affectstream.models.voice.encoder import VoiceEncoder
+            from affectstream.realtime.vad import VoiceActivity
+            from affectstream.realtime.voice_stage import VoiceStage
+
+            vad = VoiceActivity(threshold=cfg.voice.vad_threshold)
+            encoder = VoiceEncoder.load(cfg.voice.weights or None)
+            src = self.audio_source
+            self.stages.append(
+                VoiceStage(
+                    self.audio_ring,
+                    vad,
+                    encoder,
+                    window_s=cfg.voice.window_s,
+                    available=lambda: src.status.state is not SourceState.RECONNECTING,
+                )
+            )
+        if inp.transcribe and cfg.transcriber.enabled:
+            self._build_words()
+
+    def _build_words(self) -> None:
+        cfg = self.config
+        from affectstream.realtime.transcriber import Transcriber
+
+        self.transcriber = Transcriber(self.audio_ring, cfg.transcriber, stepped=self.stepped)
+        self.sources.append(self.transcriber)
+        if cfg.text.enabled:
+            from affectstream.models.text.encoder import TextEncoder
+            from affectstream.realtime.text_stage import TextStage
+
+            self.stages.append(
+                TextStage(self.transcriber, TextEncoder.load(cfg.text.weights or None), cfg.transcriber.context_s)
+            )
+
+    def _source_counters(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        a = self.audio_source
+        if a is not None:
+            out["audio_overflows"] = int(getattr(a, "overflows", 0))
+            out["audio_dropped_samples"] = int(getattr(a, "dropped_samples", 0))
+        if self.transcriber is not None:
+            out.update(self.transcriber.counters())
+        return out
 
     # -- host-facing ------------------------------------------------------------------
     @property
     def stepped(self) -> bool:
-        return not self.inputs.realtime and isinstance(self.video_source, VideoFileSource)
+        """Files replayed as fast as possible, stepped on the media clock (no live input)."""
+        inp = self.inputs
+        has_file = any(x is not None for x in (inp.video, inp.audio, inp.media))
+        live = inp.camera is not None or inp.use_mic or inp.push_video or inp.push_audio
+        return has_file and not inp.realtime and not live
 
     def push_frame(self, image, t_ns: int | None = None) -> None:
         if not isinstance(self.video_source, PushVideoSource):
             raise RuntimeError("push_frame needs Inputs(push_video=True)")
         self.video_source.push(image, t_ns)
 
+    def push_audio(self, samples, sample_rate: int | None = None, t_ns: int | None = None) -> None:
+        from affectstream.realtime.sources.push_audio import PushAudioSource
+
+        if not isinstance(self.audio_source, PushAudioSource):
+            raise RuntimeError("push_audio needs Inputs(push_audio=True)")
+        self.audio_source.push(samples, sample_rate, t_ns)
+
+    def _file_sources(self) -> list[Source]:
+        return [s for s in (self.video_source, self.audio_source) if s is not None and hasattr(s, "read_until")]
+
     def _done(self) -> bool:
-        files = [s for s in self.sources if isinstance(s, VideoFileSource)]
-        return bool(files) and all(s.done for s in files)
+        files = self._file_sources()
+        if not files or not all(s.done for s in files):
+            return False
+        return self.transcriber is None or self.transcriber.idle()
+
+    def _step(self, t_ns: int) -> None:
+        for s in self._file_sources():
+            s.read_until(t_ns)
+        if self.transcriber is not None:
+            self.transcriber.step(t_ns)
 
     def stop(self) -> None:
+        """Ask `estimates()` to end after the current tick."""
         self._stop = True
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.stop()
 
     def estimates(self) -> Iterator[Estimate]:
         """Start the sources, yield one estimate per tick until the inputs end or stop()."""
         try:
             if self.stepped:
                 start = now_ns()
-                self.video_source.begin(start)
-                yield from run_stepped(
-                    self.pipeline,
-                    self.video_source.read_until,
-                    self._done,
-                    start,
-                    stop=lambda: self._stop,
-                )
+                for s in self._file_sources():
+                    s.begin(start)
+                if self.transcriber is not None:
+                    self.transcriber.start()
+                yield from run_stepped(self.pipeline, self._step, self._done, start, stop=lambda: self._stop)
             else:
                 for s in self.sources:
                     s.start()
                 yield from run_realtime(self.pipeline, self._done, stop=lambda: self._stop)
         finally:
-            for s in self.sources:
-                s.stop()
+            self.close()
 
     def __enter__(self) -> AffectStream:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        for s in self.sources:
-            s.stop()
+        self.close()
 
 
 __all__ = ["AffectStream", "Inputs", "SourceError"]

@@ -61,6 +61,8 @@ class CameraSource(Source):
         return cap
 
     def open(self) -> None:
+        if self._cap is not None:
+            return
         self._cap = self._open_capture()
         if self._cap is None:
             raise SourceError(

@@ -1,0 +1,41 @@
+"""The text stage: the text encoder on the newest committed words, only when they change.
+
+Words are absent when nothing was said within the context window; the capture time of a
+text result is the end of its newest word, so `age_ms.text` includes the commit latency.
+"""
+
+from __future__ import annotations
+
+from affectstream.realtime.stages import ABSENT, ModalityResult, Stage
+
+
+class TextStage(Stage):
+    name = "text"
+
+    def __init__(self, transcriber, encoder, context_s: float = 8.0) -> None:
+        self.transcriber = transcriber
+        self.encoder = encoder
+        self.context_ns = int(context_s * 1e9)
+        self._last_text = ""
+        self.runs = 0
+
+    def run(self, now_ns: int) -> ModalityResult | object | None:
+        last = self.transcriber.last_word_ns
+        if last is None or now_ns - last > self.context_ns:
+            self._last_text = ""
+            return ABSENT
+        text = self.transcriber.recent_text(now_ns, self.context_ns / 1e9)
+        if not text.strip():
+            return ABSENT
+        if text == self._last_text:
+            return None  # same words: keep the result, its age grows
+        self._last_text = text
+        self.runs += 1
+        probs, emb = self.encoder.predict([text])
+        return ModalityResult(
+            probs=probs[0],
+            t_ns=last,
+            embedding=emb[0],
+            confidence=float(probs[0].max()),
+            info={"text": text},
+        )

@@ -1,0 +1,120 @@
+"""End-to-end: the `affectstream run` command on real media, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from affectstream.labels import LABELS, MODALITIES
+from tests.conftest import MEDIA, REPO
+
+
+def affectstream(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "affectstream", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )
+
+
+def read_estimates(path):
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def check_estimate(d):
+    assert d["emotion"] in LABELS and set(d["probs"]) == set(LABELS)
+    assert abs(sum(d["probs"].values()) - 1) < 1e-3
+    assert -1 <= d["valence"] <= 1 and -1 <= d["arousal"] <= 1 and 0 <= d["confidence"] <= 1
+    assert set(d["relevance"]) == set(MODALITIES) == set(d["present"]) == set(d["age_ms"])
+    present = [m for m in MODALITIES if d["present"][m]]
+    if present:
+        assert abs(sum(d["relevance"][m] for m in present) - 1) < 1e-3
+    for m in MODALITIES:
+        assert (d["age_ms"][m] is not None) == d["present"][m]
+        if not d["present"][m]:
+            assert d["relevance"][m] == 0
+    assert "total" in d["stages_ms"] and isinstance(d["dropped"], dict)
+
+
+@pytest.mark.slow
+def test_run_video_fast_writes_one_estimate_per_tick(tmp_path, megamind):
+    out, summary = tmp_path / "est.jsonl", tmp_path / "summary.json"
+    r = affectstream("run", "--video", megamind, "--fast", "--out", out, "--summary-json", summary)
+    assert r.returncode == 0, r.stderr
+    ests = read_estimates(out)
+    duration = 270 / 23.976
+    assert abs(len(ests) - duration * 10) <= 2  # one per 100 ms tick for the video's length
+    for d in ests:
+        check_estimate(d)
+    ts = [d["t"] for d in ests]
+    assert ts == sorted(ts)
+    face = [d["present"]["face"] for d in ests]
+    assert np.mean(face) > 0.8  # the face is found in most ticks
+    assert not any(d["present"]["voice"] or d["present"]["text"] for d in ests)
+    s = json.loads(summary.read_text())
+    assert s["estimates"] == len(ests)
+    assert s["age_ms"]["face"]["p99"] is not None
+    assert s["face_found_frames"]["with_face"] > 0.8 * s["face_found_frames"]["frames"]
+    assert "age p99 ms" in r.stderr  # the summary table
+
+
+def write_speech_with_pause(path, pause_s=2.0):
+    files = sorted((MEDIA / "speech" / "librivox").glob("*.wav"))[:2]
+    a, sr = sf.read(files[0], dtype="float32")
+    b, _ = sf.read(files[1], dtype="float32")
+    sf.write(path, np.concatenate([a, np.zeros(int(pause_s * sr), np.float32), b]), sr)
+    return len(a) / sr, pause_s
+
+
+@pytest.mark.slow
+def test_run_audio_voice_presence_follows_speech(tmp_path):
+    wav = tmp_path / "speech.wav"
+    first_len, pause = write_speech_with_pause(wav)
+    out = tmp_path / "est.jsonl"
+    r = affectstream("run", "--audio", wav, "--no-video", "--fast", "--no-transcribe", "--out", out)
+    assert r.returncode == 0, r.stderr
+    ests = read_estimates(out)
+    for d in ests:
+        check_estimate(d)
+    def voice_at(t0, t1):
+        return [d["present"]["voice"] for d in ests if t0 <= d["t"] <= t1]
+    assert np.mean(voice_at(0.5, first_len - 0.8)) > 0.6  # speaking
+    assert not any(voice_at(first_len + 0.6, first_len + pause - 0.1))  # the pause
+    assert np.mean(voice_at(first_len + pause + 0.6, first_len + pause + 2.0)) > 0.6
+    assert not any(d["present"]["face"] for d in ests)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--video", "no/such.avi"], "file not found: no/such.avi"),
+        (["run", "--camera", "57"], "camera 57 cannot be opened"),
+        (["run"], "no input"),
+    ],
+)
+def test_run_errors_are_one_line(args, message):
+    r = affectstream(*args, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_corrupt_config_is_one_line(tmp_path, megamind):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("scheduler:\n  rate_hz: [oops\n")
+    r = affectstream("run", "--video", megamind, "--config", cfg, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not valid YAML" in lines[0] and "bad.yaml" in lines[0]
+
+
+def test_bad_config_key_is_named(tmp_path, megamind):
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("face:\n  detect_evry: 2\n")
+    r = affectstream("run", "--video", megamind, "--config", cfg, timeout=60)
+    assert r.returncode == 2 and "face.detect_evry" in r.stderr
