@@ -10,6 +10,7 @@ the manifest records hashes, signature, opset and the weights it came from.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -68,6 +69,9 @@ def _export_file(module, sig: Signature, example: dict, out_path: Path, opset: i
     dynamic_shapes = tuple(
         {axis: dims[s] for axis, s in enumerate(t.shape) if isinstance(s, str)} for t in sig.inputs
     )
+    params = list(inspect.signature(module.forward).parameters.values())
+    if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        dynamic_shapes = (dynamic_shapes,)  # `forward(*args)`: one spec for the args tuple
     try:
         program = torch.onnx.export(
             module,

@@ -230,11 +230,11 @@ class VoiceEntry(ModelEntry):
 
 
 class TextEntry(ModelEntry):
-    """MiniLM + emotion head: token ids and masks -> logits (batch, 7), embedding.
+    """MiniLM + emotion head: `[CLS] utterance [SEP] context [SEP]` token ids, attention mask
+    and token types (segment 1 = context) -> logits (batch, 7), embedding (batch, hidden).
 
-    With a context-using spec there are four inputs (utterance and preceding text); a row
-    whose mask is all zeros (no context, or a padding row in a batch) gives a zero sentence
-    vector, never NaN: `mean_pool` clamps the token count, and parity tests check such rows.
+    A row whose mask is all zeros (a padding row in a batch) gives a zero sentence vector,
+    never NaN (`mean_pool` clamps the token count); parity tests check such rows.
     """
 
     name = "text"
@@ -242,7 +242,7 @@ class TextEntry(ModelEntry):
     weights_file = "text.safetensors"
     atol = 2e-4
     vocab = 30522
-    paddable = ("batch", "tokens", "ctx_tokens")
+    paddable = ("batch", "tokens")
 
     def _build(self, path: Path | None):
         from affectstream.models.text.net import TextModelSpec, build_net, load_net
@@ -256,44 +256,34 @@ class TextEntry(ModelEntry):
 
     def signature(self, module) -> Signature:
         spec = module.spec
-        tok = DimRange(1, min(32, spec.max_tokens), spec.max_tokens)
-        inputs = [
-            TensorSpec("input_ids", ("batch", "tokens"), "int64"),
-            TensorSpec("attention_mask", ("batch", "tokens"), "int64"),
-        ]
-        dims = {"batch": BATCH, "tokens": tok}
-        if spec.use_context:
-            inputs += [
-                TensorSpec("ctx_ids", ("batch", "ctx_tokens"), "int64"),
-                TensorSpec("ctx_mask", ("batch", "ctx_tokens"), "int64"),
-            ]
-            dims["ctx_tokens"] = tok
+        longest = spec.max_tokens + (getattr(spec, "context_tokens", 0) if spec.use_context else 0)
         return Signature(
-            inputs=tuple(inputs),
+            inputs=(
+                TensorSpec("input_ids", ("batch", "tokens"), "int64"),
+                TensorSpec("attention_mask", ("batch", "tokens"), "int64"),
+                TensorSpec("token_type_ids", ("batch", "tokens"), "int64"),
+            ),
             outputs=(
                 TensorSpec("logits", ("batch", 7)),
                 TensorSpec("embedding", ("batch", spec.hidden)),
             ),
-            dims=dims,
+            dims={"batch": BATCH, "tokens": DimRange(1, min(32, longest), longest)},
         )
 
     def example(self, sizes, rng, signature):
-        """Token rows of random lengths ([CLS] ... [SEP], then padding); some masks all zero."""
-        feed = {}
-        for ids_name, mask_name in (("input_ids", "attention_mask"), ("ctx_ids", "ctx_mask")):
-            if ids_name not in signature.input_names:
-                continue
-            spec = next(s for s in signature.inputs if s.name == ids_name)
-            b, n = _resolve(spec.shape, sizes, signature)
-            ids = rng.integers(1000, self.vocab, size=(b, n), dtype=np.int64)
-            lo = 0 if ids_name == "ctx_ids" else 1  # no context is a normal state
-            lengths = rng.integers(lo, n + 1, size=b)
-            mask = (np.arange(n)[None, :] < lengths[:, None]).astype(np.int64)
-            ids[:, 0] = 101  # [CLS]
-            ids[np.arange(b), np.maximum(lengths - 1, 0)] = 102  # [SEP]
-            ids[mask == 0] = 0  # [PAD]
-            feed[ids_name], feed[mask_name] = ids, mask
-        return feed
+        """Rows of random lengths: [CLS] utterance [SEP], sometimes context [SEP], padding."""
+        b, n = _resolve(signature.inputs[0].shape, sizes, signature)
+        ids = rng.integers(1000, self.vocab, size=(b, n), dtype=np.int64)
+        lengths = rng.integers(min(2, n), n + 1, size=b)
+        mask = (np.arange(n)[None, :] < lengths[:, None]).astype(np.int64)
+        with_context = rng.random(b) < 0.5
+        utt = np.where(with_context, np.maximum(2, lengths // 2), lengths)  # segment 0
+        types = ((np.arange(n)[None, :] >= utt[:, None]) & (mask == 1)).astype(np.int64)
+        ids[:, 0] = 101  # [CLS]
+        ids[np.arange(b), np.maximum(utt - 1, 0)] = 102  # [SEP] after the utterance
+        ids[np.arange(b), np.maximum(lengths - 1, 0)] = 102  # [SEP] after the context
+        ids[mask == 0] = 0  # [PAD]
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 def _random_minilm(spec):
