@@ -36,8 +36,8 @@ from affectstream.export.shapes import bucket_sizes, pad_feed, profile_shapes, u
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12 "
-    "(or tensorrt-cu13 to match your CUDA; see docs/export.md)"
+    "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13 "
+    "(tensorrt-cu12 for a CUDA 12 build of PyTorch; see docs/export.md)"
 )
 MIN_MAJOR = 10  # named-tensor API, execute_async_v3
 
