@@ -309,7 +309,7 @@ def train(
         "history": history,
         "n_train": len(y_tr),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     if tr.teacher is not None:
         info["teacher_state_dict"] = {
