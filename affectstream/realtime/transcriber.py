@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from affectstream.config import TranscriberConfig
+from affectstream.models.stt.local_agreement import join_words
 from affectstream.realtime.clock import now_ns
 from affectstream.realtime.messages import TranscriptSegment, Word
 from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
@@ -193,7 +194,7 @@ class Transcriber(Source):
         since = now - int(seconds * 1e9)
         with self._words_lock:
             words = [w.text for w in self._words if w.end_ns >= since]
-        return " ".join(words)
+        return join_words(words)
 
     @property
     def partial_text(self) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from affectstream.models.stt.driver import StreamRun
 from affectstream.models.stt.guards import count_loops
+from affectstream.models.stt.local_agreement import join_words
 from affectstream.models.stt.replay import join_with_pauses, load_audio
 from affectstream.models.stt.wer import WordErrors, read_transcripts, word_errors
 
@@ -53,7 +54,7 @@ def find_transcripts(audio_dir: Path) -> Path:
 def load_clips(
     audio_dir: str | Path, transcripts: str | Path | None, pause_s: float = 1.0
 ) -> Clips:
-    """Audio files of `audio_dir` that have a transcript, in file-name order."""
+    """Audio files under `audio_dir` (recursively) that have a transcript, in path order."""
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"audio folder not found: {audio_dir}")
@@ -61,7 +62,7 @@ def load_clips(
     if not tpath.is_file():
         raise FileNotFoundError(f"transcripts file not found: {tpath}")
     refs = read_transcripts(tpath)
-    files = sorted(p for p in audio_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    files = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     files = [p for p in files if p.stem in refs]
     if not files:
         raise FileNotFoundError(f"no audio in {audio_dir} matches an id in {tpath}")
@@ -120,9 +121,9 @@ def measure(run: StreamRun, clips: Clips) -> dict:
     total = WordErrors(0, 0, 0, 0)
     per_clip = []
     for cid, ref, words in zip(clips.ids, clips.refs, per_clip_words, strict=True):
-        e = word_errors(ref, " ".join(words))
+        e = word_errors(ref, join_words(words))
         total = total + e
-        per_clip.append({"id": cid, "ref": ref, "hyp": " ".join(words), **e.to_dict()})
+        per_clip.append({"id": cid, "ref": ref, "hyp": join_words(words), **e.to_dict()})
     stream_errors = word_errors(" ".join(clips.refs), run.text)
     hyp_words = run.text.split()
     loops = max(0, count_loops(hyp_words) - count_loops(" ".join(clips.refs).split()))

@@ -43,7 +43,9 @@ class StreamRun:
 
     @property
     def text(self) -> str:
-        return " ".join(s.text for s in self.finals if s.text)
+        from affectstream.models.stt.local_agreement import join_words
+
+        return join_words([w.text for s in self.finals for w in s.words])
 
     @property
     def rtf(self) -> float:
@@ -56,10 +58,14 @@ def stream_array(
     decoder,
     config: TranscriberConfig | None = None,
     realtime: bool = True,
-    on_segment: Callable[[TranscriptSegment], None] | None = None,
+    on_segment: Callable[[TranscriptSegment, int], None] | None = None,
     drain_timeout_s: float = 60.0,
 ) -> StreamRun:
-    """Transcribe `audio` (16 kHz mono float32) as a stream; `on_segment` sees each segment."""
+    """Transcribe `audio` (16 kHz mono float32) as a stream.
+
+    `on_segment(segment, t0_ns)` sees each segment as it is emitted; t0_ns is the stream-clock
+    time of the first sample, so `segment.t_start_ns - t0_ns` is a time in the audio.
+    """
     config = config or TranscriberConfig()
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if realtime:
@@ -91,7 +97,7 @@ def _run_fast(audio, decoder, config, on_segment) -> StreamRun:
         for s in segs:
             segments.append(s)
             if on_segment is not None:
-                on_segment(s)
+                on_segment(s, 0)
 
     for i in range(0, len(audio), _FEED):
         online.feed(audio[i : i + _FEED])
@@ -131,7 +137,7 @@ def _run_realtime(audio, decoder, config, on_segment, drain_timeout_s) -> Stream
         for slot in reader.read_new():
             segments.append(slot.item)
             if on_segment is not None:
-                on_segment(slot.item)
+                on_segment(slot.item, replay.t0_ns)
 
     tr.start()
     replay.start()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 _PUNCT = re.compile(r"[^\w']+")
+_GLUE = ("-", "'", ",", ".", "?", "!", ":", ";")
 
 
 class _HasText(Protocol):
@@ -25,6 +26,16 @@ W = TypeVar("W", bound=_HasText)
 def norm_word(word: str) -> str:
     """Case- and punctuation-insensitive form used to compare words ("Man." == "man")."""
     return _PUNCT.sub("", word.lower()).strip("'")
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Words back into text: no space before a piece that continues a word ("-disposed", ",")."""
+    out = ""
+    for w in words:
+        if out and not w.startswith(_GLUE):
+            out += " "
+        out += w
+    return out
 
 
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from affectstream.models.stt.guards import guard_words
-from affectstream.models.stt.local_agreement import LocalAgreement
+from affectstream.models.stt.local_agreement import LocalAgreement, join_words
 from affectstream.models.stt.vad_gate import VadGate
 from affectstream.models.stt.whisper_model import SAMPLE_RATE, HypWord, WhisperDecoder
 from affectstream.realtime.messages import TranscriptSegment, Word
@@ -73,6 +73,7 @@ class StreamStats:
     skipped_s: float = 0.0  # audio dropped to bound the backlog
     skips: int = 0
     guards: Counter = field(default_factory=Counter)  # cut hypotheses by reason
+    part_s: Counter = field(default_factory=Counter)  # decoding time by part (encode, ...)
 
     @property
     def loops(self) -> int:
@@ -81,6 +82,7 @@ class StreamStats:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["guards"] = dict(self.guards)
+        d["part_s"] = {k: round(v, 3) for k, v in self.part_s.items()}
         d["loops"] = self.loops
         return d
 
@@ -113,6 +115,7 @@ class OnlineTranscriber:
         sr = SAMPLE_RATE
         self._preroll = int(self.opt.preroll_s * sr)
         self._min_chunk = int(self.opt.min_chunk_s * sr)
+        self._first_chunk = int(self.opt.first_chunk_s * sr)
         self._end_silence = int(self.opt.end_silence_s * sr)
         self._max_span = int(self.opt.max_span_s * sr)
         self._tail_keep = int(self.opt.tail_keep_s * sr)
@@ -197,7 +200,7 @@ class OnlineTranscriber:
         self._span_start = max(self._buf_start, onset - self._preroll)
         self._span_words = []
         # the first decode comes first_chunk_s after the onset, the later ones min_chunk_s apart
-        self._last_decode_end = onset - self._min_chunk + int(self.opt.first_chunk_s * SAMPLE_RATE)
+        self._last_decode_end = onset - self._min_chunk + self._first_chunk
         self._agree.reset()
         log.debug("utterance starts at %.2fs", onset / SAMPLE_RATE)
 
@@ -258,10 +261,12 @@ class OnlineTranscriber:
         prefix_end = (
             (self._span_words[-1].end - self._span_start) / SAMPLE_RATE if self._span_words else 0.0
         )
-        prompt = " ".join(self._context) if self.opt.prompt_words > 0 else ""
+        prompt = join_words(self._context) if self.opt.prompt_words > 0 else ""
         hyp = self.decoder.decode(audio, prompt, prefix, prefix_end, final=final)
         self.stats.decodes += 1
         self.stats.decode_s += sum(hyp.timings_ms.values()) / 1e3
+        for part, ms in hyp.timings_ms.items():
+            self.stats.part_s[part] += ms / 1e3
         self._last_decode_end = self.end
         voice_end = (voiced_end - self._span_start) / SAMPLE_RATE if voiced_end >= 0 else None
         words, reason = guard_words(hyp.words, hyp.duration, prefix_end, prefix, voice_end)
@@ -272,6 +277,8 @@ class OnlineTranscriber:
 
     def _decode_and_agree(self) -> list[TranscriptSegment]:
         words = self._decode(final=False)
+        if not words and not self._span_words:  # nothing heard yet: look again sooner
+            self._last_decode_end += self._first_chunk - self._min_chunk
         committed, tail = self._agree.insert(words)
         out = self._commit(committed)
         out += self._partial(tail)
@@ -380,7 +387,7 @@ class OnlineTranscriber:
         return TranscriptSegment(
             t_start_ns=words[0].start_ns,
             t_end_ns=words[-1].end_ns,
-            text=" ".join(c.text for c in items),
+            text=join_words([c.text for c in items]),
             words=words,
             final=final,
             emitted_ns=self.clock(),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from affectstream.models.stt.local_agreement import join_words
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -85,7 +87,10 @@ class DecodeOptions:
         still agree with the next decode, so a cheaper window may do).
       tail_pad_s: silence always appended after the audio, so the model sees where it ends.
       beam_size: 1 is greedy search (what a 2-core CPU affords every ~0.5 s).
-      max_tokens_per_s: cap on new tokens per second of not-yet-committed audio (loop guard).
+      max_tokens_per_s: cap on new tokens per second of not-yet-committed audio (loop guard;
+        a loop runs to the cap, so the cap is also what a loop costs).
+      partial_tokens_per_s: the same for decodes inside an utterance, whose last words are
+        tentative anyway (read speech is ~4 tokens/s).
       prompt_tokens: most tokens of recent text given as the prompt.
       no_speech_threshold, logprob_threshold: a span with no_speech_prob above the first and
         average log-probability below the second is treated as silence (no words).
@@ -96,6 +101,7 @@ class DecodeOptions:
     tail_pad_s: float = 1.0
     beam_size: int = 1
     max_tokens_per_s: float = 7.0
+    partial_tokens_per_s: float = 5.0
     prompt_tokens: int = 96
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
@@ -200,13 +206,14 @@ class WhisperDecoder:
         enc = fw.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
         t1 = now_ns()
 
-        prefix_tokens = tok.encode(" " + " ".join(prefix)) if prefix else []
+        prefix_tokens = tok.encode(" " + join_words(prefix)) if prefix else []
         context: list[int] = []
         if prompt.strip():
             context = [tok.sot_prev] + tok.encode(" " + prompt.strip())[-opts.prompt_tokens :]
         head = context + list(tok.sot_sequence) + [tok.no_timestamps]
         seq = head + prefix_tokens
-        budget = int(opts.max_tokens_per_s * max(duration - prefix_end, 0.0)) + 6
+        rate = opts.max_tokens_per_s if final else opts.partial_tokens_per_s
+        budget = int(rate * max(duration - prefix_end, 0.0)) + 4
         # CTranslate2 (4.x) stops whisper results at about max_length / 2 tokens, the forced
         # prefix included (measured); so ask for twice, and enforce the budget below
         max_length = min(_MAX_LENGTH, 2 * (len(seq) + budget))
@@ -267,5 +274,13 @@ class WhisperDecoder:
                 continue
             start = float(min(w["start"], duration))
             end = float(min(max(w["end"], start), duration))
-            words.append(HypWord(text, start, end, float(w["probability"])))
+            prob = float(w["probability"])
+            glued = not w["word"].startswith(" ") and words  # "ill" + "-disposed": one word
+            if glued and words[-1].end <= start + 0.02:
+                last = words.pop()
+                words.append(
+                    HypWord(last.text + text, last.start, end, min(last.probability, prob))
+                )
+            else:
+                words.append(HypWord(text, start, end, prob))
         return words

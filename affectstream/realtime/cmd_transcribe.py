@@ -1,0 +1,116 @@
+"""Transcribe an audio file as a live stream, printing words as they are committed.
+
+Each final segment is printed when it is committed, as `[start-end] text (latency N ms)`:
+times are seconds of the file, latency is from the end of the segment's last word in the
+audio to its commit (real time: on the monotonic clock; --fast: on the media clock, i.e. the
+latency a CPU that keeps up would give).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="audio file (WAV, FLAC, headerless 16 kHz .raw, or any PyAV reads)",
+    )
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=True,
+        help="stream at real-time pace (default)",
+    )
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as possible")
+    p.add_argument(
+        "--model", metavar="PATH", help="whisper model folder or cached size (default: config)"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for decoding (default: config)"
+    )
+    p.add_argument("--partials", action="store_true", help="also print the tentative words")
+    p.add_argument(
+        "--json", metavar="OUT", help="write every segment and the stream's counters here"
+    )
+
+
+def _segment_dict(seg, t0_ns: int) -> dict:
+    def s(ns: int) -> float:
+        return round((ns - t0_ns) / 1e9, 3)
+
+    return {
+        "start_s": s(seg.t_start_ns),
+        "end_s": s(seg.t_end_ns),
+        "text": seg.text,
+        "final": seg.final,
+        "latency_ms": round((seg.emitted_ns - seg.t_end_ns) / 1e6, 1) if seg.words else None,
+        "words": [
+            {
+                "text": w.text,
+                "start_s": s(w.start_ns),
+                "end_s": s(w.end_ns),
+                "p": round(w.probability, 3),
+            }
+            for w in seg.words
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectstream.cli import UsageError
+    from affectstream.config import load_config
+    from affectstream.models.stt.driver import stream_array
+    from affectstream.models.stt.replay import load_audio
+    from affectstream.realtime.transcriber import load_decoder
+
+    cfg = load_config(args.config).transcriber
+    if args.model is not None:
+        cfg.model = args.model
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        cfg.cpu_threads = args.threads
+    if not Path(args.file).is_file():
+        raise UsageError(f"audio file not found: {args.file}")
+    audio = load_audio(args.file)
+    if len(audio) == 0:
+        raise UsageError(f"no audio in {args.file}")
+    decoder = load_decoder(cfg)
+
+    def show(seg, t0_ns: int) -> None:
+        if not seg.words or not (seg.final or args.partials):
+            return
+        start = (seg.t_start_ns - t0_ns) / 1e9
+        end = (seg.t_end_ns - t0_ns) / 1e9
+        latency = (seg.emitted_ns - seg.t_end_ns) / 1e6
+        mark = "" if seg.final else "  (partial)"
+        print(f"[{start:6.2f}–{end:6.2f}] {seg.text}  (latency {latency:.0f} ms){mark}", flush=True)
+
+    result = stream_array(audio, decoder, cfg, realtime=args.realtime, on_segment=show)
+    finals = result.finals
+    print(
+        f"{sum(len(s.words) for s in finals)} words in {result.audio_s:.1f} s of audio; "
+        f"real-time factor {result.rtf:.2f}; skipped {result.stats.get('skipped_s', 0.0):.1f} s",
+        file=sys.stderr,
+    )
+    if args.json:
+        data = {
+            "file": str(args.file),
+            "realtime": result.realtime,
+            "model": decoder.model_path,
+            "text": result.text,
+            "rtf": round(result.rtf, 3),
+            "stats": result.stats,
+            "segments": [_segment_dict(s, result.t0_ns) for s in result.segments],
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    return 0
