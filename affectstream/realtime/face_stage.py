@@ -37,5 +37,11 @@ class FaceStage(Stage):
             info={"box": tuple(int(v) for v in crop.box)},
         )
 
+    def warmup(self) -> None:
+        import numpy as np
+
+        for _ in range(3):
+            self.encoder.predict(np.zeros((1, 48, 48), np.uint8))
+
     def counters(self) -> dict[str, int]:
-        return {"video_frames_unprocessed": max(0, self.ring.written - self.frames_seen)}
+        return {"video_frames_not_used": max(0, self.ring.written - self.frames_seen)}

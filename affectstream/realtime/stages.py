@@ -41,3 +41,6 @@ class Stage:
     def counters(self) -> dict[str, int]:
         """Drop/skip counters copied into `Estimate.dropped`."""
         return {}
+
+    def warmup(self) -> None:
+        """Run the model once before the first tick, so tick 0 is not the slow one."""

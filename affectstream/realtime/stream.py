@@ -71,6 +71,7 @@ class AffectStream:
     # -- construction -----------------------------------------------------------------
     def _build(self) -> None:
         cfg, inp = self.config, self.inputs
+        _set_torch_threads(cfg.backend.threads)
         video_inputs = [x for x in (inp.camera, inp.video, inp.media, inp.push_video or None) if x is not None]
         audio_inputs = [x for x in (inp.mic if inp.use_mic else None, inp.audio, inp.media, inp.push_audio or None) if x is not None]
         if inp.no_video:
@@ -87,6 +88,8 @@ class AffectStream:
             self._build_audio()
         if not self.sources:
             raise ValueError("no input: give a camera, a video/audio/media file, a microphone, or push data")
+        for stage in self.stages:
+            stage.warmup()
         counters = [self._source_counters]
         transcript = None
         if self.transcriber is not None:
@@ -243,6 +246,15 @@ class AffectStream:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.close()
+
+
+def _set_torch_threads(n: int) -> None:
+    """Encoders run on the scheduler thread beside capture and transcription: keep torch's
+    intra-op pool small (on a 2-core machine, more threads only contend)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 __all__ = ["AffectStream", "Inputs", "SourceError"]

@@ -19,6 +19,9 @@ class TextStage(Stage):
         self._last_text = ""
         self.runs = 0
 
+    def warmup(self) -> None:
+        self.encoder.predict(["hello there"])
+
     def run(self, now_ns: int) -> ModalityResult | object | None:
         last = self.transcriber.last_word_ns
         if last is None or now_ns - last > self.context_ns:

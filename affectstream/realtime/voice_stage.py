@@ -53,5 +53,11 @@ class VoiceStage(Stage):
             info={"speech_prob": self.vad.speech_prob(self.speech_ms)},
         )
 
+    def warmup(self) -> None:
+        import numpy as np
+
+        for _ in range(3):
+            self.encoder.predict(np.zeros(self.window, np.float32))
+
     def counters(self) -> dict[str, int]:
         return {"vad_gaps": int(self.vad.gaps)}
