@@ -100,24 +100,30 @@ class ArrayReplay(Source):
     """Writes `audio` into `ring` in blocks of `block_ms`, each when it has been "captured".
 
     Block k is written at `t0 + (k+1) * block` and stamped `t0 + k * block` (its first
-    sample), where t0 is the start time; `t0` is also media time 0 for `time_of`.
+    sample), where t0 is the start time; `speed` > 1 shrinks the block time (faster than real
+    time, as a CPU that cannot keep up would see it).
     """
 
     name = "array-replay"
 
-    def __init__(self, audio: np.ndarray, ring: SampleRing, block_ms: float = 20.0) -> None:
+    def __init__(
+        self, audio: np.ndarray, ring: SampleRing, block_ms: float = 20.0, speed: float = 1.0
+    ) -> None:
         super().__init__()
         if ring.sample_rate != SAMPLE_RATE:
             raise ValueError(f"replay expects a {SAMPLE_RATE} Hz ring, got {ring.sample_rate}")
         self.audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         self.ring = ring
         self.block = max(1, int(round(SAMPLE_RATE * block_ms / 1000)))
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.speed = speed  # > 1 replays faster than real time (tests of the backlog bound)
         self.t0_ns = 0
         self.written = 0
         self.late_ms_max = 0.0  # worst lateness of a block write (a busy CPU shows here)
 
     def _t_of(self, index: int) -> int:
-        return self.t0_ns + int(round(index * 1e9 / SAMPLE_RATE))
+        return self.t0_ns + int(round(index * 1e9 / (SAMPLE_RATE * self.speed)))
 
     def start(self) -> ArrayReplay:
         self.t0_ns = now_ns()

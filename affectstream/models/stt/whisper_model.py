@@ -94,6 +94,8 @@ class DecodeOptions:
       prompt_tokens: most tokens of recent text given as the prompt.
       no_speech_threshold, logprob_threshold: a span with no_speech_prob above the first and
         average log-probability below the second is treated as silence (no words).
+      certain_no_speech: above this no_speech_prob a span is silence whatever the words'
+        probability (whisper's "you" on an empty room; speech scores below ~0.4).
     """
 
     window_s: float = 10.0
@@ -105,6 +107,7 @@ class DecodeOptions:
     prompt_tokens: int = 96
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
+    certain_no_speech: float = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,10 +247,9 @@ class WhisperDecoder:
         avg_logprob = float(result.scores[0]) * n_new / (n_new + 1) if result.scores else 0.0
         no_speech = float(result.no_speech_prob)
         timings = {"encode": (t1 - t0) / 1e6, "generate": (t2 - t1) / 1e6}
-        silent = (
-            not prefix_tokens
-            and no_speech > opts.no_speech_threshold
-            and avg_logprob < opts.logprob_threshold
+        silent = not prefix_tokens and (
+            no_speech > opts.certain_no_speech
+            or (no_speech > opts.no_speech_threshold and avg_logprob < opts.logprob_threshold)
         )
         if silent or not new_tokens:
             timings["align"] = 0.0
