@@ -48,7 +48,9 @@ def test_run_video_fast_writes_one_estimate_per_tick(tmp_path, megamind):
     assert r.returncode == 0, r.stderr
     ests = read_estimates(out)
     duration = 270 / 23.976
-    assert abs(len(ests) - duration * 10) <= 2  # one per 100 ms tick for the video's length
+    skipped = ests[-1]["dropped"]["ticks_skipped"]  # ticks a slow tick covered (counted)
+    assert abs(len(ests) + skipped - duration * 10) <= 2  # one per 100 ms tick for its length
+    assert skipped <= len(ests) // 4
     for d in ests:
         check_estimate(d)
     ts = [d["t"] for d in ests]
@@ -60,7 +62,7 @@ def test_run_video_fast_writes_one_estimate_per_tick(tmp_path, megamind):
     assert s["estimates"] == len(ests)
     assert s["age_ms"]["face"]["p99"] is not None
     assert s["face_found_frames"]["with_face"] > 0.8 * s["face_found_frames"]["frames"]
-    assert "age p99 ms" in r.stderr  # the summary table
+    assert "age p99" in r.stderr and "face" in r.stderr  # the summary table
 
 
 def write_speech_with_pause(path, pause_s=2.0):

@@ -193,14 +193,24 @@ def run_stepped(
     start_ns: int = 0,
     stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Estimate]:
-    """Tick on a media clock: feed sources up to each tick's time, then tick, without waiting."""
+    """Tick on a media clock: feed sources up to each tick's time, then tick, without waiting.
+
+    The media clock advances by the work each tick really took, so the schedule is the one a
+    real-time run on this machine would follow: a tick that overruns skips the ticks it
+    covered, and estimate times stay increasing.
+    """
     period = pipeline.period_ns
     pipeline.start_ns = start_ns
     k = 0
     while not stop():
         t = start_ns + k * period
         step_sources(t)
-        yield pipeline.tick(t)
+        est = pipeline.tick(t)
+        yield est
         if done():
             return
         k += 1
+        behind = -(-(est.emitted_ns - (start_ns + k * period)) // period)  # ceil
+        if behind > 0:
+            pipeline.ticks_skipped += int(behind)
+            k += int(behind)

@@ -59,8 +59,8 @@ class RunSummary:
         from rich.table import Table
 
         d = self.to_dict()
-        t = Table(title=f"affectstream run: {self.count} estimates, {self.overruns} overruns")
-        for col in ("modality", "present", "age p50 ms", "age p95 ms", "age p99 ms", "stage p50 ms", "stage p99 ms"):
+        t = Table(title=f"affectstream run: {self.count} estimates, {self.overruns} overruns (times in ms)")
+        for col in ("modality", "present", "age p50", "age p95", "age p99", "work p50", "work p99"):
             t.add_column(col, justify="right" if col != "modality" else "left")
         for m in MODALITIES:
             a = d["age_ms"][m]
@@ -73,7 +73,7 @@ class RunSummary:
                 _fmt(s.get("p99")),
             )
         tot = d["stages_ms"].get("total", {})
-        t.add_row("tick total", "", "", "", "", _fmt(tot.get("p50")), _fmt(tot.get("p99")))
+        t.add_row("tick", "", "", "", "", _fmt(tot.get("p50")), _fmt(tot.get("p99")))
         nonzero = {k: v for k, v in d["dropped"].items() if v}
         t.caption = "drops: " + (", ".join(f"{k}={v}" for k, v in nonzero.items()) or "none")
         return t
