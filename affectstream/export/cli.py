@@ -93,6 +93,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget-ms", type=float, default=50.0, help="p99 tick budget (default 50)")
     p.add_argument("--ticks", type=int, default=50, help="timed ticks per stream count")
+    p.add_argument(
+        "--max-streams", type=int, default=4096, help="where --search stops on CUDA (default 4096)"
+    )
     p.add_argument("--json", metavar="OUT", help="write the results here")
 
 
@@ -152,6 +155,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def models_table(result: dict):
+    from rich.markup import escape
     from rich.table import Table
 
     m = result["machine"]
@@ -162,7 +166,7 @@ def models_table(result: dict):
     for r in result.get("models", []):
         t.add_row(
             r["model"],
-            r["backend"],
+            escape(r["backend"]),  # "torch[fp16]" is not rich markup
             str(r["batch"]),
             f"{r['median_ms']:.3f}",
             f"{r['p99_ms']:.3f}",
@@ -178,6 +182,7 @@ def streams_table(streams: dict):
         title=f"batched ticks ({', '.join(streams['models'])}), budget p99 <= "
         f"{streams['tick_budget_ms']:.0f} ms; max streams within budget: "
         f"{streams['max_streams_within_budget']}"
+        + (" (the search's cap: at least that many)" if streams.get("capped") else "")
     )
     for col in ("streams", "p50 ms", "p99 ms", "within budget"):
         t.add_column(col, justify="right")

@@ -98,7 +98,7 @@ class ModelEntry:
     def source_hash(self) -> str:
         """Hash of the model's source files: an exported file goes stale when they change."""
         h = hashlib.sha256()
-        for mod in self.sources:
+        for mod in (*self.sources, "affectstream.export.registry", "affectstream.export.wrappers"):
             spec = importlib.util.find_spec(mod)
             if spec is not None and spec.origin:
                 h.update(Path(spec.origin).read_bytes())
@@ -128,7 +128,7 @@ class ModelEntry:
 
     def to_fp16(self, module: Any) -> Any:
         """A copy that computes in FP16 with the same float32 inputs and outputs."""
-        from affectstream.export.fp16 import Fp16IO
+        from affectstream.export.wrappers import Fp16IO
 
         return Fp16IO(module)
 
@@ -210,7 +210,7 @@ class VoiceEntry(ModelEntry):
         return VoiceEncoder.load(path).model
 
     def to_fp16(self, module):
-        from affectstream.export.fp16 import VoiceFp16
+        from affectstream.export.wrappers import VoiceFp16
 
         return VoiceFp16(module)
 
@@ -233,8 +233,9 @@ class TextEntry(ModelEntry):
     """MiniLM + emotion head: `[CLS] utterance [SEP] context [SEP]` token ids, attention mask
     and token types (segment 1 = context) -> logits (batch, 7), embedding (batch, hidden).
 
-    A row whose mask is all zeros (a padding row in a batch) gives a zero sentence vector,
-    never NaN (`mean_pool` clamps the token count); parity tests check such rows.
+    A row whose mask is all zeros (a padding row in a batch) gives the head's output for a
+    zero sentence vector, never NaN, in FP32 and FP16 (`wrappers.EmptyRowsSafe`); parity
+    tests check such rows.
     """
 
     name = "text"
@@ -245,14 +246,17 @@ class TextEntry(ModelEntry):
     paddable = ("batch", "tokens")
 
     def _build(self, path: Path | None):
+        from affectstream.export.wrappers import EmptyRowsSafe
         from affectstream.models.text.net import TextModelSpec, build_net, load_net
 
         if path is None:
             try:
-                return build_net(TextModelSpec())  # the MiniLM base, random head
+                net = build_net(TextModelSpec())  # the MiniLM base, random head
             except ImportError:
-                return _random_minilm(TextModelSpec())
-        return load_net(path)[0]
+                net = _random_minilm(TextModelSpec())
+        else:
+            net = load_net(path)[0]
+        return EmptyRowsSafe(net.eval())
 
     def signature(self, module) -> Signature:
         spec = module.spec

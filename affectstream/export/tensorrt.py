@@ -330,7 +330,7 @@ class TensorRTBackend(Backend):
         self._runtime = None
 
     def _state(self):
-        """This thread's execution context, stream, buffers and graphs."""
+        """This thread's execution context, stream, and per-shape buffers and graphs."""
         st = getattr(self._local, "state", None)
         if st is None:
             import torch
@@ -366,9 +366,12 @@ class TensorRTBackend(Backend):
         return unpad([o.numpy() for o in outs], sig, sizes)
 
     def _prepare(self, st, padded: Mapping[str, np.ndarray]):
+        """Buffers for one shape. With CUDA graphs each shape also gets its own execution
+        context: a captured graph is only valid while its context keeps those shapes."""
         import torch
 
-        trt, ctx = self._trt, st.context
+        trt = self._trt
+        ctx = self.engine.create_execution_context() if self.cuda_graphs else st.context
         inputs, outputs = {}, {}
         for name in self.signature.input_names:
             a = padded[name]
@@ -379,10 +382,10 @@ class TensorRTBackend(Backend):
             shape = tuple(ctx.get_tensor_shape(name))
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             outputs[name] = torch.empty(shape, dtype=_torch_dtype(dtype), device="cuda")
-        return _Slot(inputs, outputs)
+        return _Slot(ctx, inputs, outputs)
 
     def _enqueue(self, st, slot) -> None:
-        ctx = st.context
+        ctx = slot.context
         for name, t in slot.inputs.items():
             ctx.set_input_shape(name, tuple(t.shape))
             ctx.set_tensor_address(name, t.data_ptr())
@@ -419,7 +422,8 @@ class _ThreadState:
 
 
 class _Slot:
-    def __init__(self, inputs: dict, outputs: dict) -> None:
+    def __init__(self, context, inputs: dict, outputs: dict) -> None:
+        self.context = context
         self.inputs = inputs
         self.outputs = outputs
         self.graph = None
