@@ -138,3 +138,33 @@ def test_transcribe_cli_errors_are_one_line(capsys, tmp_path):
     assert main(["transcribe", str(wav), "--fast", "--model", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "speech model folder not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_stepped_mode_on_the_media_clock_finishes_when_the_file_ends(decoder):
+    """The fast replay of `affectstream run --fast`: the stream steps the transcriber per tick.
+
+    cards/005.wav stops right after its last word, so the open utterance must be ended by
+    the "no audio at all for end_silence_s" rule, not by silence in the audio.
+    """
+    from affectstream.realtime.sources.audio_file import AudioFileSource
+
+    ring = SampleRing(30.0, 16000)
+    src = AudioFileSource(SPEECH / "cards" / "005.wav", ring, realtime=False)
+    tr = Transcriber(ring, TranscriberConfig(), decoder=decoder, stepped=True)
+    start = now_ns()
+    src.begin(start)
+    tr.start()
+    assert tr.status.state is SourceState.RUNNING and tr._thread is None
+    t = start
+    for _ in range(200):  # 20 s of media time at most
+        t += 100_000_000
+        src.read_until(t)
+        tr.step(t)
+        if src.done and tr.idle():
+            break
+    assert src.done and tr.idle() and not tr.speech_active
+    text = tr.recent_text(t, 30.0)
+    assert word_errors("eight of spades four of clubs seven of hearts", text).wer <= 0.25
+    # emission is stamped with the tick's media time, after the word ended
+    finals = [s.item for s in tr.segments.latest(256) if s.item.final]
+    assert all(start <= s.words[-1].end_ns <= s.emitted_ns <= t for s in finals)

@@ -86,6 +86,7 @@ class Transcriber(Source):
         segments: RingBuffer[TranscriptSegment] | None = None,
         poll_s: float = 0.02,
         from_start: bool = False,
+        stepped: bool = False,
     ) -> None:
         super().__init__()
         if ring.sample_rate != SAMPLE_RATE:
@@ -100,12 +101,15 @@ class Transcriber(Source):
         )
         self.poll_s = poll_s
         self.from_start = from_start  # read the ring from index 0 instead of from now
+        self.stepped = stepped  # no thread: the caller drives `step(t_ns)` on a media clock
         self._online = None
         self._words: deque[Word] = deque(maxlen=512)  # committed words, for recent_text
         self._words_lock = threading.Lock()
         self._partial = ""
         self._input_done = threading.Event()
         self._next = 0
+        self._now = 0  # the stepped driver's clock
+        self._last_input_ns = 0  # when new audio last arrived
         self.busy_s = 0.0  # time spent in decoding steps
         self.max_behind_s = 0.0
 
@@ -115,15 +119,21 @@ class Transcriber(Source):
             self.decoder = load_decoder(self.config)
 
     def start(self) -> Transcriber:
+        """Load the model (errors reach the caller); start the thread unless `stepped`."""
         from affectstream.models.stt.online import OnlineTranscriber
 
-        if self._thread is None:
+        if self._online is None:
             self.open()
             stream, _ = stream_options(self.config)
             self._next = 0 if self.from_start else self.ring.written
+            clock = (lambda: self._now) if self.stepped else now_ns
             self._online = OnlineTranscriber(
-                self.decoder, stream, time_of=self.ring.time_of, clock=now_ns, origin=self._next
+                self.decoder, stream, time_of=self.ring.time_of, clock=clock, origin=self._next
             )
+            self._last_input_ns = now_ns()
+        if self.stepped:
+            self._set_status(SourceState.RUNNING)
+            return self
         super().start()
         return self
 
@@ -134,47 +144,87 @@ class Transcriber(Source):
     def drain(self, timeout: float | None = None) -> bool:
         """`end_of_input` and wait for the last words; False if it did not end in time."""
         self.end_of_input()
+        if self.stepped:
+            self._publish(self._online.finish())
+            self._set_status(SourceState.FINISHED)
+            return True
         return self.join(timeout)
+
+    # -- stepped driving ----------------------------------------------------------------
+    def step(self, t_ns: int) -> None:
+        """Stepped mode: transcribe the audio written up to now; `t_ns` stamps the output.
+
+        Each due decode runs at once (a media clock has no backlog), so emission times are
+        the latency a CPU that keeps up would give.
+        """
+        if self._online is None:
+            raise RuntimeError("call start() before step()")
+        self._now = t_ns
+        self._consume(t_ns)
+        while self._online.due():
+            self._timed(self._online.step)
+        self._end_if_quiet(t_ns)
+
+    def idle(self) -> bool:
+        """True when all audio written so far is transcribed and no utterance is open."""
+        online = self._online
+        if online is None:
+            return True
+        return self.ring.written <= self._next and not online.speech_active and not online.due()
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
         online = self._online
-        sr = SAMPLE_RATE
-        max_backlog = int(self.config.max_backlog_s * sr)
-        keep = int(online.opt.preroll_s * sr)
         while not self._stop_event.is_set():
             done = self._input_done.is_set()
-            written = self.ring.written
-            behind = written - self._next
-            self.max_behind_s = max(self.max_behind_s, behind / sr)
-            if behind > max_backlog:
-                target = written - keep
-                log.warning(
-                    "transcriber %.1fs behind (limit %.1fs): skipping ahead",
-                    behind / sr,
-                    self.config.max_backlog_s,
-                )
-                self._publish(online.skip_to(target))
-                self._next = target
-            if written > self._next:
-                x, first = self.ring.read(self._next, written)
-                if first > self._next:  # overwritten before we read it
-                    self._publish(online.skip_to(first))
-                online.feed(x)
-                self._next = first + len(x)
+            now = now_ns()
+            self._consume(now)
             if online.due():
-                t0 = now_ns()
-                segs = online.step()
-                self.busy_s += (now_ns() - t0) / 1e9
-                self._publish(segs)
+                self._timed(online.step)
                 continue
             if done and self.ring.written <= self._next:
-                t0 = now_ns()
-                self._publish(online.finish())
-                self.busy_s += (now_ns() - t0) / 1e9
+                self._timed(online.finish)
                 self._set_status(SourceState.FINISHED)
                 return
+            self._end_if_quiet(now)
             self._sleep(self.poll_s)
+
+    def _consume(self, now: int) -> None:
+        """Read the new audio into the stream, skipping ahead when too far behind."""
+        online = self._online
+        sr = SAMPLE_RATE
+        written = self.ring.written
+        behind = written - self._next
+        self.max_behind_s = max(self.max_behind_s, behind / sr)
+        if behind > int(self.config.max_backlog_s * sr):
+            target = written - int(online.opt.preroll_s * sr)
+            log.warning(
+                "transcriber %.1fs behind (limit %.1fs): skipping ahead",
+                behind / sr,
+                self.config.max_backlog_s,
+            )
+            self._publish(online.skip_to(target))
+            self._next = target
+        if written > self._next:
+            x, first = self.ring.read(self._next, written)
+            if first > self._next:  # overwritten before we read it
+                self._publish(online.skip_to(first))
+            online.feed(x)
+            self._next = first + len(x)
+            self._last_input_ns = now
+
+    def _end_if_quiet(self, now: int) -> None:
+        """No audio at all for end_silence_s (a file ended, a device stalled): end the utterance."""
+        online = self._online
+        quiet_ns = (now - self._last_input_ns) - int(self.config.end_silence_s * 1e9)
+        if online.speech_active and quiet_ns > int(self.poll_s * 1e9):
+            self._timed(online.finish)
+
+    def _timed(self, fn) -> None:
+        t0 = now_ns()
+        segs = fn()
+        self.busy_s += (now_ns() - t0) / 1e9
+        self._publish(segs)
 
     def _publish(self, segs: list[TranscriptSegment]) -> None:
         for s in segs:
