@@ -159,7 +159,10 @@ class AffectStream:
         cfg = self.config
         from affectstream.realtime.transcriber import Transcriber
 
-        self.transcriber = Transcriber(self.audio_ring, cfg.transcriber, stepped=self.stepped)
+        self.transcriber = Transcriber(
+            self.audio_ring, cfg.transcriber, from_start=True, stepped=self.stepped
+        )
+        self.transcriber.open()  # a missing model fails here, before any thread starts
         self.sources.append(self.transcriber)
         if cfg.text.enabled:
             from affectstream.models.text.encoder import TextEncoder
@@ -204,10 +207,17 @@ class AffectStream:
         return [s for s in (self.video_source, self.audio_source) if s is not None and hasattr(s, "read_until")]
 
     def _done(self) -> bool:
+        """Files have ended and the transcriber has committed their last words."""
         files = self._file_sources()
         if not files or not all(s.done for s in files):
             return False
-        return self.transcriber is None or self.transcriber.idle()
+        if self.transcriber is None or self.transcriber.done:
+            return True
+        if self.stepped:
+            self.transcriber.drain()  # stepped: commits the last words at once
+            return True
+        self.transcriber.end_of_input()  # real time: keep ticking until it has finished
+        return False
 
     def _step(self, t_ns: int) -> None:
         for s in self._file_sources():
