@@ -214,15 +214,15 @@ class AffectStream:
         if self.transcriber is None or self.transcriber.done:
             return True
         if self.stepped:
-            self.transcriber.drain()  # stepped: commits the last words at once
-            return True
+            self.transcriber.drain()  # commits the last words at once; one more tick shows them
+            return False
         self.transcriber.end_of_input()  # real time: keep ticking until it has finished
         return False
 
     def _step(self, t_ns: int) -> None:
         for s in self._file_sources():
             s.read_until(t_ns)
-        if self.transcriber is not None:
+        if self.transcriber is not None and not self.transcriber.done:
             self.transcriber.step(t_ns)
 
     def stop(self) -> None:
