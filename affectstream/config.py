@@ -54,8 +54,8 @@ class FaceConfig:
     min_face_frac: float = 0.08  # smallest face, as a fraction of the detection width
     crop_scale: float = 1.02  # crop side / detected box side (matches FER2013 framing)
     track_search: float = 0.5  # tracking search window: box grown by this fraction per side
-    track_min_score: float = 0.5  # normalised cross-correlation below this loses the track
-    track_max_frames: int = 12  # frames a track may go unconfirmed by a detection
+    track_min_score: float = 0.6  # normalised cross-correlation below this loses the track
+    track_max_frames: int = 6  # frames a track may go unconfirmed by a detection
     weights: str = ""  # empty: the shipped weights
 
 
