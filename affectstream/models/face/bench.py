@@ -116,10 +116,13 @@ def run_face_bench(
     weights: str | None = None,
     passes: int = 2,
     config: FaceConfig | None = None,
+    frames: int = 0,
 ) -> dict:
     """Measure and return the results as a JSON-ready dict (see module docstring)."""
     import torch
 
+    if iters < 1 or passes < 1:
+        raise ValueError("iters and passes must be >= 1")
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     cfg = config or FaceConfig()
@@ -138,7 +141,8 @@ def run_face_bench(
             np.abs(sess.run(None, {"x": x})[0] - ref).max()
         )
 
-    frames = read_frames(video)
+    n_frames = frames
+    frames = read_frames(video, n_frames)
     if not frames:
         raise ValueError(f"no frames decoded from {video}")
     ours_ms, base_ms = [], []

@@ -203,20 +203,28 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=1, help="CPU threads for torch, onnxruntime, OpenCV"
     )
     p.add_argument("--iters", type=int, default=300, help="model inference repetitions per backend")
+    p.add_argument("--frames", type=int, default=0, help="use only the first N video frames")
+    p.add_argument("--passes", type=int, default=2, help="alternating passes over the frames")
     p.add_argument("--weights", default=None)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from affectstream.cli import UsageError
     from affectstream.models.face.bench import default_video, print_bench, run_face_bench
-    from affectstream.models.face.encoder import WeightsError
 
     video = Path(args.video) if args.video else default_video()
     if not video.is_file():
         raise UsageError(f"video not found: {video}")
     try:
-        result = run_face_bench(video, threads=args.threads, iters=args.iters, weights=args.weights)
-    except WeightsError as e:
+        result = run_face_bench(
+            video,
+            threads=args.threads,
+            iters=args.iters,
+            weights=args.weights,
+            passes=args.passes,
+            frames=args.frames,
+        )
+    except ValueError as e:  # WeightsError (a ValueError), no frames, bad counts
         raise UsageError(str(e)) from None
     print_bench(result)
     _write_json(args.json, result)

@@ -11,6 +11,7 @@ graph whose input `x` is float32 (N, 1, 48, 48) in [0, 1] (uint8 / 255); outputs
 from __future__ import annotations
 
 import logging
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -95,16 +96,20 @@ class FaceEncoder:
         x = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
         model = self.model.to(memory_format=torch.contiguous_format)
         try:
-            torch.onnx.export(
-                model,
-                (x,),
-                str(path),
-                input_names=["x"],
-                output_names=["logits", "embedding"],
-                dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "embedding": {0: "n"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            with warnings.catch_warnings():
+                # the TorchScript exporter is deprecated in favour of dynamo; it exports this
+                # plain feed-forward module exactly and needs no extra dependency
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(path),
+                    input_names=["x"],
+                    output_names=["logits", "embedding"],
+                    dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "embedding": {0: "n"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
         finally:
             self.model.to(memory_format=torch.channels_last)
         return path

@@ -1,0 +1,131 @@
+"""`affectstream train|eval|bench face` end to end on small real inputs written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA
+
+from affectstream.cli import main
+
+PUBLIC = DATA / "fer2013" / "PublicTest.npz"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def fer_slice(tmp_path_factory):
+    """200 mixed PublicTest faces in the corpus's own format (FER label order, names)."""
+    if not PUBLIC.exists():
+        pytest.skip(f"corpus missing: {PUBLIC}")
+    z = np.load(PUBLIC)
+    idx = np.sort(np.random.default_rng(3).permutation(len(z["labels"]))[:200])
+    d = tmp_path_factory.mktemp("fer")
+    for split in ("PublicTest", "Training"):
+        np.savez(
+            d / f"{split}.npz",
+            images=z["images"][idx],
+            labels=z["labels"][idx],
+            names=z["names"][idx],
+            classes=z["classes"],
+        )
+    return d
+
+
+def test_eval_prints_and_writes_metrics(fer_slice, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    rc = main(["eval", "face", "--fer2013", str(fer_slice / "PublicTest.npz"), "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for needle in (
+        "accuracy=",
+        "macro-F1=",
+        "per class",
+        "recall",
+        "confusion matrix",
+        "disgusted",
+    ):
+        assert needle in text
+    m = json.loads(out.read_text())
+    assert m["n"] == 200
+    assert np.array(m["confusion"]).sum() == 200
+    cm = np.array(m["confusion"])
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / 200)
+    assert m["accuracy"] > 0.5  # the shipped model, far above chance
+    assert set(m["per_class"]) == {
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+        "disgusted",
+        "surprised",
+    }
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes", b"PK\x03\x04broken"])
+def test_eval_corrupt_npz_is_one_line_error(tmp_path, capsys, content):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(content)
+    assert main(["eval", "face", "--fer2013", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affectstream: error:") and "\n" not in err and "bad.npz" in err
+
+
+def test_eval_missing_npz_and_weights_are_one_line_errors(fer_slice, tmp_path, capsys):
+    assert main(["eval", "face", "--fer2013", str(tmp_path / "absent.npz")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    args = ["eval", "face", "--fer2013", str(fer_slice / "PublicTest.npz")]
+    assert main([*args, "--weights", str(tmp_path / "none.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_train_then_eval_round_trip(fer_slice, tmp_path, capsys):
+    """A 1-epoch CPU training writes a loadable checkpoint with its metadata."""
+    out = tmp_path / "face.pt"
+    rc = main([
+        "train", "face", "--data", str(fer_slice), "--epochs", "1", "--batch-size", "32",
+        "--device", "cpu", "--widths", "8,16,16,32", "--out", str(out),
+        "--history-json", str(tmp_path / "h.json"),
+    ])  # fmt: skip
+    assert rc == 0 and out.exists()
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["spec"]["widths"] == [8, 16, 16, 32]
+    assert ckpt["command"].startswith("affectstream train face") and "--epochs 1" in ckpt["command"]
+    assert len(ckpt["training"]["history"]) == 1
+    capsys.readouterr()
+    js = tmp_path / "e.json"
+    args = ["eval", "face", "--fer2013", str(fer_slice / "PublicTest.npz"), "--weights", str(out)]
+    assert main([*args, "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["accuracy"] == pytest.approx(
+        ckpt["metrics"]["PublicTest"]["accuracy"]
+    )
+
+
+def test_train_missing_data_dir_is_usage_error(tmp_path, capsys):
+    assert main(["train", "face", "--data", str(tmp_path), "--device", "cpu"]) == 2
+    assert "Training.npz" in capsys.readouterr().err
+
+
+def test_bench_writes_table_and_json(megamind, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    args = ["bench", "face", "--iters", "5", "--frames", "12", "--passes", "1"]
+    assert main([*args, "--video", str(megamind), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fer-like" in text and "onnxruntime" in text
+    r = json.loads(out.read_text())
+    assert r["frame"]["frames"] == 12
+    assert r["frame"]["ours"]["face_found_frac"] >= 0.5
+    assert r["model_per_face_batch1"]["onnxruntime"]["max_abs_diff_logits"] < 1e-3
+    assert r["frame"]["median_ratio_ours_to_baseline"] > 0
+
+
+def test_bench_missing_video_is_usage_error(tmp_path, capsys):
+    assert main(["bench", "face", "--video", str(tmp_path / "none.avi")]) == 2
+    assert "video not found" in capsys.readouterr().err

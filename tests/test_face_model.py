@@ -1,0 +1,120 @@
+"""The face CNN and the shipped weights: contract, exportability, and accuracy on real faces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA
+
+from affectstream.labels import LABELS
+from affectstream.models.face.data import load_fer
+from affectstream.models.face.encoder import FaceEncoder, WeightsError, load_checkpoint
+from affectstream.models.face.evaluate import evaluate_fer
+from affectstream.models.face.net import FaceNet, FaceNetSpec, fuse_for_inference
+
+PUBLIC = DATA / "fer2013" / "PublicTest.npz"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FaceEncoder:
+    return FaceEncoder.load()
+
+
+@pytest.fixture(scope="module")
+def public():
+    if not PUBLIC.exists():
+        pytest.skip(f"corpus missing: {PUBLIC}")
+    return load_fer(PUBLIC)
+
+
+def test_forward_returns_logits_and_embedding():
+    spec = FaceNetSpec(widths=(8, 16, 16, 32), embed_dim=24)
+    logits, emb = FaceNet(spec).eval()(torch.rand(3, 1, 48, 48))
+    assert logits.shape == (3, 7) and emb.shape == (3, 24)
+
+
+def test_bn_folding_keeps_outputs():
+    torch.manual_seed(0)
+    model = FaceNet(FaceNetSpec(widths=(8, 16, 16, 32), embed_dim=24))
+    # non-trivial BN statistics, as after training
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 1, 48, 48))
+    model.eval()
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        ref = model(x)
+        fused = fuse_for_inference(model)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused_modules(model))
+    torch.testing.assert_close(fused[0], ref[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused[1], ref[1], rtol=1e-4, atol=1e-4)
+
+
+def fused_modules(model):
+    return list(model.features) + list(model.embed)
+
+
+def test_shipped_checkpoint_metadata():
+    ckpt = load_checkpoint()
+    assert ckpt["labels"] == list(LABELS)
+    assert ckpt["input"]["shape"] == [1, 48, 48]
+    assert ckpt["input"]["normalisation"]["inside_model"] is True
+    assert ckpt["command"].startswith("affectstream train face")
+    assert ckpt["metrics"]["PublicTest"]["n"] == 3589
+
+
+def test_predict_contract(encoder):
+    crops = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    probs, emb = encoder.predict(crops)
+    assert probs.shape == (5, 7) and emb.shape == (5, encoder.embed_dim)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    p1, _ = encoder.predict(crops[0])  # a single (48, 48) crop is a batch of one
+    np.testing.assert_allclose(p1[0], probs[0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        encoder.predict(crops.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 48, 48\)"):
+        encoder.predict(np.zeros((2, 40, 40), np.uint8))
+
+
+def test_shipped_weights_well_above_chance(encoder, public):
+    # a seeded mixed 500 (the file is sorted by class, so its first 500 are nearly all angry)
+    report = evaluate_fer(encoder, public.subset(500, seed=0))
+    assert report.accuracy >= 0.6  # chance is ~0.25 (always "happy")
+    assert report.macro_f1 >= 0.5
+
+
+def test_flip_tta_is_the_mean_of_both_views(encoder, public):
+    crops = public.images[:4]
+    p, _ = encoder.predict(crops)
+    pf, _ = encoder.predict(crops[:, :, ::-1].copy())
+    pt, _ = encoder.predict(crops, tta=True)
+    np.testing.assert_allclose(pt, (p + pf) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_export_matches_torch(encoder, tmp_path, public):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = encoder.export_onnx(tmp_path / "face.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = FaceEncoder.to_input(public.images[:6]).numpy()
+    logits, emb = sess.run(["logits", "embedding"], {"x": x})
+    with torch.inference_mode():
+        ref_logits, ref_emb = encoder.model(torch.from_numpy(x))
+    np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(emb, ref_emb.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_bad_weights_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "face.pt"
+    p.write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="unreadable"):
+        FaceEncoder.load(p)
+    with pytest.raises(WeightsError, match="not found"):
+        FaceEncoder.load(tmp_path / "absent.pt")
