@@ -192,3 +192,101 @@ def test_eval_cli_names_a_corrupt_file(tmp_path, capsys):
     assert main(["eval", "voice", "--ravdess", str(root)]) == 2
     err = capsys.readouterr().err
     assert bad.name in err and "cannot decode" in err and len(err.strip().splitlines()) == 1
+
+
+def _tiny_cache(tmp_path):
+    """Log-mels of 3 actors x 7 clips (one per label), built by the training code itself."""
+    from affectstream.models.voice.train import build_cache
+
+    names = [
+        f"03-01-{e:02d}-0{1 + (e > 1)}-01-01-{a:02d}.flac" for a in (1, 2, 19) for e in range(2, 9)
+    ]
+    root = _copy_clips(tmp_path, names)
+    return root, build_cache(scan(root))
+
+
+@needs_data
+def test_crops_and_augmentations_on_real_log_mels(tmp_path):
+    torch = pytest.importorskip("torch")
+    from affectstream.models.voice.train import MelBank, Recipe, spec_augment, warp_mel
+
+    _, cache = _tiny_cache(tmp_path)
+    assert cache["lengths"].min() >= 198 and len(cache["labels"]) == 21
+    bank = MelBank(cache)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(21)
+    x = bank.crops(idx, 0.0, gen)
+    assert x.shape == (21, 64, bank.win)
+    # without stretch, a crop starts at a random fractional frame: elementwise it lies between
+    # two consecutive slices of its own clip's frames
+    for i in range(21):
+        o, n = int(cache["offsets"][i]), int(cache["lengths"][i])
+        clip = torch.from_numpy(cache["mels"][:, o : o + n].astype(np.float32))
+        ok = False
+        for s in range(n - bank.win + 1):
+            a, b = (
+                clip[:, s : s + bank.win],
+                clip[:, min(s + 1, n - bank.win) : min(s + 1, n - bank.win) + bank.win],
+            )
+            if bool(
+                ((x[i] >= torch.minimum(a, b) - 1e-4) & (x[i] <= torch.maximum(a, b) + 1e-4)).all()
+            ):
+                ok = True
+                break
+        assert ok, f"crop {i} does not come from its clip"
+    other = torch.from_numpy(cache["mels"][:, : bank.win].astype(np.float32))
+    assert not torch.allclose(x[5], other, atol=1e-2)
+    assert torch.equal(warp_mel(x, 0.0, gen), x)
+    masked = spec_augment(x, Recipe(time_masks=1, time_mask_max=20, freq_masks=0), gen)
+    changed = (masked != x).any(dim=1).sum(dim=1)  # masked frames per example
+    assert changed.max() <= 20 and changed.sum() > 0
+
+
+@needs_data
+def test_train_cli_writes_loadable_weights_and_report(tmp_path):
+    root, _ = _tiny_cache(tmp_path)
+    out, rep = tmp_path / "v.pt", tmp_path / "train.json"
+    args = ["train", "voice", "--data", str(root), "--test-actors", "19", "--epochs", "1"]
+    assert main([*args, "--out", str(out), "--json", str(rep)]) == 0
+    report = json.loads(rep.read_text())
+    assert report["train_actors"] == [1, 2] and report["test_actors"] == [19]
+    assert report["test"]["clips"]["n"] == 7
+    from affectstream.models.voice.encoder import VoiceEncoder
+    from affectstream.models.voice.train import keep_members
+
+    enc = VoiceEncoder.load(out)
+    assert enc.meta["train_actors"] == [1, 2]
+    probs, emb = enc.predict(np.zeros(enc.window_samples, dtype=np.float32))
+    assert probs.shape == (1, 7) and emb.shape == (1, 128)
+    with pytest.raises(ValueError):
+        keep_members(out, tmp_path / "v2.pt", 2)
+
+
+def test_train_cli_rejects_overlapping_actor_sets(capsys):
+    args = ["train", "voice", "--val-actors", "17,3", "--test-actors", "17,18"]
+    assert main(args) == 2
+    assert "overlap" in capsys.readouterr().err
+
+
+def test_bench_rows_and_onnx_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from affectstream.models.voice.bench import bench_encoder
+
+    rows = bench_encoder(threads=1, iters=5)
+    assert [r["backend"] for r in rows] == ["torch", "onnxruntime"]
+    assert rows[1]["max_abs_diff"] < 1e-4
+    assert all(r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] for r in rows)
+
+
+def test_ensemble_weights_load_by_name_and_agree_in_shape():
+    from affectstream.models.voice.encoder import VoiceEncoder
+
+    one, three = VoiceEncoder.load(), VoiceEncoder.load("voice.ensemble3.pt")
+    assert (len(one.model.members), len(three.model.members)) == (1, 3)
+    assert three.emb_dim == 3 * one.emb_dim and three.window_samples == one.window_samples
+    x = np.random.default_rng(0).standard_normal((2, one.window_samples)).astype(np.float32) * 0.1
+    p1, _ = one.predict(x)
+    p3, e3 = three.predict(x)
+    assert p3.shape == p1.shape and e3.shape == (2, three.emb_dim)
+    with pytest.raises(FileNotFoundError):
+        VoiceEncoder.load("no-such-voice-weights.pt")

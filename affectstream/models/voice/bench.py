@@ -12,25 +12,26 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _percentiles(ns: list[int]) -> dict:
-    ms = np.asarray(ns, dtype=np.float64) / 1e6
+def _time(fn, x, iters: int, warmup: int = 20) -> dict:
+    """Wall-clock percentiles, and the calling thread's CPU time (the cost without other load;
+    valid with one thread, where torch and onnxruntime compute on the calling thread)."""
+    for _ in range(warmup):
+        fn(x)
+    wall, cpu = [], []
+    for _ in range(iters):
+        c = time.thread_time_ns()
+        t = time.perf_counter_ns()
+        fn(x)
+        wall.append(time.perf_counter_ns() - t)
+        cpu.append(time.thread_time_ns() - c)
+    ms = np.asarray(wall, dtype=np.float64) / 1e6
     return {
         "median_ms": float(np.median(ms)),
         "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)),
         "mean_ms": float(ms.mean()),
+        "cpu_median_ms": float(np.median(np.asarray(cpu, dtype=np.float64) / 1e6)),
     }
-
-
-def _time(fn, x, iters: int, warmup: int = 20) -> list[int]:
-    for _ in range(warmup):
-        fn(x)
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter_ns()
-        fn(x)
-        out.append(time.perf_counter_ns() - t)
-    return out
 
 
 def export_onnx(model, window_samples: int) -> bytes:
@@ -76,7 +77,7 @@ def bench_encoder(
             "backend": "torch",
             "window_s": enc.window_samples / enc.sample_rate,
             "members": len(enc.model.members),
-            **_percentiles(_time(enc.predict, x, iters)),
+            **_time(enc.predict, x, iters),
             "max_abs_diff": 0.0,
         }
     ]
@@ -102,7 +103,7 @@ def bench_encoder(
                 "backend": "onnxruntime",
                 "window_s": enc.window_samples / enc.sample_rate,
                 "members": len(enc.model.members),
-                **_percentiles(_time(run, x, iters)),
+                **_time(run, x, iters),
                 "max_abs_diff": float(np.abs(p - ref).max()),
             }
         )

@@ -291,6 +291,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    import os
     import platform
 
     from rich.console import Console
@@ -304,15 +305,18 @@ def run_bench(args: argparse.Namespace) -> int:
         args.weights, threads=args.threads, iters=args.iters, onnx=not args.no_onnx
     )
     t = Table(title=f"voice encoder, one window, {args.threads} thread(s)")
-    for col in ("backend", "window s", "median ms", "p95 ms", "p99 ms", "max |dp|"):
+    cols = ("backend", "members", "window s", "median ms", "p95 ms", "p99 ms", "CPU ms", "max |dp|")
+    for col in cols:
         t.add_column(col, justify="right" if col != "backend" else "left")
     for r in rows:
         t.add_row(
             r["backend"],
+            str(r["members"]),
             f"{r['window_s']:.2f}",
             f"{r['median_ms']:.2f}",
             f"{r['p95_ms']:.2f}",
             f"{r['p99_ms']:.2f}",
+            f"{r['cpu_median_ms']:.2f}",
             f"{r['max_abs_diff']:.1e}",
         )
     Console().print(t)
@@ -320,6 +324,8 @@ def run_bench(args: argparse.Namespace) -> int:
         args.json,
         {
             "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
             "threads": args.threads,
             "iters": args.iters,
             "results": rows,

@@ -44,14 +44,18 @@ class VoiceEncoder:
 
     @classmethod
     def load(cls, path: str | Path | None = None, threads: int | None = None) -> VoiceEncoder:
-        """Load a weight file (default: the shipped one). `threads` sets torch's CPU threads."""
+        """Load a weight file: a path, the name of a shipped file (`voice.ensemble3.pt`), or
+        None for the default `voice.pt`. `threads` sets torch's CPU threads."""
         import torch
 
         from .net import NetOptions, VoiceEnsemble, VoiceNet, fuse_batchnorm
 
-        path = Path(path) if path else default_weights_path()
+        given = Path(path) if path else default_weights_path()
+        path = given
+        if not path.is_file() and path.parent == Path("."):
+            path = default_weights_path().parent / path  # a shipped file by name
         if not path.is_file():
-            raise FileNotFoundError(f"voice weights not found: {path}")
+            raise FileNotFoundError(f"voice weights not found: {given}")
         if threads is not None:
             torch.set_num_threads(threads)
         try:

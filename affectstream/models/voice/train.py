@@ -146,11 +146,15 @@ class MelBank:
         return np.flatnonzero(np.isin(self.actors, list(actors)))
 
     def crops(self, idx: torch.Tensor, speed: float, gen: torch.Generator) -> torch.Tensor:
-        """(B, M, win) random windows of clips `idx`, time-stretched by 1 +- `speed`."""
+        """(B, M, win) random windows of clips `idx`, time-stretched by 1 +- `speed`.
+
+        Windows start at fractional frame positions (linear interpolation between neighbouring
+        frames), which also jitters the framing phase a little.
+        """
         b, w, dev = len(idx), self.win, self.device
         length = self.lengths[idx].float()
         r = 1 + (torch.rand(b, device=dev, generator=gen) * 2 - 1) * speed
-        r = torch.minimum(r, (length - 1.001) / (w - 1))
+        r = torch.minimum(r, (length - 1) / (w - 1))
         span = (w - 1) * r
         start = torch.rand(b, device=dev, generator=gen) * (length - 1 - span)
         pos = start[:, None] + r[:, None] * torch.arange(w, device=dev)
@@ -374,3 +378,14 @@ def save_weights(model: VoiceEnsemble, path: str | Path, meta: dict) -> None:
         },
         path,
     )
+
+
+def keep_members(src: str | Path, dst: str | Path, k: int, **meta_updates) -> None:
+    """Write a copy of weight file `src` with only its first `k` networks (e.g. to fit a
+    latency budget), with `meta_updates` merged into its metadata."""
+    blob = torch.load(src, map_location="cpu", weights_only=True)
+    if not 1 <= k <= len(blob["members"]):
+        raise ValueError(f"{src} has {len(blob['members'])} member(s), cannot keep {k}")
+    meta = json.loads(blob.get("meta", "{}"))
+    meta.update(meta_updates, members=k)
+    torch.save({**blob, "members": blob["members"][:k], "meta": json.dumps(meta)}, dst)
