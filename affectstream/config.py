@@ -88,7 +88,7 @@ class TranscriberConfig:
     max_backlog_s: float = 6.0  # unread audio beyond this is skipped (and counted)
     context_s: float = 8.0  # committed text kept in the estimate's `transcript`
     end_silence_s: float = 0.4  # silence that ends an utterance (all its words final)
-    max_span_s: float = 12.0  # longest audio one decode sees; longer speech is cut
+    max_span_s: float = 8.0  # longest audio one decode sees; longer speech is cut
     window_s: float = 10.0  # encoder input of a final decode, padded with silence
     partial_window_s: float = 5.0  # the same for decodes inside an utterance
     tail_keep_s: float = 0.1  # audio decoded past the last voiced VAD frame

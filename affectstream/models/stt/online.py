@@ -53,7 +53,7 @@ class StreamOptions:
     min_chunk_s: float = 0.5
     first_chunk_s: float = 0.3
     end_silence_s: float = 0.4
-    max_span_s: float = 12.0
+    max_span_s: float = 8.0
     preroll_s: float = 0.3
     tail_keep_s: float = 0.1
     vad_threshold: float = 0.5
