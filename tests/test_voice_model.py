@@ -290,3 +290,16 @@ def test_ensemble_weights_load_by_name_and_agree_in_shape():
     assert p3.shape == p1.shape and e3.shape == (2, three.emb_dim)
     with pytest.raises(FileNotFoundError):
         VoiceEncoder.load("no-such-voice-weights.pt")
+
+
+@needs_data
+def test_load_audio_resamples_other_rates(tmp_path):
+    import soundfile as sf
+
+    x = load_audio(RAVDESS / "Actor_01" / "03-01-01-01-01-01-01.flac")
+    x48 = np.interp(np.arange(len(x) * 3) / 3, np.arange(len(x)), x).astype(np.float32)
+    sf.write(tmp_path / "03-01-01-01-01-01-01.wav", np.stack([x48, x48], axis=1), 48000)
+    y = load_audio(tmp_path / "03-01-01-01-01-01-01.wav")
+    assert abs(len(y) - len(x)) <= 2
+    n = min(len(x), len(y))
+    assert np.corrcoef(x[:n], y[:n])[0, 1] > 0.99

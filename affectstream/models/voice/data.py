@@ -126,12 +126,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if x.size == 0:
         raise DataError(f"{path}: empty audio")
     if sr != sample_rate:
-        from math import gcd
+        import soxr
 
-        from scipy.signal import resample_poly
-
-        g = gcd(sr, sample_rate)
-        x = resample_poly(x, sample_rate // g, sr // g).astype(np.float32)
+        x = soxr.resample(x, sr, sample_rate).astype(np.float32)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
