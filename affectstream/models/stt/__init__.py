@@ -5,5 +5,6 @@
 - `local_agreement`: commit the words two consecutive hypotheses agree on.
 - `guards`: reject repetition loops and words the audio cannot hold.
 - `online`: the streaming state machine (feed samples, decode, emit segments), no threads.
+- `replay`, `driver`: load audio files; stream an array at real-time pace or as fast as possible.
 - `wer`, `bench`, `cli`: word error rate, the streaming benchmark and `eval stt` / `bench stt`.
 """
