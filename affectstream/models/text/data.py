@@ -225,9 +225,7 @@ def read_goemotions(folder: str | Path, split: str = "train") -> list[TextExampl
         target = np.zeros(len(LABELS))
         for name in common:
             target[LABELS.index(name)] += 1.0 / len(common)
-        out.append(
-            TextExample(normalise_text(parts[0]), tuple(target.tolist()), "", "goemotions")
-        )
+        out.append(TextExample(normalise_text(parts[0]), tuple(target.tolist()), "", "goemotions"))
     return out
 
 
