@@ -181,3 +181,17 @@ def test_bench_stt_fast_on_cards_writes_json(tmp_path, capsys):
     assert run["commit_latency_ms"]["words"] >= 15
     assert all(x is not None for x in run["first_partial_ms"]["per_clip"])
     assert data["machine"]["cpu_count"] >= 1 and data["config"]["window_s"] == 10.0
+
+
+def test_feeding_more_than_the_buffer_holds_keeps_the_newest_audio(decoder):
+    """A caller far behind may feed a long block at once: bounded, newest audio kept."""
+    from affectstream.models.stt.online import OnlineTranscriber, StreamOptions
+
+    refs = read_transcripts(LIBRIVOX / "transcription")
+    audio, _ = join_with_pauses([load_audio(LIBRIVOX / f"{i}.wav") for i in sorted(refs)], 0.0)
+    online = OnlineTranscriber(decoder, StreamOptions(max_span_s=4.0))
+    online.feed(audio)  # ~24 s of speech in one call, more than the buffer's ~10 s
+    assert online.end == len(audio) and online.end - online._buf_start <= len(online._buf)
+    segments = online.step() + online.finish()
+    words = final_words(segments)
+    assert words and words[-1].text.lower().strip(".") == "himself"

@@ -156,19 +156,19 @@ class OnlineTranscriber:
     def feed(self, samples: np.ndarray) -> None:
         """Append samples that follow the previous ones directly (index `self.end`)."""
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if len(x) == 0:
-            return
-        self._make_room(len(x))
-        i = self.end - self._buf_start
-        self._buf[i : i + len(x)] = x
-        self.end += len(x)
-        self.stats.audio_s += len(x) / SAMPLE_RATE
-        self._vad.push(x)
-        if not self.active:
-            if self._vad.voiced_end > self._idle_since:
-                self._start_utterance(max(self._vad.onset, self._idle_since))
-            else:
-                self._drop_before(self.end - self._preroll)
+        for k in range(0, len(x), SAMPLE_RATE):  # a second at a time: any size fits the buffer
+            piece = x[k : k + SAMPLE_RATE]
+            self._make_room(len(piece))
+            i = self.end - self._buf_start
+            self._buf[i : i + len(piece)] = piece
+            self.end += len(piece)
+            self.stats.audio_s += len(piece) / SAMPLE_RATE
+            self._vad.push(piece)
+            if not self.active:
+                if self._vad.voiced_end > self._idle_since:
+                    self._start_utterance(max(self._vad.onset, self._idle_since))
+                else:
+                    self._drop_before(self.end - self._preroll)
 
     def _make_room(self, n: int) -> None:
         used = self.end - self._buf_start
