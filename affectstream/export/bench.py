@@ -132,19 +132,28 @@ def _open(model: str, backend: str, opts: BenchOptions, extra: dict) -> Backend:
     )
 
 
-def time_calls(backend: Backend, feed: dict, warmup: int, iters: int) -> list[int]:
-    for _ in range(warmup):
-        backend.infer(feed)
-    times = []
+def time_interleaved(
+    backends: dict[str, Backend], feed: dict, warmup: int, iters: int
+) -> dict[str, list[int]]:
+    """Per backend, `iters` timed calls, taken in turn (a, b, a, b, ...) so that the load of
+    a shared machine falls on every backend alike."""
+    for b in backends.values():
+        for _ in range(warmup):
+            b.infer(feed)
+    times: dict[str, list[int]] = {k: [] for k in backends}
     for _ in range(iters):
-        t0 = time.perf_counter_ns()
-        backend.infer(feed)
-        times.append(time.perf_counter_ns() - t0)
+        for label, b in backends.items():
+            t0 = time.perf_counter_ns()
+            b.infer(feed)
+            times[label].append(time.perf_counter_ns() - t0)
     return times
 
 
 def bench_models(opts: BenchOptions) -> tuple[list[dict], dict[str, str]]:
-    """Rows (model, backend, batch, latency stats, items/s) and {what: why} for skipped ones."""
+    """Rows (model, backend, batch, latency stats, items/s) and {what: why} for skipped ones.
+
+    All backends of a model are open together and timed in turn, call by call.
+    """
     rows: list[dict] = []
     skipped: dict[str, str] = {}
     for model in opts.models:
@@ -153,37 +162,38 @@ def bench_models(opts: BenchOptions) -> tuple[list[dict], dict[str, str]]:
         if not ok:
             skipped[model] = why
             continue
+        opened: dict[str, Backend] = {}
         for backend in opts.backends:
             for label, extra in _variants(backend, opts):
                 try:
-                    b = _open(model, backend, opts, extra)
+                    opened[label] = _open(model, backend, opts, extra)
                 except (BackendError, FileNotFoundError) as e:
                     skipped[f"{model}/{label}"] = str(e)
                     log.warning("skip %s/%s: %s", model, label, e)
-                    continue
-                try:
-                    for batch in opts.batches:
-                        feed = entry.example(
-                            {"batch": batch}, np.random.default_rng(0), b.signature
-                        )
-                        times = time_calls(b, feed, opts.warmup, opts.iters)
-                        st = stats_ms(times)
-                        rows.append(
-                            {
-                                "model": model,
-                                "backend": label,
-                                "device": opts.device,
-                                "batch": batch,
-                                "sizes": {
-                                    k: int(v.shape[1]) for k, v in feed.items() if v.ndim == 2
-                                },
-                                **st,
-                                "items_per_s": batch / (st["median_ms"] / 1e3),
-                                "backend_info": b.describe(),
-                            }
-                        )
-                finally:
-                    b.close()
+        if not opened:
+            continue
+        sig = next(iter(opened.values())).signature
+        try:
+            for batch in opts.batches:
+                feed = entry.example({"batch": batch}, np.random.default_rng(0), sig)
+                times = time_interleaved(opened, feed, opts.warmup, opts.iters)
+                for label, b in opened.items():
+                    st = stats_ms(times[label])
+                    rows.append(
+                        {
+                            "model": model,
+                            "backend": label,
+                            "device": opts.device,
+                            "batch": batch,
+                            "sizes": {k: int(v.shape[1]) for k, v in feed.items() if v.ndim == 2},
+                            **st,
+                            "items_per_s": batch / (st["median_ms"] / 1e3),
+                            "backend_info": b.describe(),
+                        }
+                    )
+        finally:
+            for b in opened.values():
+                b.close()
     return rows, skipped
 
 
