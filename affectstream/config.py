@@ -108,6 +108,7 @@ class BackendConfig:
     name: str = "auto"  # auto | torch | onnxruntime | tensorrt
     device: str = "cpu"
     threads: int = 1
+    onnx_dir: str = ""  # folder from `affectstream export`; empty: export once into the cache
 
 
 @dataclass
