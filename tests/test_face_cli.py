@@ -129,3 +129,17 @@ def test_bench_writes_table_and_json(megamind, tmp_path, capsys):
 def test_bench_missing_video_is_usage_error(tmp_path, capsys):
     assert main(["bench", "face", "--video", str(tmp_path / "none.avi")]) == 2
     assert "video not found" in capsys.readouterr().err
+
+
+def test_eval_onnx_int8(fer_slice, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from affectstream.models.face.quantize import default_int8_path
+
+    out = tmp_path / "q.json"
+    args = ["eval", "face", "--fer2013", str(fer_slice / "PublicTest.npz")]
+    assert main([*args, "--onnx", str(default_int8_path()), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] > 0.5
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"junk")
+    assert main([*args, "--onnx", str(bad)]) == 2
+    assert "unusable" in capsys.readouterr().err

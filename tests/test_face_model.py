@@ -118,3 +118,16 @@ def test_bad_weights_file_is_a_clear_error(tmp_path):
         FaceEncoder.load(p)
     with pytest.raises(WeightsError, match="not found"):
         FaceEncoder.load(tmp_path / "absent.pt")
+
+
+def test_shipped_int8_onnx_agrees_with_torch(encoder, public):
+    pytest.importorskip("onnxruntime")
+    from affectstream.models.face.evaluate import OnnxFacePredictor, predict_probs
+    from affectstream.models.face.quantize import default_int8_path
+
+    int8 = OnnxFacePredictor(default_int8_path())
+    sub = public.subset(500, seed=0)
+    p8 = predict_probs(int8, sub.images)
+    p32 = predict_probs(encoder, sub.images)
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.95
+    assert (p8.argmax(1) == sub.labels).mean() >= 0.6

@@ -158,6 +158,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="face checkpoint (default: the shipped one)")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument(
+        "--onnx", default=None, help="evaluate this exported ONNX model (e.g. the int8 one) instead"
+    )
     p.add_argument("--tta", action="store_true", help="average with the mirrored face")
     p.add_argument("--threads", type=int, default=1)
 
@@ -168,13 +171,16 @@ def run_eval(args: argparse.Namespace) -> int:
     from affectstream.cli import UsageError
     from affectstream.models.face.data import FerFormatError, load_fer
     from affectstream.models.face.encoder import FaceEncoder, WeightsError
-    from affectstream.models.face.evaluate import evaluate_fer
+    from affectstream.models.face.evaluate import OnnxFacePredictor, evaluate_fer
     from affectstream.models.metrics import print_report
 
     torch.set_num_threads(max(1, args.threads))
     try:
         data = load_fer(args.fer2013)
-        encoder = FaceEncoder.load(args.weights)
+        if args.onnx:
+            encoder = OnnxFacePredictor(args.onnx, threads=max(1, args.threads))
+        else:
+            encoder = FaceEncoder.load(args.weights)
     except (FerFormatError, WeightsError) as e:
         raise UsageError(str(e)) from None
     if args.limit:
@@ -185,7 +191,7 @@ def run_eval(args: argparse.Namespace) -> int:
         args.json,
         {
             "data": str(args.fer2013),
-            "weights": str(args.weights or "shipped"),
+            "weights": str(args.onnx or args.weights or "shipped"),
             "tta": bool(args.tta),
             **report.to_dict(),
         },
