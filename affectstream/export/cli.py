@@ -94,6 +94,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, default=50.0, help="p99 tick budget (default 50)")
     p.add_argument("--ticks", type=int, default=50, help="timed ticks per stream count")
     p.add_argument(
+        "--tick-backend",
+        choices=("torch", "onnxruntime"),
+        default="onnxruntime",
+        help="CPU only: the backend of the batched ticks (CUDA: torch FP16 + graphs)",
+    )
+    p.add_argument(
         "--max-streams", type=int, default=4096, help="where --search stops on CUDA (default 4096)"
     )
     p.add_argument("--json", metavar="OUT", help="write the results here")
