@@ -67,6 +67,7 @@ def test_bench_models_prints_a_table_and_writes_json(tmp_path, capsys):
     best = max([r["streams"] for r in streams["rows"] if r["meets_budget"]], default=0)
     assert streams["max_streams_within_budget"] == best
     assert result["machine"]["cpu_count"] >= 1 and result["options"]["device"] == "cpu"
+    assert result["options"]["tick_backend"] == "torch"
 
 
 @pytest.mark.parametrize(

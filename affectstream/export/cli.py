@@ -145,6 +145,8 @@ def run_bench(args: argparse.Namespace) -> int:
         search=args.search,
         tick_budget_ms=args.budget_ms,
         ticks=args.ticks,
+        max_streams=args.max_streams,
+        tick_backend=args.tick_backend,
     )
     result = run_all(opts)
     console = Console()
