@@ -283,3 +283,21 @@ def test_open_backend_with_missing_weights_file(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="face weights not found"):
         open_backend("face", "torch", weights=tmp_path / "none.pt")
+
+
+def test_onnx_dir_from_other_weights_is_refused(face_onnx, tmp_path):
+    """An export made before the shipped weights changed must not be used silently."""
+    import json
+    import shutil
+
+    from affectstream.export.onnx_export import ExportError
+    from affectstream.export.select import exported_model
+
+    path, _ = face_onnx
+    shutil.copytree(path.parent, tmp_path / "onnx")
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    manifest["models"]["face"]["weights"] = {"sha256": "0" * 64}
+    (tmp_path / "onnx" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="exported from other weights"):
+        exported_model("face", tmp_path / "onnx")
+    assert exported_model("face", path.parent)[0] == path

@@ -90,3 +90,32 @@ def test_bench_models_cuda_without_gpu(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["bench", "models", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_importing_the_export_package_loads_no_runtime():
+    """Backends are imported when chosen: importing the package pulls in no runtime."""
+    import subprocess
+    import sys
+
+    mods = [
+        "affectstream.export." + m
+        for m in (
+            "backend",
+            "registry",
+            "shapes",
+            "onnx_export",
+            "onnxrt",
+            "tensorrt",
+            "select",
+            "bench",
+            "cuda",
+            "cli",
+        )
+    ] + ["affectstream.realtime.cmd_export"]
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in mods)
+        + "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -97,10 +97,14 @@ def exported_model(
     if onnx_dir is not None:
         path, record = find_exported(onnx_dir, model)
         got = record.get("weights", {})
-        if weights and got.get("sha256") != want.get("sha256"):
+        same = {k: got.get(k) for k in want} == want
+        if not same:
             raise ExportError(
-                f"{path} was exported from other weights ({got}); re-run affectstream export"
+                f"{path} was exported from other weights ({got}, here {want}); "
+                "re-run affectstream export"
             )
+        if record.get("source_sha256") != entry.source_hash():
+            log.warning("%s: the model's code changed since it was exported; re-export", path)
         if fp16 and "fp16" not in record:
             raise ExportError(f"{onnx_dir} has no FP16 export of {model}: export with --fp16")
         return path, record
