@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from affectstream.export import registry
-from affectstream.export.backend import Signature
+from affectstream.export.backend import BackendError, Signature
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ DEFAULT_OPSET = 18
 OPSETS = range(18, 21)  # what the dynamo exporter and the runtimes here agree on
 
 
-class ExportError(RuntimeError):
-    """An export that failed; the message names the model and the cause."""
+class ExportError(BackendError):
+    """An export that failed; the message names the model and the cause (a BackendError, so
+    `--backend auto` falls back to a backend that needs no export)."""
 
 
 def _trace_sizes(signature: Signature) -> dict[str, int]:
