@@ -234,7 +234,7 @@ def print_bench(result: dict, console=None) -> None:
     console = console or Console()
     t = Table(title=f"face model, one face, batch 1, {result['threads']} thread(s)")
     for c in ("backend", "median ms", "p95 ms", "p99 ms", "mean ms", "min ms", "CPU ms (median)"):
-        t.add_column(c, justify="left" if c == "backend" else "right")
+        t.add_column(c, justify="left" if c == "backend" else "right", no_wrap=c == "backend")
     for name, s in result["model_per_face_batch1"].items():
         t.add_row(
             name,
