@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no summary table")
+    from affectstream.export.cli import add_backend_arguments
+
+    add_backend_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from affectstream.realtime.summary import RunSummary
 
     config = load_config(args.config)
+    apply_backend_arguments(config, args)
     if args.rate is not None:
         if args.rate <= 0:
             raise UsageError(f"--rate must be positive, got {args.rate}")
@@ -97,3 +101,12 @@ def run(args: argparse.Namespace) -> int:
     if args.summary_json:
         summary.write_json(args.summary_json)
     return 0
+
+
+def apply_backend_arguments(config, args: argparse.Namespace) -> None:
+    """`--backend/--device/--onnx-dir/--threads` override the config's backend section."""
+    b = config.backend
+    b.name = args.backend or b.name
+    b.device = args.device or b.device
+    b.onnx_dir = args.onnx_dir or b.onnx_dir
+    b.threads = args.threads or b.threads

@@ -111,11 +111,10 @@ class AffectStream:
         self.sources.append(self.video_source)
         if cfg.face.enabled:
             from affectstream.models.face.detect import FaceTracker
-            from affectstream.models.face.encoder import FaceEncoder
+            from affectstream.realtime.encoders import FaceModel
             from affectstream.realtime.face_stage import FaceStage
 
-            encoder = FaceEncoder.load(cfg.face.weights or None)
-            self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), encoder))
+            self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), FaceModel(cfg)))
 
     def _build_audio(self) -> None:
         cfg, inp = self.config, self.inputs
@@ -136,12 +135,12 @@ class AffectStream:
             self.audio_source = PushAudioSource(self.audio_ring, cfg.audio.sample_rate)
         self.sources.append(self.audio_source)
         if cfg.voice.enabled:
-            from affectstream.models.voice.encoder import VoiceEncoder
+            from affectstream.realtime.encoders import VoiceModel
             from affectstream.realtime.vad import VoiceActivity
             from affectstream.realtime.voice_stage import VoiceStage
 
             vad = VoiceActivity(threshold=cfg.voice.vad_threshold)
-            encoder = VoiceEncoder.load(cfg.voice.weights or None)
+            encoder = VoiceModel(cfg)
             src = self.audio_source
             self.stages.append(
                 VoiceStage(
@@ -165,12 +164,10 @@ class AffectStream:
         self.transcriber.open()  # a missing model fails here, before any thread starts
         self.sources.append(self.transcriber)
         if cfg.text.enabled:
-            from affectstream.models.text.encoder import TextEncoder
+            from affectstream.realtime.encoders import TextModel
             from affectstream.realtime.text_stage import TextStage
 
-            self.stages.append(
-                TextStage(self.transcriber, TextEncoder.load(cfg.text.weights or None), cfg.transcriber.context_s)
-            )
+            self.stages.append(TextStage(self.transcriber, TextModel(cfg), cfg.transcriber.context_s))
 
     def _source_counters(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -9,6 +9,16 @@ from __future__ import annotations
 from affectstream.realtime.stages import ABSENT, ModalityResult, Stage
 
 
+def split_last_sentence(text: str) -> tuple[str, str]:
+    """(newest sentence, the words before it): the text model reads an utterance with its
+    preceding context, as it was trained on dialogue turns."""
+    body = text.rstrip()
+    cut = max(body.rfind(p, 0, len(body) - 1) for p in (".", "?", "!"))
+    if cut <= 0:
+        return body, ""
+    return body[cut + 1 :].strip(), body[: cut + 1].strip()
+
+
 class TextStage(Stage):
     name = "text"
 
@@ -20,7 +30,7 @@ class TextStage(Stage):
         self.runs = 0
 
     def warmup(self) -> None:
-        self.encoder.predict(["hello there"])
+        self.encoder.predict(["hello there"], [""])
 
     def run(self, now_ns: int) -> ModalityResult | object | None:
         last = self.transcriber.last_word_ns
@@ -34,7 +44,8 @@ class TextStage(Stage):
             return None  # same words: keep the result, its age grows
         self._last_text = text
         self.runs += 1
-        probs, emb = self.encoder.predict([text])
+        utterance, context = split_last_sentence(text)
+        probs, emb = self.encoder.predict([utterance], [context])
         return ModalityResult(
             probs=probs[0],
             t_ns=last,
