@@ -55,15 +55,17 @@ def test_boxes_agree_with_full_frame_detection(frames, tracked):
 def test_box_does_not_jump_between_consecutive_frames(tracked):
     _, crops = tracked
     pairs = [
-        (a.box, b.box)
+        (a.box, b.box, b.source)
         for a, b in zip(crops, crops[1:], strict=False)
         if a is not None and b is not None
     ]
-    overlaps = np.array([iou(a, b) for a, b in pairs])
-    # scene cuts in the clip reset the track (a frame without a face between them), so every
-    # pair of consecutive boxes is the same face: large overlap
+    overlaps = np.array([iou(a, b) for a, b, _ in pairs])
+    tracked_pairs = np.array([src == "track" for _, _, src in pairs])
+    # A tracked box follows the same face: large overlap, never a jump.
     assert np.median(overlaps) >= 0.8
-    assert (overlaps >= 0.25).all()
+    assert (overlaps[tracked_pairs] >= 0.25).all()
+    # A jump only where the track was lost and the face found anew: the clip's 4 scene cuts.
+    assert (overlaps < 0.25).sum() <= 4
 
 
 def test_no_face_is_none_not_an_error():

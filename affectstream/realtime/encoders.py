@@ -42,16 +42,21 @@ def _open(name: str, config: Config, weights: str):
     return backend
 
 
+def _shipped(name: str) -> Path | None:
+    from importlib import resources
+
+    p = Path(str(resources.files("affectstream") / "models" / "weights" / name))
+    return p if p.is_file() else None
+
+
 def _weights_path(name: str, weights: str) -> str | None:
     """A bare file name means one of the shipped weight files (e.g. voice.ensemble3.pt)."""
     if not weights:
         return None
     p = Path(weights)
     if not p.exists() and p.parent == Path("."):
-        from importlib import resources
-
-        shipped = Path(str(resources.files("affectstream") / "models" / "weights" / weights))
-        if shipped.exists():
+        shipped = _shipped(weights)
+        if shipped is not None:
             return str(shipped)
     return str(p)
 
@@ -60,7 +65,21 @@ class FaceModel:
     """48x48 grayscale uint8 crops -> (probs (N,7), embedding (N,D))."""
 
     def __init__(self, config: Config) -> None:
-        self.backend = _open("face", config, config.face.weights)
+        b = config.backend
+        int8 = _shipped("face.int8.onnx")
+        if (
+            config.face.int8_on_cpu
+            and not config.face.weights
+            and b.device == "cpu"
+            and b.name in ("auto", "onnxruntime")
+            and int8 is not None
+        ):
+            from affectstream.export.onnxrt import OnnxRuntimeBackend
+
+            self.backend = OnnxRuntimeBackend("face", int8, threads=b.threads).load()
+            log.info("face encoder runs on onnxruntime (shipped int8 model)")
+        else:
+            self.backend = _open("face", config, config.face.weights)
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = (np.asarray(crops, dtype=np.float32) / 255.0)[:, None]

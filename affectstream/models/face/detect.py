@@ -212,7 +212,7 @@ class FaceTracker:
     def process(self, image_bgr: np.ndarray) -> FaceCrop | None:
         """The main face of this frame, or None (no face, or a lost track)."""
         self.frames += 1
-        due = self._since_detect == 0
+        due = self._since_detect == 0 or self._box is None  # no track: look on every frame
         self._since_detect = (self._since_detect + 1) % self.cfg.detect_every
         box, source, score = None, "detect", 1.0
         if due:
@@ -233,10 +233,17 @@ class FaceTracker:
             if tracked is None or tracked[1] < self.cfg.track_min_score:
                 log.debug("face track lost at frame %d", self.frames)
                 self._drop()
-                return None
-            box, score = tracked
-            source = "track"
-            self._box = box
+                # The face may have moved (a cut, a fast turn): look for it in the whole frame.
+                box = self._choose(self._detect(image_bgr))
+                if box is None:
+                    return None
+                self._box = box
+                self._set_template(image_bgr, box)
+                self._unconfirmed = 0
+            else:
+                box, score = tracked
+                source = "track"
+                self._box = box
         if box is None:
             return None
         if source == "detect":
