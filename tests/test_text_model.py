@@ -223,12 +223,11 @@ def test_bench_cli_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "text", "--repeats", "3", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert [r["threads"] for r in res["results"]] == [1, 1]
+    assert {r["threads"] for r in res["results"]} == {1}
     assert all(r["median_ms"] > 0 and r["tokens"] > 2 for r in res["results"])
     assert "median ms" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 @needs_meld
 @needs_goemotions
 def test_train_cli_smoke_frozen_head(tmp_path):

@@ -38,8 +38,9 @@ def _usage(e: Exception):
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Train the text-emotion model. MELD dev is evaluated once at the end and never used "
-        "for selection (a slice of MELD train dialogues is). Defaults reproduce the shipped "
-        "weights (fine-tuning 4 MiniLM layers: use a GPU)."
+        "for selection (a slice of MELD train dialogues is). Defaults are the recipe of the "
+        "shipped weights' first stage (fine-tuning 4 MiniLM layers: use a GPU); the card "
+        "models/cards/text.md gives both stages' exact commands."
     )
     p.add_argument("--goemotions", default=None, help="GoEmotions ekman folder ('' : none)")
     p.add_argument("--meld-train", default=None, help="MELD train CSV")
@@ -53,7 +54,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--context",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="give the previous utterances as a second segment",
     )
     p.add_argument("--context-turns", type=int, default=2)
@@ -182,7 +183,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # -- bench -------------------------------------------------------------------------------------
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = "CPU latency of the text model on one short utterance (with context)."
+    p.description = (
+        "CPU latency of the text model on one short utterance (and with context, when the "
+        "weights use it)."
+    )
     p.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch thread counts")
     p.add_argument("--repeats", type=int, default=50)
@@ -205,7 +209,8 @@ def run_bench(args: argparse.Namespace) -> int:
     rows = []
     for threads in args.threads:
         encoder.threads = threads
-        for context in ("", args.context):
+        contexts = ("", args.context) if encoder.spec.use_context else ("",)
+        for context in contexts:
             rows.append(measure_latency(encoder, args.text, context, repeats=args.repeats))
     table = Table(title=f"text encoder latency, CPU ({platform.processor() or platform.machine()})")
     for col in ("threads", "context", "tokens", "median ms", "p90 ms", "min ms"):
