@@ -17,7 +17,10 @@ from tests.conftest import MEDIA, REPO
 def affectstream(*args, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "affectstream", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
@@ -83,8 +86,10 @@ def test_run_audio_voice_presence_follows_speech(tmp_path):
     ests = read_estimates(out)
     for d in ests:
         check_estimate(d)
+
     def voice_at(t0, t1):
         return [d["present"]["voice"] for d in ests if t0 <= d["t"] <= t1]
+
     assert np.mean(voice_at(0.5, first_len - 0.8)) > 0.6  # speaking
     assert not any(voice_at(first_len + 0.6, first_len + pause - 0.1))  # the pause
     assert np.mean(voice_at(first_len + pause + 0.6, first_len + pause + 2.0)) > 0.6

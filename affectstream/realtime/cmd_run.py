@@ -11,22 +11,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("inputs")
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
     src.add_argument("--video", metavar="FILE", help="replay a video file")
-    src.add_argument("--mic", nargs="?", const="", metavar="DEVICE",
-                     help="microphone: index or name (default device without a value)")
-    src.add_argument("--audio", metavar="FILE", help="replay an audio file (WAV, FLAC, any PyAV container)")
-    src.add_argument("--media", metavar="FILE", help="replay the video and audio tracks of one file")
+    src.add_argument(
+        "--mic",
+        nargs="?",
+        const="",
+        metavar="DEVICE",
+        help="microphone: index or name (default device without a value)",
+    )
+    src.add_argument(
+        "--audio", metavar="FILE", help="replay an audio file (WAV, FLAC, any PyAV container)"
+    )
+    src.add_argument(
+        "--media", metavar="FILE", help="replay the video and audio tracks of one file"
+    )
     src.add_argument("--no-video", action="store_true", help="ignore video inputs")
     src.add_argument("--no-audio", action="store_true", help="ignore audio inputs")
     words = p.add_mutually_exclusive_group()
-    words.add_argument("--transcribe", dest="transcribe", action="store_true", default=True,
-                       help="live transcript and text emotion (default)")
-    words.add_argument("--no-transcribe", dest="transcribe", action="store_false",
-                       help="no speech-to-text, no text modality")
+    words.add_argument(
+        "--transcribe",
+        dest="transcribe",
+        action="store_true",
+        default=True,
+        help="live transcript and text emotion (default)",
+    )
+    words.add_argument(
+        "--no-transcribe",
+        dest="transcribe",
+        action="store_false",
+        help="no speech-to-text, no text modality",
+    )
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
-                      help="replay files at real time (default)")
-    pace.add_argument("--fast", dest="realtime", action="store_false",
-                      help="replay files as fast as possible, on the media clock")
+    pace.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=True,
+        help="replay files at real time (default)",
+    )
+    pace.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_false",
+        help="replay files as fast as possible, on the media clock",
+    )
     p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
     p.add_argument("--out", metavar="FILE.jsonl", help="write estimates here (default: stdout)")
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
@@ -54,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         config.scheduler.rate_hz = args.rate
     files = {"--video": args.video, "--audio": args.audio, "--media": args.media}
     if args.camera is None and args.mic is None and not any(files.values()):
-        raise UsageError("no input: give --camera N, --mic, --video FILE, --audio FILE or --media FILE")
+        raise UsageError(
+            "no input: give --camera N, --mic, --video FILE, --audio FILE or --media FILE"
+        )
     for flag, path in files.items():
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag}: file not found: {path}")
@@ -94,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     face_stage = next((s for s in stream.stages if s.name == "face"), None)
     if face_stage is not None:
         summary.extra["face_found_frames"] = {
-            "frames": face_stage.frames_seen, "with_face": face_stage.frames_with_face
+            "frames": face_stage.frames_seen,
+            "with_face": face_stage.frames_with_face,
         }
     if not args.quiet:
         Console(stderr=True).print(summary.table())

@@ -113,7 +113,8 @@ class TextModel:
         spec = TextModelSpec.from_json(_safetensors_metadata(path)["spec"])
         self.use_context = spec.use_context
         self.tokenizer = Tokenizer(
-            max_tokens=spec.max_tokens, context_tokens=spec.context_tokens if spec.use_context else 0
+            max_tokens=spec.max_tokens,
+            context_tokens=spec.context_tokens if spec.use_context else 0,
         )
         self.backend = _open("text", config, str(path))
 
@@ -121,7 +122,9 @@ class TextModel:
         self, texts: Sequence[str], contexts: Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         ids, mask, types = self.tokenizer(list(texts), contexts if self.use_context else None)
-        out = self.backend.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+        out = self.backend.infer(
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        )
         return softmax(out["logits"]), out["embedding"]
 
 

@@ -150,7 +150,12 @@ class SampleRing:
         start = self._written
         if n > self.capacity:  # only the newest samples fit; indexes still advance by all n
             skip = n - self.capacity
-            x, t_ns, start, n = x[skip:], t_ns + int(skip * 1e9 / self.sample_rate), start + skip, self.capacity
+            x, t_ns, start, n = (
+                x[skip:],
+                t_ns + int(skip * 1e9 / self.sample_rate),
+                start + skip,
+                self.capacity,
+            )
         self._writing_upto = start + n
         i = start % self.capacity
         k = min(n, self.capacity - i)

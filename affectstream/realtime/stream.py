@@ -72,29 +72,48 @@ class AffectStream:
     def _build(self) -> None:
         cfg, inp = self.config, self.inputs
         _set_torch_threads(cfg.backend.threads)
-        video_inputs = [x for x in (inp.camera, inp.video, inp.media, inp.push_video or None) if x is not None]
-        audio_inputs = [x for x in (inp.mic if inp.use_mic else None, inp.audio, inp.media, inp.push_audio or None) if x is not None]
+        video_inputs = [
+            x for x in (inp.camera, inp.video, inp.media, inp.push_video or None) if x is not None
+        ]
+        audio_inputs = [
+            x
+            for x in (
+                inp.mic if inp.use_mic else None,
+                inp.audio,
+                inp.media,
+                inp.push_audio or None,
+            )
+            if x is not None
+        ]
         if inp.no_video:
             video_inputs = []
         if inp.no_audio:
             audio_inputs = []
         if len(video_inputs) > 1:
-            raise ValueError("choose one video input: camera, video file, media file or pushed frames")
+            raise ValueError(
+                "choose one video input: camera, video file, media file or pushed frames"
+            )
         if len(audio_inputs) > 1:
-            raise ValueError("choose one audio input: microphone, audio file, media file or pushed audio")
+            raise ValueError(
+                "choose one audio input: microphone, audio file, media file or pushed audio"
+            )
         if video_inputs:
             self._build_video()
         if audio_inputs:
             self._build_audio()
         if not self.sources:
-            raise ValueError("no input: give a camera, a video/audio/media file, a microphone, or push data")
+            raise ValueError(
+                "no input: give a camera, a video/audio/media file, a microphone, or push data"
+            )
         for stage in self.stages:
             stage.warmup()
         counters = [self._source_counters]
         transcript = None
         if self.transcriber is not None:
             transcript = lambda t: self.transcriber.recent_text(t, cfg.transcriber.context_s)  # noqa: E731
-        self.pipeline = Pipeline(self.stages, cfg.scheduler, counters=counters, transcript=transcript)
+        self.pipeline = Pipeline(
+            self.stages, cfg.scheduler, counters=counters, transcript=transcript
+        )
 
     def _build_video(self) -> None:
         cfg, inp = self.config, self.inputs
@@ -127,7 +146,9 @@ class AffectStream:
             from affectstream.realtime.sources.audio_file import AudioFileSource
 
             path = inp.audio if inp.audio is not None else inp.media
-            self.audio_source = AudioFileSource(path, self.audio_ring, cfg.audio, realtime=inp.realtime)
+            self.audio_source = AudioFileSource(
+                path, self.audio_ring, cfg.audio, realtime=inp.realtime
+            )
             self.audio_source.open()
         else:
             from affectstream.realtime.sources.push_audio import PushAudioSource
@@ -167,7 +188,9 @@ class AffectStream:
             from affectstream.realtime.encoders import TextModel
             from affectstream.realtime.text_stage import TextStage
 
-            self.stages.append(TextStage(self.transcriber, TextModel(cfg), cfg.transcriber.context_s))
+            self.stages.append(
+                TextStage(self.transcriber, TextModel(cfg), cfg.transcriber.context_s)
+            )
 
     def _source_counters(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -201,7 +224,11 @@ class AffectStream:
         self.audio_source.push(samples, sample_rate, t_ns)
 
     def _file_sources(self) -> list[Source]:
-        return [s for s in (self.video_source, self.audio_source) if s is not None and hasattr(s, "read_until")]
+        return [
+            s
+            for s in (self.video_source, self.audio_source)
+            if s is not None and hasattr(s, "read_until")
+        ]
 
     def _done(self) -> bool:
         """Files have ended and the transcriber has committed their last words."""
@@ -239,7 +266,9 @@ class AffectStream:
                     s.begin(start)
                 if self.transcriber is not None:
                     self.transcriber.start()
-                yield from run_stepped(self.pipeline, self._step, self._done, start, stop=lambda: self._stop)
+                yield from run_stepped(
+                    self.pipeline, self._step, self._done, start, stop=lambda: self._stop
+                )
             else:
                 for s in self.sources:
                     s.start()

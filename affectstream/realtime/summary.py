@@ -59,7 +59,9 @@ class RunSummary:
         from rich.table import Table
 
         d = self.to_dict()
-        t = Table(title=f"affectstream run: {self.count} estimates, {self.overruns} overruns (times in ms)")
+        t = Table(
+            title=f"affectstream run: {self.count} estimates, {self.overruns} overruns (times in ms)"
+        )
         for col in ("modality", "present", "age p50", "age p95", "age p99", "work p50", "work p99"):
             t.add_column(col, justify="right" if col != "modality" else "left")
         for m in MODALITIES:

@@ -79,7 +79,9 @@ class Source:
         self.open()
         self._stop_event.clear()
         self._set_status(SourceState.RUNNING)
-        self._thread = threading.Thread(target=self._main, name=f"affectstream-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"affectstream-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -93,7 +95,9 @@ class Source:
         finally:
             self.close()
         if self.status.state in (SourceState.RUNNING, SourceState.RECONNECTING):
-            self._set_status(SourceState.STOPPED if self._stop_event.is_set() else SourceState.FINISHED)
+            self._set_status(
+                SourceState.STOPPED if self._stop_event.is_set() else SourceState.FINISHED
+            )
 
     def _run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -39,7 +39,9 @@ class CameraSource(Source):
 
     name = "camera"
 
-    def __init__(self, ring: RingBuffer[VideoFrame], index: int = 0, config: VideoConfig | None = None):
+    def __init__(
+        self, ring: RingBuffer[VideoFrame], index: int = 0, config: VideoConfig | None = None
+    ):
         super().__init__()
         self.ring = ring
         self.index = index
