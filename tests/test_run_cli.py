@@ -125,3 +125,35 @@ def test_bad_config_key_is_named(tmp_path, megamind):
     cfg.write_text("face:\n  detect_evry: 2\n")
     r = affectstream("run", "--video", megamind, "--config", cfg, timeout=60)
     assert r.returncode == 2 and "face.detect_evry" in r.stderr
+
+
+@pytest.mark.slow
+def test_export_then_run_on_onnxruntime(tmp_path, megamind):
+    """`affectstream export --out DIR`, then `run --backend onnxruntime --onnx-dir DIR`."""
+    onnx_dir = tmp_path / "onnx"
+    r = affectstream("export", "--out", onnx_dir, "--models", "face,voice", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert (onnx_dir / "face.onnx").is_file() and (onnx_dir / "voice.onnx").is_file()
+    out = tmp_path / "est.jsonl"
+    r = affectstream(
+        "-v",
+        "run",
+        "--media",
+        megamind,
+        "--fast",
+        "--no-transcribe",
+        "--out",
+        out,
+        "--backend",
+        "onnxruntime",
+        "--onnx-dir",
+        onnx_dir,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "face encoder runs on onnxruntime" in r.stderr
+    assert "voice encoder runs on onnxruntime" in r.stderr
+    ests = read_estimates(out)
+    for d in ests:
+        check_estimate(d)
+    assert np.mean([d["present"]["face"] for d in ests]) > 0.8
+    assert any(d["present"]["voice"] for d in ests)

@@ -70,6 +70,7 @@ class FaceModel:
         if (
             config.face.int8_on_cpu
             and not config.face.weights
+            and not b.onnx_dir  # exported files named by the user come first
             and b.device == "cpu"
             and b.name in ("auto", "onnxruntime")
             and int8 is not None
