@@ -72,12 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from affectstream.config import ConfigError
+    from affectstream.errors import SetupError
     from affectstream.export.backend import BackendError, InputError
     from affectstream.realtime.sources.base import SourceError
 
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError, SourceError, BackendError, InputError, FileNotFoundError) as e:
+    except (
+        UsageError,
+        ConfigError,
+        SetupError,
+        SourceError,
+        BackendError,
+        InputError,
+        FileNotFoundError,
+    ) as e:
         print(f"affectstream: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -99,3 +99,13 @@ def test_crop_at_frame_edge_is_padded_not_shrunk():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="detect_every"):
         FaceTracker(FaceConfig(detect_every=0))
+
+
+def test_opencv_without_cascades_is_a_clear_setup_error(monkeypatch):
+    """OpenCV 5 dropped the Haar cascades: say what to install instead of an AttributeError."""
+    from affectstream.errors import SetupError
+    from affectstream.models.face import detect
+
+    monkeypatch.delattr(detect.cv2, "CascadeClassifier")
+    with pytest.raises(SetupError, match="opencv-python<5"):
+        detect.load_cascade()

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from affectstream.config import FaceConfig
+from affectstream.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,15 @@ def crop_face(
 
 
 def load_cascade(name: str = CASCADE) -> cv2.CascadeClassifier:
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        raise SetupError(
+            f"OpenCV {cv2.__version__} has no Haar face cascades (5.x dropped them): "
+            "pip install 'opencv-python<5'"
+        )
     path = cv2.data.haarcascades + name
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
-        raise RuntimeError(f"cannot load Haar cascade {path} (opencv-python ships it)")
+        raise SetupError(f"cannot load Haar cascade {path} (opencv-python < 5 ships it)")
     return cascade
 
 
