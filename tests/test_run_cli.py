@@ -157,3 +157,16 @@ def test_export_then_run_on_onnxruntime(tmp_path, megamind):
         check_estimate(d)
     assert np.mean([d["present"]["face"] for d in ests]) > 0.8
     assert any(d["present"]["voice"] for d in ests)
+
+
+def test_run_video_realtime_as_in_the_readme(tmp_path, megamind):
+    """The README's run command (real-time pace), cut short with --duration."""
+    out = tmp_path / "est.jsonl"
+    r = affectstream("run", "--video", megamind, "--out", out, "--duration", "1.5")
+    assert r.returncode == 0, r.stderr
+    ests = read_estimates(out)
+    assert 10 <= len(ests) <= 20  # 10 Hz for about 1.5 s
+    for d in ests:
+        check_estimate(d)
+    assert ests[-1]["t"] >= 1.5
+    assert any(d["present"]["face"] for d in ests)
