@@ -43,6 +43,32 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads per model")
 
 
+def add_eval_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """`--backend` and `--onnx-dir` for the eval commands (which have their own --threads)."""
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        default="torch",
+        help="inference backend (default: torch, the reference)",
+    )
+    p.add_argument("--onnx-dir", metavar="DIR", help="exported models (affectstream export)")
+
+
+def eval_backend(args: argparse.Namespace, model: str, weights: str | None):
+    """The backend an eval command asked for, or None for the encoder's own PyTorch model."""
+    if getattr(args, "backend", "torch") == "torch":
+        return None
+    from affectstream.export.select import open_backend
+
+    return open_backend(
+        model,
+        args.backend,
+        onnx_dir=args.onnx_dir,
+        weights=weights,
+        threads=max(1, getattr(args, "threads", 1) or 1),
+    )
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--models",

@@ -163,6 +163,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tta", action="store_true", help="average with the mirrored face")
     p.add_argument("--threads", type=int, default=1)
+    from affectstream.export.cli import add_eval_backend_arguments
+
+    add_eval_backend_arguments(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -180,7 +183,12 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.onnx:
             encoder = OnnxFacePredictor(args.onnx, threads=max(1, args.threads))
         else:
+            from affectstream.export.cli import eval_backend
+
             encoder = FaceEncoder.load(args.weights)
+            backend = eval_backend(args, "face", args.weights)
+            if backend is not None:
+                encoder.use_backend(backend)
     except (FerFormatError, WeightsError) as e:
         raise UsageError(str(e)) from None
     if args.limit:

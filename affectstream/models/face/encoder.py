@@ -55,6 +55,18 @@ class FaceEncoder:
         self.model = fuse_for_inference(model).eval().to(memory_format=torch.channels_last)
         self.embed_dim = model.spec.embed_dim
         self.labels = LABELS
+        self.backend = None  # set by use_backend: run there instead of this torch module
+
+    def use_backend(self, backend) -> FaceEncoder:
+        """Run `predict` through an `affectstream.export` backend (same inputs and outputs)."""
+        self.backend = backend
+        return self
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backend is None:
+            return self.model(x)
+        out = self.backend.infer({"x": np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(out["logits"]), torch.from_numpy(out["embedding"])
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> FaceEncoder:
@@ -82,10 +94,10 @@ class FaceEncoder:
     def predict(self, crops: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and embeddings; `tta` averages with the mirrored face (2x the cost)."""
         x = self.to_input(crops)
-        logits, emb = self.model(x)
+        logits, emb = self._forward(x)
         probs = torch.softmax(logits, 1)
         if tta:
-            logits_f, emb_f = self.model(torch.flip(x, dims=[3]))
+            logits_f, emb_f = self._forward(torch.flip(x, dims=[3]))
             probs = (probs + torch.softmax(logits_f, 1)) / 2
             emb = (emb + emb_f) / 2
         return probs.numpy(), emb.numpy()

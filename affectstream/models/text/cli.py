@@ -147,6 +147,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    from affectstream.export.cli import add_eval_backend_arguments
+
+    add_eval_backend_arguments(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -160,6 +163,11 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         read_meld(args.meld, 0)  # a malformed file fails before the model loads
         encoder = TextEncoder.load(args.weights, threads=args.threads)
+        from affectstream.export.cli import eval_backend
+
+        backend = eval_backend(args, "text", args.weights)
+        if backend is not None:
+            encoder.use_backend(backend)
         ev = evaluate_meld(encoder, args.meld)
     except (DataError, ValueError) as e:
         raise _usage(e) from None

@@ -82,6 +82,7 @@ class TextEncoder:
         self.spec = net.spec
         self.info = info or {}
         self.threads = threads
+        self.backend = None  # set by use_backend: run there instead of the torch net
         self.tokenizer = Tokenizer(
             max_tokens=self.spec.max_tokens,
             context_tokens=self.spec.context_tokens if self.spec.use_context else 0,
@@ -95,6 +96,11 @@ class TextEncoder:
         net, info = load_net(path)
         log.info("text encoder loaded from %s: %s", path or "shipped weights", net.spec)
         return cls(net, info, threads)
+
+    def use_backend(self, backend) -> TextEncoder:
+        """Run `predict` through an `affectstream.export` backend (same inputs and outputs)."""
+        self.backend = backend
+        return self
 
     @property
     def embedding_dim(self) -> int:
@@ -119,6 +125,11 @@ class TextEncoder:
             d = self.embedding_dim
             return np.zeros((0, len(LABELS)), np.float32), np.zeros((0, d), np.float32)
         arrays = self.tokenizer(texts, ctx if self.spec.use_context else None)
+        if self.backend is not None:
+            names = ("input_ids", "attention_mask", "token_type_ids")
+            out = self.backend.infer(dict(zip(names, arrays, strict=True)))
+            z = np.exp(out["logits"] - out["logits"].max(axis=1, keepdims=True))
+            return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), out["embedding"]
         prev = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:

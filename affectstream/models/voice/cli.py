@@ -245,6 +245,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=float, default=0.5, help="window hop in seconds")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the scores here")
+    from affectstream.export.cli import add_eval_backend_arguments
+
+    add_eval_backend_arguments(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -262,6 +265,11 @@ def run_eval(args: argparse.Namespace) -> int:
         enc = VoiceEncoder.load(args.weights, threads=args.threads)
     except ValueError as e:
         raise _usage(str(e)) from None
+    from affectstream.export.cli import eval_backend
+
+    backend = eval_backend(args, "voice", args.weights)
+    if backend is not None:
+        enc.use_backend(backend)
     try:
         res = evaluate_clips(enc, clips, hop_s=args.hop)
     except DataError as e:

@@ -41,6 +41,7 @@ class VoiceEncoder:
         self.min_samples = self.mel.samples(16)  # shortest input the CNN can pool over
         self.labels = LABELS
         self.emb_dim = model.emb_dim
+        self.backend = None  # set by use_backend
 
     @classmethod
     def load(cls, path: str | Path | None = None, threads: int | None = None) -> VoiceEncoder:
@@ -92,6 +93,16 @@ class VoiceEncoder:
             x = np.pad(x, ((0, 0), (self.min_samples - x.shape[1], 0)))
         if not np.isfinite(x).all():
             raise ValueError("samples contain NaN or inf")
+        if self.backend is not None:
+            out = self.backend.infer({"wave": np.ascontiguousarray(x)})
+            logp = out["logits"] - out["logits"].max(axis=1, keepdims=True)
+            probs = np.exp(logp)
+            return probs / probs.sum(axis=1, keepdims=True), out["embedding"]
         with torch.inference_mode():
             logp, emb = self.model(torch.from_numpy(np.ascontiguousarray(x)))
         return torch.exp(logp).numpy(), emb.numpy()
+
+    def use_backend(self, backend) -> VoiceEncoder:
+        """Run `predict` through an `affectstream.export` backend (same inputs and outputs)."""
+        self.backend = backend
+        return self
