@@ -174,20 +174,9 @@ class SampleRing:
 
     def latest(self, n: int) -> tuple[np.ndarray, int]:
         """(copy of the newest n samples, capture time of the first); fewer if fewer exist."""
-        for _ in range(10):
-            end = self._written
-            n_avail = min(n, end, self.capacity)
-            start = end - n_avail
-            out = np.empty(n_avail, dtype=np.float32)
-            i = start % self.capacity
-            k = min(n_avail, self.capacity - i)
-            out[:k] = self._buf[i : i + k]
-            if k < n_avail:
-                out[k:] = self._buf[: n_avail - k]
-            if self._writing_upto <= start + self.capacity:
-                return out, self.time_of(start)
-            self.torn_reads += 1  # the writer overwrote part of our span: read again
-        return np.empty(0, dtype=np.float32), self.time_of(self._written)
+        end = self._written
+        out, first = self.read(max(0, end - n), end)
+        return out, self.time_of(first)
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, int]:
         """Copy of samples [start, stop) by absolute index, and the index of the first returned.
@@ -212,6 +201,7 @@ class SampleRing:
         return np.empty(0, dtype=np.float32), self._written
 
     def since(self, index: int) -> tuple[np.ndarray, int]:
-        """Samples from absolute index `index` to now (clamped to what is still held)."""
-        end = self._written
-        return self.latest(max(0, end - max(index, end - self.capacity)))
+        """Samples from absolute index `index` to now (clamped to what is still held), and the
+        capture time of the first one returned."""
+        out, first = self.read(index, self._written)
+        return out, self.time_of(first)
