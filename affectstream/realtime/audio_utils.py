@@ -161,7 +161,8 @@ class CaptureClock:
     time, which follows a slow drift between device and host clocks while ironing out jitter.
     A measured time more than `gap_ms` ahead of the prediction means the device lost samples
     (an overflow): the clock jumps and `stamp` reports how many samples were lost. One far
-    behind (a device restart, a host clock step) resynchronises without counting a loss.
+    behind is a burst of callbacks that a busy CPU delayed and then delivered at once: the
+    clock keeps its course (times never go backwards); a device restart calls `reset()`.
     """
 
     def __init__(self, sample_rate: int, gain: float = 0.05, gap_ms: float = 40.0) -> None:
@@ -169,6 +170,7 @@ class CaptureClock:
         self.gain = gain
         self.gap_ns = int(gap_ms * 1e6)
         self._next_ns: int | None = None  # predicted start of the next block
+        self._last_n_ns = 0  # duration of the previous block
 
     def reset(self) -> None:
         self._next_ns = None
@@ -177,11 +179,16 @@ class CaptureClock:
         """(smoothed capture time of this block's first sample, samples lost before it)."""
         lost = 0
         pred = self._next_ns
-        if pred is None or abs(measured_ns - pred) > self.gap_ns:
-            if pred is not None and measured_ns > pred:
-                lost = int(round((measured_ns - pred) * self.sample_rate / 1e9))
+        if pred is None:
+            t = measured_ns
+        elif measured_ns - pred > self.gap_ns:
+            lost = int(round((measured_ns - pred) * self.sample_rate / 1e9))
             t = measured_ns
         else:
-            t = pred + int(self.gain * (measured_ns - pred))
-        self._next_ns = t + int(round(n * 1e9 / self.sample_rate))
+            # Small deviations are jitter; far behind is a delayed burst. Either way move a
+            # little toward the measurement, never before the previous block's start.
+            prev_start = pred - self._last_n_ns
+            t = max(pred + int(self.gain * (measured_ns - pred)), prev_start + 1)
+        self._last_n_ns = int(round(n * 1e9 / self.sample_rate))
+        self._next_ns = t + self._last_n_ns
         return t, lost
