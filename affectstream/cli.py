@@ -20,6 +20,24 @@ class UsageError(Exception):
     """A problem with the command line or its inputs, printed as one line (exit code 2)."""
 
 
+def add_pace_arguments(p: argparse.ArgumentParser) -> None:
+    """`--realtime` (default) / `--fast`: how files are replayed, for every command that does."""
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=True,
+        help="replay files at real time (default)",
+    )
+    pace.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_false",
+        help="replay files as fast as possible, on the media clock",
+    )
+
+
 def _module(name: str):
     return importlib.import_module(f"affectstream.{name}")
 

@@ -49,20 +49,9 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="no speech-to-text, no text modality",
     )
-    pace = p.add_mutually_exclusive_group()
-    pace.add_argument(
-        "--realtime",
-        dest="realtime",
-        action="store_true",
-        default=True,
-        help="replay files at real time (default)",
-    )
-    pace.add_argument(
-        "--fast",
-        dest="realtime",
-        action="store_false",
-        help="replay files as fast as possible, on the media clock",
-    )
+    from affectstream.cli import add_pace_arguments
+
+    add_pace_arguments(p)
     p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
     from affectstream.export.cli import add_backend_arguments

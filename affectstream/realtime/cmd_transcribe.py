@@ -20,22 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="audio file (WAV, FLAC, headerless 16 kHz .raw, or any PyAV reads)",
     )
-    pace = p.add_mutually_exclusive_group()
-    pace.add_argument(
-        "--realtime",
-        dest="realtime",
-        action="store_true",
-        default=True,
-        help="stream at real-time pace (default)",
-    )
-    pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as possible")
-    p.add_argument(
-        "--model", metavar="PATH", help="whisper model folder or cached size (default: config)"
-    )
-    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
-    p.add_argument(
-        "--threads", type=int, metavar="N", help="CPU threads for decoding (default: config)"
-    )
+    from affectstream.cli import add_pace_arguments
+    from affectstream.models.stt.cli import add_model_arguments
+
+    add_pace_arguments(p)
+    add_model_arguments(p)
     p.add_argument("--partials", action="store_true", help="also print the tentative words")
     p.add_argument(
         "--json", metavar="OUT", help="write every segment and the stream's counters here"
@@ -66,18 +55,12 @@ def _segment_dict(seg, t0_ns: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from affectstream.cli import UsageError
-    from affectstream.config import load_config
+    from affectstream.models.stt.cli import transcriber_config
     from affectstream.models.stt.driver import stream_array
     from affectstream.models.stt.replay import load_audio
     from affectstream.realtime.transcriber import load_decoder
 
-    cfg = load_config(args.config).transcriber
-    if args.model is not None:
-        cfg.model = args.model
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        cfg.cpu_threads = args.threads
+    cfg = transcriber_config(args)
     if not Path(args.file).is_file():
         raise UsageError(f"audio file not found: {args.file}")
     audio = load_audio(args.file)

@@ -13,7 +13,8 @@ _SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 DEFAULT_AUDIO = _SHARED / "media" / "speech" / "librivox"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """`--model`, `--config`, `--threads`, read back by `transcriber_config`."""
     p.add_argument(
         "--model", metavar="PATH", help="whisper model folder or cached size (default: config)"
     )
@@ -21,10 +22,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for decoding (default: config)"
     )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
 
 
-def _config(args):
+def transcriber_config(args):
+    """The config's transcriber section with `--model` and `--threads` applied."""
     from affectstream.cli import UsageError
     from affectstream.config import load_config
 
@@ -83,7 +89,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from affectstream.models.stt.driver import stream_array
     from affectstream.models.stt.wer import WordErrors, word_errors
 
-    cfg = _config(args)
+    cfg = transcriber_config(args)
     clips = _clips(args)
     decoder = _decoder(cfg)
     table = Table(title=f"streaming WER, {args.audio}")
@@ -164,7 +170,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.pause < 0:
         raise UsageError("--runs must be >= 1 and --pause >= 0")
-    cfg = _config(args)
+    cfg = transcriber_config(args)
     clips = _clips(args)
     audio, _ = clips.joined()
     machine = _machine()
