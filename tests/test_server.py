@@ -260,7 +260,8 @@ def test_serve_video_file_mode_until_the_server_closes(megamind, tmp_path):
         out, _ = docs.communicate(timeout=30)
         assert docs.returncode == 0
         lines = out.splitlines()
-        assert lines[0].startswith("hello")
+        # estimates flow from the moment of connection, so the hello reply may follow some
+        assert sum(x.startswith("hello ") for x in lines) == 1
         assert len(lines) > 5 and all(len(x.split()) >= 2 for x in lines)
     finally:
         proc.kill()
