@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -241,10 +240,3 @@ class PushVideoSource(Source):
         t = now_ns() if t_ns is None else int(t_ns)
         self.ring.push(VideoFrame(t, self._index, image), t)
         self._index += 1
-
-
-def wait_until(t_ns: int) -> None:
-    """Sleep until the monotonic clock reaches t_ns."""
-    d = (t_ns - now_ns()) / 1e9
-    if d > 0:
-        time.sleep(d)
