@@ -94,8 +94,11 @@ def test_capture_clock_irons_out_jitter_and_counts_a_jump():
         stamps.append(t)
     steps = np.diff(stamps[50:])
     assert np.abs(steps - 20_000_000).max() < 1_000_000  # raw steps vary by up to 6 ms
-    t, lost = clock.stamp(200 * 20_000_000 + 100_000_000, 320)  # 100 ms went missing
-    assert lost == pytest.approx(1600, abs=80)
+    late = 200 * 20_000_000 + 100_000_000
+    t, lost = clock.stamp(late, 320)  # a callback 100 ms late, no overflow: keep course
+    assert lost == 0 and t - stamps[-1] < 30_000_000
+    t, lost = clock.stamp(late + 20_000_000, 320, overflow=True)  # the device lost ~100 ms
+    assert lost == pytest.approx(1600, abs=400)
     # A busy CPU delays callbacks, then delivers them in a burst: measured times fall far
     # behind, but stamps keep increasing and nothing counts as lost.
     burst = [clock.stamp(t + 5_000_000, 320) for _ in range(10)]

@@ -159,10 +159,11 @@ class CaptureClock:
     Device callbacks arrive with scheduling jitter. The clock predicts each block's start
     from the previous one plus its duration and moves a fraction `gain` toward the measured
     time, which follows a slow drift between device and host clocks while ironing out jitter.
-    A measured time more than `gap_ms` ahead of the prediction means the device lost samples
-    (an overflow): the clock jumps and `stamp` reports how many samples were lost. One far
-    behind is a burst of callbacks that a busy CPU delayed and then delivered at once: the
-    clock keeps its course (times never go backwards); a device restart calls `reset()`.
+    Only a block the device flagged as following an overflow may jump: if its measured time is
+    more than `gap_ms` ahead of the prediction, the clock jumps and `stamp` reports how many
+    samples were lost. Without that flag, a time far ahead or behind is a callback that a busy
+    CPU delayed, or a burst delivered at once, and the clock keeps its course both ways (times
+    never go backwards). A device restart calls `reset()`.
     """
 
     def __init__(self, sample_rate: int, gain: float = 0.05, gap_ms: float = 40.0) -> None:
@@ -175,18 +176,21 @@ class CaptureClock:
     def reset(self) -> None:
         self._next_ns = None
 
-    def stamp(self, measured_ns: int, n: int) -> tuple[int, int]:
-        """(smoothed capture time of this block's first sample, samples lost before it)."""
+    def stamp(self, measured_ns: int, n: int, overflow: bool = False) -> tuple[int, int]:
+        """(smoothed capture time of this block's first sample, samples lost before it).
+
+        `overflow`: the device reported lost input before this block.
+        """
         lost = 0
         pred = self._next_ns
         if pred is None:
             t = measured_ns
-        elif measured_ns - pred > self.gap_ns:
+        elif overflow and measured_ns - pred > self.gap_ns:
             lost = int(round((measured_ns - pred) * self.sample_rate / 1e9))
             t = measured_ns
         else:
-            # Small deviations are jitter; far behind is a delayed burst. Either way move a
-            # little toward the measurement, never before the previous block's start.
+            # Jitter or late delivery: move a little toward the measurement, never before
+            # the previous block's start.
             prev_start = pred - self._last_n_ns
             t = max(pred + int(self.gain * (measured_ns - pred)), prev_start + 1)
         self._last_n_ns = int(round(n * 1e9 / self.sample_rate))

@@ -226,8 +226,8 @@ class MicrophoneSource(Source):
         adc, cur = time.inputBufferAdcTime, time.currentTime
         delay = cur - adc if adc > 0 and 0.0 <= cur - adc < 1.0 else 0.0
         measured = t_cb - int(max(delay, block_s) * 1e9)
-        t, lost = self._clock.stamp(measured, frames)
-        if lost and overflow:  # a jump without an overflow is late delivery, not loss
+        t, lost = self._clock.stamp(measured, frames, overflow)
+        if lost:
             self.dropped_samples += int(lost * self.ring.sample_rate / self.device_rate_used)
         x = indata[:, 0] if self._channels == 1 else indata.mean(axis=1)
         self._sink.write(x, t)
