@@ -4,7 +4,7 @@ Importing the package is cheap: heavy dependencies (torch, onnxruntime, faster-w
 sounddevice) are imported where they are used.
 """
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
+from affectstream.core.version import __version__
 
 __all__ = ["LABELS", "__version__"]
-__version__ = "0.1.0"

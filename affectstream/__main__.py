@@ -1,3 +1,3 @@
-from affectstream.cli import main
+from affectstream.cli.main import main
 
 raise SystemExit(main())

@@ -8,8 +8,8 @@ import json
 import pytest
 from audio_fixtures import MEDIA, cards
 
-from affectstream.cli import UsageError
-from affectstream.realtime import bench_audio
+from affectstream.bench import audio as bench_audio
+from affectstream.core.errors import UsageError
 
 
 def parse(*argv: str) -> argparse.Namespace:

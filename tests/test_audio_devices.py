@@ -10,7 +10,7 @@ from pathlib import Path
 
 from audio_fixtures import pulse_mic_fixture  # noqa: F401 (the pulse_mic fixture)
 
-from affectstream.cli import main
+from affectstream.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 

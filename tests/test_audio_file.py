@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from audio_fixtures import MEDIA, cards, fft_resample, lag_of, read_speech, speech_files
 
-from affectstream.config import AudioConfig
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.clock import now_ns
+from affectstream.core.config import AudioConfig
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.audio_file import AudioFileSource
 from affectstream.realtime.sources.base import SourceError, SourceState
 

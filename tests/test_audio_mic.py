@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import SourceError, SourceState
 from affectstream.realtime.sources.microphone import MicrophoneSource, input_devices
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from audio_fixtures import fft_resample, lag_of, read_speech, speech_files
 
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.clock import now_ns
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import SourceState
 from affectstream.realtime.sources.push_audio import PushAudioSource
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from audio_fixtures import fft_resample, lag_of, read_speech, speech_files
 
-from affectstream.realtime.audio_utils import (
+from affectstream.core.audio import (
     CaptureClock,
     StreamResampler,
     TimedResampler,
     to_mono_float32,
 )
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.ringbuffer import SampleRing
 
 
 def test_to_mono_float32_scales_each_sample_type():

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from affectstream.export import registry
-from affectstream.export.backend import (
+from affectstream.export.base import (
     BackendError,
     BackendUnavailable,
     DimRange,
     InputError,
     Signature,
     TensorSpec,
-    TorchBackend,
 )
 from affectstream.export.onnxrt import CPU, CUDA, TRT, OnnxRuntimeBackend, providers_for
+from affectstream.export.torch_backend import TorchBackend
 
 SIG = Signature(
     inputs=(

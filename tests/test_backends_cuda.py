@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from affectstream.export import registry
-from affectstream.export.backend import TorchBackend
+from affectstream.export.torch_backend import TorchBackend
 
 pytestmark = pytest.mark.gpu
 

@@ -1,6 +1,6 @@
 import pytest
 
-from affectstream.config import Config, ConfigError, load_config
+from affectstream.core.config import Config, ConfigError, load_config
 
 
 def test_default_preset_matches_dataclass_defaults():
@@ -46,7 +46,7 @@ def test_default_preset_lists_every_key():
 
     import yaml
 
-    from affectstream.config import default_config_path
+    from affectstream.core.config import default_config_path
 
     shipped = yaml.safe_load(default_config_path().read_text())
     assert shipped == dataclasses.asdict(Config())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from affectstream.cli import main
+from affectstream.cli.main import main
 from tests.conftest import DATA
 
 

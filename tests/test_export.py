@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 
-from affectstream.cli import main
+from affectstream.cli.main import main
 from affectstream.export import registry
 from affectstream.export.select import open_backend
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import DATA
 
-from affectstream.cli import main
+from affectstream.cli.main import main
 
 PUBLIC = DATA / "fer2013" / "PublicTest.npz"
 

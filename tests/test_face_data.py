@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 from affectstream.models.face.data import (
     FER_CLASSES,
     FerFormatError,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from affectstream.config import FaceConfig
-from affectstream.models.face.bench import read_frames
+from affectstream.bench.face import read_frames
+from affectstream.core.config import FaceConfig
 from affectstream.models.face.detect import FaceTracker, crop_face, iou
 
 
@@ -103,7 +103,7 @@ def test_bad_config_is_rejected():
 
 def test_opencv_without_cascades_is_a_clear_setup_error(monkeypatch):
     """OpenCV 5 dropped the Haar cascades: say what to install instead of an AttributeError."""
-    from affectstream.errors import SetupError
+    from affectstream.core.errors import SetupError
     from affectstream.models.face import detect
 
     monkeypatch.delattr(detect.cv2, "CascadeClassifier")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import DATA
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 from affectstream.models.face.data import load_fer
 from affectstream.models.face.encoder import FaceEncoder, WeightsError, load_checkpoint
 from affectstream.models.face.evaluate import evaluate_fer

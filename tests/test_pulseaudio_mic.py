@@ -20,9 +20,9 @@ from audio_fixtures import (  # noqa: F401 (pulse_mic_fixture: the pulse_mic fix
     speech_files,
 )
 
-from affectstream.config import AudioConfig
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.clock import now_ns
+from affectstream.core.config import AudioConfig
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import SourceError, SourceState
 from affectstream.realtime.sources.microphone import MicrophoneSource, input_devices
 

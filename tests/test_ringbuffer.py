@@ -3,7 +3,7 @@ import threading
 import numpy as np
 import pytest
 
-from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
+from affectstream.core.ringbuffer import RingBuffer, SampleRing
 
 
 def test_ring_keeps_newest_and_counts_overwrites():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from affectstream.labels import LABELS, MODALITIES
+from affectstream.core.labels import LABELS, MODALITIES
 from tests.conftest import MEDIA, REPO
 
 

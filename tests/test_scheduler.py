@@ -3,10 +3,10 @@ import time
 
 import numpy as np
 
-from affectstream.config import SchedulerConfig
-from affectstream.labels import LABELS
+from affectstream.core.config import SchedulerConfig
+from affectstream.core.labels import LABELS
 from affectstream.realtime.scheduler import Pipeline, run_realtime, run_stepped
-from affectstream.realtime.stages import ABSENT, ModalityResult, Stage
+from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
 HAPPY = np.eye(len(LABELS), dtype=np.float32)[1] * 0.7 + 0.3 / len(LABELS)
 SAD = np.eye(len(LABELS), dtype=np.float32)[2] * 0.9 + 0.1 / len(LABELS)

@@ -18,7 +18,7 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
-from affectstream.realtime.server import Client, StreamServer
+from affectstream.realtime.io.websocket import Client, StreamServer
 from tests.conftest import MEDIA, REPO
 from tests.test_run_cli import check_estimate
 
@@ -34,7 +34,7 @@ def push_server():
     """A push-mode server (face and voice, no transcription) in a thread, on a free port."""
     import torch
 
-    from affectstream.config import load_config
+    from affectstream.core.config import load_config
     from affectstream.realtime.stream import AffectStream, Inputs
 
     torch.set_num_threads(1)
@@ -180,7 +180,7 @@ def test_slow_client_queue_drops_oldest_and_counts():
 
 
 def test_default_host_is_localhost(push_server):
-    from affectstream.cli import build_parser
+    from affectstream.cli.main import build_parser
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 8765

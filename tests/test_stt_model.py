@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from affectstream.cli import main
-from affectstream.models.stt.replay import join_with_pauses, load_audio
+from affectstream.cli.main import main
 from affectstream.models.stt.wer import read_transcripts, word_errors
+from affectstream.realtime.sources.array_replay import join_with_pauses, load_audio
 
 SPEECH = MEDIA / "speech"
 LIBRIVOX = SPEECH / "librivox"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from affectstream.export import tensorrt as trt_mod
-from affectstream.export.backend import BackendUnavailable, DimRange, Signature, TensorSpec
+from affectstream.export.base import BackendUnavailable, DimRange, Signature, TensorSpec
 from affectstream.export.shapes import bucket, bucket_sizes, pad_feed, profile_shapes, unpad
 from affectstream.export.tensorrt import (
     BuildPlan,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectstream.cli import main
-from affectstream.labels import LABELS
+from affectstream.cli.main import main
+from affectstream.core.labels import LABELS
 from affectstream.models.text.data import (
     GOEMOTIONS_EKMAN_TO_COMMON,
     MELD_TO_COMMON,

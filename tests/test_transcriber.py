@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from affectstream.cli import main
-from affectstream.config import TranscriberConfig
-from affectstream.models.stt.replay import ArrayReplay, join_with_pauses, load_audio
+from affectstream.cli.main import main
+from affectstream.core.clock import now_ns
+from affectstream.core.config import TranscriberConfig
+from affectstream.core.ringbuffer import RingBuffer, SampleRing
 from affectstream.models.stt.wer import read_transcripts, word_errors
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
+from affectstream.realtime.sources.array_replay import ArrayReplay, join_with_pauses, load_audio
 from affectstream.realtime.sources.base import SourceError, SourceState
 from affectstream.realtime.transcriber import Transcriber
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from audio_fixtures import read_speech, speech_files, speech_with_silence
 
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.vad import FRAME, VoiceActivity
 
 MS = 1_000_000

@@ -3,8 +3,8 @@ import time
 import numpy as np
 import pytest
 
-from affectstream.config import VideoConfig
-from affectstream.realtime.ringbuffer import RingBuffer
+from affectstream.core.config import VideoConfig
+from affectstream.core.ringbuffer import RingBuffer
 from affectstream.realtime.sources.base import SourceError, SourceState
 from affectstream.realtime.sources.video import CameraSource, PushVideoSource, VideoFileSource
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectstream.cli import main
-from affectstream.labels import LABELS
+from affectstream.cli.main import main
+from affectstream.core.labels import LABELS
 from affectstream.models.voice.data import (
     DataError,
     kept_segment,
@@ -270,7 +270,7 @@ def test_train_cli_rejects_overlapping_actor_sets(capsys):
 
 def test_bench_rows_and_onnx_parity(tmp_path):
     pytest.importorskip("onnxruntime")
-    from affectstream.models.voice.bench import bench_encoder
+    from affectstream.bench.voice import bench_encoder
 
     rows = bench_encoder(threads=1, iters=5)
     assert [r["backend"] for r in rows] == ["torch", "onnxruntime"]

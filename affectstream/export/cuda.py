@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.export.backend import Signature
+from affectstream.export.base import Signature
 from affectstream.export.shapes import bucket_sizes
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class CudaRunner:
     def _capture(self, target: Mapping[str, int]):
         import torch
 
-        from affectstream.export.backend import TensorSpec
+        from affectstream.export.base import TensorSpec
 
         def shape(spec: TensorSpec) -> tuple[int, ...]:
             return tuple(s if isinstance(s, int) else target[s] for s in spec.shape)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from affectstream.export import registry
-from affectstream.export.backend import BackendError, Signature
+from affectstream.export.base import BackendError, Signature
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def export_all(
     import onnx
     import torch
 
-    from affectstream import __version__
+    from affectstream.core.version import __version__
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.export.backend import (
+from affectstream.export.base import (
     Backend,
     BackendError,
     BackendUnavailable,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.export.backend import DimRange, Signature, TensorSpec
+from affectstream.export.base import DimRange, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

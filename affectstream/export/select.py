@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from affectstream.export import registry
-from affectstream.export.backend import Backend, BackendError, BackendUnavailable, Signature
+from affectstream.export.base import Backend, BackendError, BackendUnavailable, Signature
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def exported_model(
         return path, record
     import torch
 
-    from affectstream import __version__
+    from affectstream.core.version import __version__
 
     key = json.dumps(
         [model, want, entry.source_hash(), torch.__version__, __version__, fp16], sort_keys=True
@@ -141,7 +141,7 @@ def _open_one(
     cuda_graphs: bool,
 ) -> Backend:
     if name == "torch":
-        from affectstream.export.backend import TorchBackend
+        from affectstream.export.torch_backend import TorchBackend
 
         built = entry.build(weights)
         module = built.module

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from affectstream.export.backend import DimRange, Signature
+from affectstream.export.base import DimRange, Signature
 
 
 def profile_shapes(

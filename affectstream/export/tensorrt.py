@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.export.backend import Backend, BackendError, BackendUnavailable, Signature
+from affectstream.export.base import Backend, BackendError, BackendUnavailable, Signature
 from affectstream.export.shapes import bucket_sizes, pad_feed, profile_shapes, unpad
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectstream.config import Config
+from affectstream.core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from affectstream.config import SchedulerConfig
-from affectstream.labels import LABELS, MODALITIES, valence_arousal
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.messages import Estimate
-from affectstream.realtime.stages import ABSENT, ModalityResult, Stage
+from affectstream.core.clock import now_ns
+from affectstream.core.config import SchedulerConfig
+from affectstream.core.labels import LABELS, MODALITIES, valence_arousal
+from affectstream.core.messages import Estimate
+from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from affectstream.config import Config
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.messages import Estimate, VideoFrame
-from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
+from affectstream.core.clock import now_ns
+from affectstream.core.config import Config
+from affectstream.core.messages import Estimate, VideoFrame
+from affectstream.core.ringbuffer import RingBuffer, SampleRing
 from affectstream.realtime.scheduler import Pipeline, run_realtime, run_stepped
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 from affectstream.realtime.sources.video import CameraSource, PushVideoSource, VideoFileSource
@@ -131,7 +131,7 @@ class AffectStream:
         if cfg.face.enabled:
             from affectstream.models.face.detect import FaceTracker
             from affectstream.realtime.encoders import FaceModel
-            from affectstream.realtime.face_stage import FaceStage
+            from affectstream.realtime.stages.face import FaceStage
 
             self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), FaceModel(cfg)))
 
@@ -157,8 +157,8 @@ class AffectStream:
         self.sources.append(self.audio_source)
         if cfg.voice.enabled:
             from affectstream.realtime.encoders import VoiceModel
+            from affectstream.realtime.stages.voice import VoiceStage
             from affectstream.realtime.vad import VoiceActivity
-            from affectstream.realtime.voice_stage import VoiceStage
 
             vad = VoiceActivity(threshold=cfg.voice.vad_threshold)
             encoder = VoiceModel(cfg)
@@ -186,7 +186,7 @@ class AffectStream:
         self.sources.append(self.transcriber)
         if cfg.text.enabled:
             from affectstream.realtime.encoders import TextModel
-            from affectstream.realtime.text_stage import TextStage
+            from affectstream.realtime.stages.text import TextStage
 
             self.stages.append(
                 TextStage(self.transcriber, TextModel(cfg), cfg.transcriber.context_s)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from affectstream.labels import MODALITIES
-from affectstream.realtime.messages import Estimate
+from affectstream.core.labels import MODALITIES
+from affectstream.core.messages import Estimate
 
 
 def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float | None]:

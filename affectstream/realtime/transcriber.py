@@ -17,11 +17,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from affectstream.config import TranscriberConfig
+from affectstream.core.clock import now_ns
+from affectstream.core.config import TranscriberConfig
+from affectstream.core.messages import TranscriptSegment, Word
+from affectstream.core.ringbuffer import RingBuffer, SampleRing
 from affectstream.models.stt.local_agreement import join_words
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.messages import TranscriptSegment, Word
-from affectstream.realtime.ringbuffer import RingBuffer, SampleRing
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.ringbuffer import SampleRing
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from affectstream.config import FaceConfig
-from affectstream.errors import SetupError
+from affectstream.core.config import FaceConfig
+from affectstream.core.errors import SetupError
 
 log = logging.getLogger(__name__)
 

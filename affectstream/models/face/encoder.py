@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 from affectstream.models.face.net import INPUT_SIZE, FaceNet, FaceNetSpec, fuse_for_inference
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 from affectstream.models.face.data import FerData
 from affectstream.models.face.encoder import FaceEncoder, WeightsError
 from affectstream.models.metrics import ClassificationReport, classification_report

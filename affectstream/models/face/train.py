@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 from affectstream.models.face.data import FerData
 from affectstream.models.face.net import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FaceNet, FaceNetSpec
 

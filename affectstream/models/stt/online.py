@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from affectstream.core.messages import TranscriptSegment, Word
 from affectstream.models.stt.guards import guard_words
 from affectstream.models.stt.local_agreement import LocalAgreement, join_words
 from affectstream.models.stt.vad_gate import VadGate
 from affectstream.models.stt.whisper_model import SAMPLE_RATE, HypWord, WhisperDecoder
-from affectstream.realtime.messages import TranscriptSegment, Word
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class OnlineTranscriber:
         clock: Callable[[], int] | None = None,
         origin: int = 0,
     ) -> None:
-        from affectstream.realtime.clock import now_ns
+        from affectstream.core.clock import now_ns
 
         self.decoder = decoder
         self.opt = options or StreamOptions()

@@ -191,7 +191,7 @@ class WhisperDecoder:
         """
         import ctranslate2
 
-        from affectstream.realtime.clock import now_ns
+        from affectstream.core.clock import now_ns
 
         opts = self.options
         tok = self.tokenizer

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 
 log = logging.getLogger(__name__)
 

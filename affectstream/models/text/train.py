@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 from affectstream.models.metrics import ClassificationReport, classification_report
 from affectstream.models.text import data
 from affectstream.models.text.encoder import Tokenizer

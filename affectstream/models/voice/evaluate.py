@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 
 from .data import Clip, kept_segment, load_audio, window_starts
 from .features import MelOptions

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 
 from .features import LogMel, MelOptions
 

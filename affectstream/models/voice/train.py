@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from affectstream.labels import LABELS
+from affectstream.core.labels import LABELS
 
 from .data import Clip, kept_segment, load_audio, window_starts
 from .features import MelOptions, log_mel_numpy

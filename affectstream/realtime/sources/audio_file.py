@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from affectstream.config import AudioConfig
-from affectstream.realtime.audio_utils import StreamResampler, to_mono_float32
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.audio import StreamResampler, to_mono_float32
+from affectstream.core.clock import now_ns
+from affectstream.core.config import AudioConfig
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)

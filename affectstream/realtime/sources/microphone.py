@@ -27,10 +27,10 @@ import threading
 
 import numpy as np
 
-from affectstream.config import AudioConfig
-from affectstream.realtime.audio_utils import CaptureClock, TimedResampler
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.audio import CaptureClock, TimedResampler
+from affectstream.core.clock import now_ns
+from affectstream.core.config import AudioConfig
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import threading
 
 import numpy as np
 
-from affectstream.realtime.audio_utils import TimedResampler, to_mono_float32
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.ringbuffer import SampleRing
+from affectstream.core.audio import TimedResampler, to_mono_float32
+from affectstream.core.clock import now_ns
+from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import Source, SourceState
 
 log = logging.getLogger(__name__)

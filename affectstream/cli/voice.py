@@ -1,0 +1,338 @@
+"""`affectstream train|eval|bench voice`: argument parsing and printing only.
+
+Nothing heavy is imported at module import time; each command imports what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from affectstream.cli.args import write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ravdess_speech"
+
+
+def _usage(msg: str):
+    from affectstream.core.errors import UsageError
+
+    return UsageError(msg)
+
+
+def _actors(text: str) -> tuple[int, ...]:
+    from affectstream.models.voice.data import DataError, parse_actors
+
+    try:
+        return parse_actors(text)
+    except DataError as e:
+        raise _usage(str(e)) from None
+
+
+def _scan(folder: str | Path):
+    from affectstream.models.voice.data import DataError, scan
+
+    try:
+        return scan(folder)
+    except DataError as e:
+        raise _usage(str(e)) from None
+
+
+def _own_args() -> list[str]:
+    """The arguments after `voice` on this process's command line (for the report)."""
+    argv = sys.argv[1:]
+    return argv[argv.index("voice") + 1 :] if "voice" in argv else argv
+
+
+def _print_scores(title: str, d: dict) -> None:
+    """Print a scores dict (from evaluate.scores) with the shared metrics table."""
+    from dataclasses import fields
+
+    from affectstream.models.metrics import ClassificationReport, print_report
+
+    kw = {}
+    for f in fields(ClassificationReport):
+        v = d[f.name]
+        kw[f.name] = (
+            tuple(tuple(r) for r in v)
+            if f.name == "confusion"
+            else (tuple(v) if isinstance(v, list) else v)
+        )
+    print_report(ClassificationReport(**kw), title=title)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help=f"RAVDESS speech folder (default {DEFAULT_DATA})")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="log-mel cache (.npz): read if it exists, else built from --data and written",
+    )
+    p.add_argument("--actors", default="", help="use only these actors at all (default: every one)")
+    p.add_argument("--test-actors", default="17,18,19,20", help="held out, scored at the end")
+    p.add_argument(
+        "--val-actors",
+        default="",
+        help="actors for choosing among --recipes (then the final fit uses them too)",
+    )
+    p.add_argument("--recipes", default="base", help="comma-separated recipe names to compare")
+    p.add_argument("--select-seeds", type=int, default=2, help="seeds per recipe when selecting")
+    p.add_argument(
+        "--select-budget-s",
+        type=float,
+        default=0.0,
+        help="start no further recipe after this many seconds of selection (0: no limit)",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="networks in the shipped ensemble")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", default="voice.pt", help="weight file to write")
+    p.add_argument("--json", default=None, help="write the training report here")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from affectstream.models.voice import train as T
+    from affectstream.models.voice.evaluate import scores
+
+    torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise _usage("--device cuda given but CUDA is not available")
+    unknown = [r for r in args.recipes.split(",") if r not in T.RECIPES]
+    if unknown:
+        raise _usage(f"unknown recipe {unknown[0]} (known: {', '.join(T.RECIPES)})")
+    recipes = [T.RECIPES[r] for r in args.recipes.split(",")]
+    test_actors = _actors(args.test_actors)
+    val_actors = _actors(args.val_actors) if args.val_actors else ()
+    if set(val_actors) & set(test_actors):
+        raise _usage("--val-actors and --test-actors overlap")
+
+    t0 = time.perf_counter()
+    if args.cache and Path(args.cache).is_file():
+        cache = T.load_cache(args.cache)
+        data_desc = f"cache {args.cache}"
+    else:
+        data = Path(args.data) if args.data else DEFAULT_DATA
+        clips = _scan(data)
+        print(f"decoding {len(clips)} clips from {data} ...", file=sys.stderr)
+        from affectstream.models.voice.data import DataError
+
+        try:
+            cache = T.build_cache(clips)
+        except DataError as e:
+            raise _usage(str(e)) from None
+        if args.cache:
+            T.save_cache(cache, args.cache)
+        data_desc = str(data)
+    bank = T.MelBank(cache, args.device)
+    all_actors = sorted({int(a) for a in bank.actors})
+    if args.actors:
+        all_actors = [a for a in all_actors if a in set(_actors(args.actors))]
+    fit_actors = [a for a in all_actors if a not in test_actors]
+    if not fit_actors:
+        raise _usage("no actors left to train on after holding out --test-actors")
+    report: dict = {
+        "command": "affectstream train voice " + shlex.join(_own_args()),
+        "data": data_desc,
+        "device": args.device,
+        "torch": torch.__version__,
+        "test_actors": list(test_actors),
+        "val_actors": list(val_actors),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+    recipe = recipes[0]
+    if val_actors:
+        sel_train = bank.indices([a for a in fit_actors if a not in val_actors])
+        val = bank.indices(val_actors)
+        y_val = cache["labels"][val]
+        selection = []
+        for r in recipes:
+            if args.select_budget_s and time.perf_counter() - t0 > args.select_budget_s:
+                selection.append({"recipe": r.name, "skipped": "selection time budget spent"})
+                continue
+            nets, accs, curves = [], [], []
+            for seed in range(args.select_seeds):
+                net, hist = T.train_one(
+                    bank, sel_train, r, seed=seed, epochs=args.epochs, eval_idx=val
+                )
+                curves.append(
+                    [(h["epoch"], h.get("val_clip_acc")) for h in hist if "val_clip_acc" in h]
+                )
+                clip_p, win_p = T.predict_cached([net], bank, val)
+                accs.append(float((clip_p.argmax(1) == y_val).mean()))
+                nets.append(net)
+            ens_p, ens_w = T.predict_cached(nets, bank, val)
+            row = {
+                "recipe": r.name,
+                "val_clip_acc_per_seed": accs,
+                "val_clip_acc_mean": float(np.mean(accs)),
+                "val_clip_acc_ensemble": float((ens_p.argmax(1) == y_val).mean()),
+                "val_window_acc_ensemble": float((ens_w.argmax(1) == y_val).mean()),
+                "val_clip_acc_curves": curves,
+                "s": time.perf_counter() - t0,
+            }
+            selection.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        done = [row for row in selection if "skipped" not in row]
+        best = max(done, key=lambda row: row["val_clip_acc_mean"])
+        recipe = T.RECIPES[best["recipe"]]
+        report["selection"] = selection
+        report["chosen_recipe"] = recipe.name
+
+    fit = bank.indices(fit_actors)
+    nets, member_hist = [], []
+    for seed in range(args.seeds):
+        net, hist = T.train_one(bank, fit, recipe, seed=100 + seed, epochs=args.epochs)
+        nets.append(net)
+        member_hist.append(hist[-1])
+    report.update(
+        {
+            "recipe": recipe.to_dict(),
+            "epochs": args.epochs or recipe.epochs,
+            "train_actors": fit_actors,
+            "train_clips": int(len(fit)),
+            "members": len(nets),
+            "final_loss": [h["loss"] for h in member_hist],
+        }
+    )
+    test = bank.indices(test_actors)
+    if len(test):
+        y = cache["labels"][test]
+        clip_p, win_p = T.predict_cached(nets, bank, test)
+        report["test"] = {
+            "clips": scores(y, clip_p.argmax(1)),
+            "single_window": scores(y, win_p.argmax(1)),
+            "members_clip_acc": [
+                float((T.predict_cached([n], bank, test)[0].argmax(1) == y).mean()) for n in nets
+            ],
+        }
+    report["train_s"] = time.perf_counter() - t0
+    model = T.ensemble(nets)
+    T.save_weights(model, args.out, {**report, "window_s": bank.window_s})
+    write_json(args.json, report)
+    print(f"wrote {args.out} ({len(nets)} member(s), {report['train_s']:.0f} s)")
+    if "test" in report:
+        _print_scores(f"held-out actors {list(test_actors)}, clips", report["test"]["clips"])
+        _print_scores("single window", report["test"]["single_window"])
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ravdess", required=True, help="folder laid out like ravdess_speech/")
+    p.add_argument("--weights", default=None, help="weight file (default: the shipped one)")
+    p.add_argument("--actors", default="", help="only these actors (comma-separated)")
+    p.add_argument("--hop", type=float, default=0.5, help="window hop in seconds")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="write the scores here")
+    from affectstream.cli.args import add_eval_backend_arguments
+
+    add_eval_backend_arguments(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from affectstream.models.voice.data import DataError
+    from affectstream.models.voice.encoder import VoiceEncoder
+    from affectstream.models.voice.evaluate import evaluate_clips
+
+    clips = _scan(args.ravdess)
+    if args.actors:
+        keep = set(_actors(args.actors))
+        clips = [c for c in clips if c.actor in keep]
+        if not clips:
+            raise _usage(f"{args.ravdess}: no clips of actors {sorted(keep)}")
+    try:
+        enc = VoiceEncoder.load(args.weights, threads=args.threads)
+    except ValueError as e:
+        raise _usage(str(e)) from None
+    from affectstream.cli.args import eval_backend
+
+    backend = eval_backend(args, "voice", args.weights)
+    if backend is not None:
+        enc.use_backend(backend)
+    try:
+        res = evaluate_clips(enc, clips, hop_s=args.hop)
+    except DataError as e:
+        raise _usage(str(e)) from None
+    trained_on = set(enc.meta.get("train_actors", []))
+    seen = sorted(trained_on & set(res["actors"]))
+    res["weights"] = str(args.weights or "shipped")
+    res["actors_seen_in_training"] = seen
+    write_json(args.json, res)
+    if seen:
+        print(f"warning: actors {seen} were in this model's training set", file=sys.stderr)
+    print(f"{len(clips)} clips, actors {res['actors']}, window {enc.window_s:.2f} s")
+    _print_scores("clips (mean over windows)", res["clips"])
+    _print_scores("single centre window", res["single_window"])
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, help="weight file (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (torch and ORT)")
+    p.add_argument("--iters", type=int, default=200, help="timed calls per backend")
+    p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime row")
+    p.add_argument("--json", default=None, help="write the timings here")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from affectstream.bench.voice import bench_encoder
+
+    if args.iters < 1:
+        raise _usage("--iters must be >= 1")
+    rows = bench_encoder(
+        args.weights, threads=args.threads, iters=args.iters, onnx=not args.no_onnx
+    )
+    t = Table(title=f"voice encoder, one window, {args.threads} thread(s)")
+    cols = ("backend", "members", "window s", "median ms", "p95 ms", "p99 ms", "CPU ms", "max |dp|")
+    for col in cols:
+        t.add_column(col, justify="right" if col != "backend" else "left")
+    for r in rows:
+        t.add_row(
+            r["backend"],
+            str(r["members"]),
+            f"{r['window_s']:.2f}",
+            f"{r['median_ms']:.2f}",
+            f"{r['p95_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['cpu_median_ms']:.2f}",
+            f"{r['max_abs_diff']:.1e}",
+        )
+    Console().print(t)
+    write_json(
+        args.json,
+        {
+            "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+            "threads": args.threads,
+            "iters": args.iters,
+            "results": rows,
+        },
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""What every layer shares: clock, typed messages, ring buffers, audio helpers, labels, config, errors."""

@@ -1,0 +1,114 @@
+"""Typed messages that flow through the runtime, each stamped with a monotonic capture time.
+
+All `*_ns` fields are on the stream clock (`realtime.clock.now_ns`, or the media clock when a
+file is replayed as fast as possible). `Estimate.to_json` gives one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from affectstream.core.labels import LABELS, MODALITIES
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One BGR uint8 image (H, W, 3) and the time it was captured."""
+
+    t_ns: int
+    index: int
+    image: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mono float32 PCM in -1..1; `t_ns` is the capture time of the first sample."""
+
+    t_ns: int
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_ns(self) -> int:
+        return int(len(self.samples) * 1e9 / self.sample_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start_ns: int
+    end_ns: int
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    """Words with times on the stream clock; `final` once committed by local agreement."""
+
+    t_start_ns: int
+    t_end_ns: int
+    text: str
+    words: tuple[Word, ...] = ()
+    final: bool = False
+    emitted_ns: int = 0
+
+
+def _round(x: float, nd: int = 4) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return round(float(x), nd)
+
+
+@dataclass(slots=True)
+class Estimate:
+    """The rolling output, one per scheduler tick.
+
+    `relevance` sums to 1 over the present modalities (0 for absent ones); `age_ms` is emit
+    time minus the capture time of the newest input used, per modality (None when absent).
+    """
+
+    t: float
+    probs: np.ndarray
+    valence: float
+    arousal: float
+    confidence: float
+    relevance: dict[str, float]
+    present: dict[str, bool]
+    age_ms: dict[str, float | None]
+    stages_ms: dict[str, float]
+    dropped: dict[str, int] = field(default_factory=dict)
+    stale: dict[str, bool] = field(default_factory=dict)
+    overrun: bool = False
+    transcript: str = ""
+    tick: int = 0
+    emitted_ns: int = 0
+
+    @property
+    def emotion(self) -> str:
+        return LABELS[int(np.argmax(self.probs))]
+
+    def to_dict(self) -> dict:
+        return {
+            "t": _round(self.t),
+            "tick": self.tick,
+            "emotion": self.emotion,
+            "probs": {k: _round(p) for k, p in zip(LABELS, self.probs, strict=True)},
+            "valence": _round(self.valence),
+            "arousal": _round(self.arousal),
+            "confidence": _round(self.confidence),
+            "relevance": {m: _round(self.relevance.get(m, 0.0)) for m in MODALITIES},
+            "present": {m: bool(self.present.get(m, False)) for m in MODALITIES},
+            "stale": {m: bool(self.stale.get(m, False)) for m in MODALITIES},
+            "age_ms": {m: _round(self.age_ms.get(m), 2) for m in MODALITIES},
+            "stages_ms": {k: _round(v, 3) for k, v in self.stages_ms.items()},
+            "dropped": dict(self.dropped),
+            "overrun": self.overrun,
+            "transcript": self.transcript,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))

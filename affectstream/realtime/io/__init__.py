@@ -1,0 +1,1 @@
+"""Where estimates leave the process: the websocket server (and, later, the demo window)."""

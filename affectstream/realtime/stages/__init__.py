@@ -1,0 +1,1 @@
+"""Per-modality stages the scheduler runs each tick (face, voice, text)."""
