@@ -122,15 +122,17 @@ def build_stream(args: argparse.Namespace, push: bool = False):
     for flag, path in files.items():
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag}: file not found: {path}")
-    mic = args.mic
-    if mic is not None and mic.isdigit():
-        mic = int(mic)
+    mic = args.mic  # None: no --mic; "": --mic alone, the default device; else index or name
+    if mic == "":
+        mic = None
+    elif mic is not None and mic.isdigit():
+        mic = int(mic)  # device 0 included
     inputs = Inputs(
         camera=args.camera,
         video=args.video,
         media=args.media,
         audio=args.audio,
-        mic=mic or None,
+        mic=mic,
         use_mic=args.mic is not None,
         push_video=pushed,
         push_audio=pushed,

@@ -78,7 +78,7 @@ class AffectStream:
         audio_inputs = [
             x
             for x in (
-                inp.mic if inp.use_mic else None,
+                inp.use_mic or None,  # mic=None with use_mic is the default device
                 inp.audio,
                 inp.media,
                 inp.push_audio or None,
