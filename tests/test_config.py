@@ -26,6 +26,8 @@ def test_partial_config_overrides_and_coerces(tmp_path):
         ("nonsense: 1\n", "unknown key nonsense"),
         ("scheduler: [1, 2]\n", "scheduler: expected a mapping"),
         ("scheduler:\n  rate_hz: [\n", "not valid YAML at line"),
+        ("backend:\n  name: cuda\n", "backend.name: 'cuda' is not one of auto, torch, onnxruntime"),
+        ("backend:\n  device: gpu\n", "backend.device: 'gpu' is not one of cpu, cuda"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):
@@ -50,3 +52,17 @@ def test_default_preset_lists_every_key():
 
     shipped = yaml.safe_load(default_config_path().read_text())
     assert shipped == dataclasses.asdict(Config())
+
+
+def test_backend_names_are_one_set_for_config_flags_and_selection():
+    """The config's Literal, the --backend choices and `open_backend` accept the same names."""
+    from affectstream.cli.main import build_parser
+    from affectstream.core.config import BACKEND_NAMES
+    from affectstream.export.select import CHOICES
+
+    assert CHOICES == BACKEND_NAMES == ("auto", "torch", "onnxruntime", "tensorrt")
+    parser = build_parser()
+    for name in BACKEND_NAMES:
+        assert parser.parse_args(["run", "--backend", name]).backend == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--backend", "cuda"])

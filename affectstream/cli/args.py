@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from affectstream.core.config import BACKEND_NAMES, DEVICE_NAMES
+
 
 def add_pace_arguments(p: argparse.ArgumentParser) -> None:
     """`--realtime` (default) / `--fast`: how files are replayed, for every command that does."""
@@ -70,11 +72,11 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """`--backend`, `--device`, `--onnx-dir`, `--threads`: for every command that runs models."""
     p.add_argument(
         "--backend",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        choices=BACKEND_NAMES,
         help="inference backend (default: config backend.name, normally auto: "
         "the fastest that works here, measured at start-up)",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: config backend.device")
+    p.add_argument("--device", choices=DEVICE_NAMES, help="default: config backend.device")
     p.add_argument(
         "--onnx-dir",
         metavar="DIR",
@@ -151,7 +153,7 @@ def add_eval_backend_arguments(p: argparse.ArgumentParser) -> None:
     """`--backend` and `--onnx-dir` for the eval commands (which have their own --threads)."""
     p.add_argument(
         "--backend",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        choices=BACKEND_NAMES,
         default="torch",
         help="inference backend (default: torch, the reference)",
     )

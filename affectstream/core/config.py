@@ -106,10 +106,17 @@ class TextConfig:
     weights: str = ""
 
 
+# The one set of inference backend names: config, command-line flags and selection use these.
+BackendName = typing.Literal["auto", "torch", "onnxruntime", "tensorrt"]
+BACKEND_NAMES: tuple[str, ...] = typing.get_args(BackendName)
+DeviceName = typing.Literal["cpu", "cuda"]
+DEVICE_NAMES: tuple[str, ...] = typing.get_args(DeviceName)
+
+
 @dataclass
 class BackendConfig:
-    name: str = "auto"  # auto | torch | onnxruntime | tensorrt
-    device: str = "cpu"
+    name: BackendName = "auto"  # auto: the fastest that works here, measured at start-up
+    device: DeviceName = "cpu"
     threads: int = 1
     onnx_dir: str = ""  # folder from `affectstream export`; empty: export once into the cache
 
@@ -150,6 +157,11 @@ def _check(value, tp, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
         return [_check(v, it, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{key}: expected null")

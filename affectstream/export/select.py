@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from affectstream.core.config import BACKEND_NAMES
 from affectstream.export import registry
 from affectstream.export.base import Backend, BackendError, BackendUnavailable, Signature
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-CHOICES = ("auto", *BACKENDS)
+CHOICES = BACKEND_NAMES  # "auto" and the concrete backends, as config and flags spell them
+BACKENDS = tuple(n for n in BACKEND_NAMES if n != "auto")
 DEVICES = ("cpu", "cuda")
 
 
