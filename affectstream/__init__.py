@@ -31,7 +31,15 @@ _LAZY = {
     "load_config": "affectstream.core.config",
 }
 
-__all__ = ["LABELS", "__version__", *_LAZY]
+__all__ = [
+    "LABELS",
+    "__version__",
+    "AffectStream",
+    "Inputs",
+    "Estimate",
+    "Config",
+    "load_config",
+]
 
 
 def __getattr__(name: str):
