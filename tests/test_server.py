@@ -164,6 +164,37 @@ def test_bad_messages_get_errors_and_the_stream_goes_on(push_server, megamind):
     assert status and status[-1]["clients"] >= 1
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 10000, '{"a": ' * 10000, "1" * 5000],
+    ids=["nested-array", "nested-object", "huge-int"],
+)
+def test_json_the_parser_refuses_is_an_error_reply_and_the_session_goes_on(
+    push_server, megamind, text
+):
+    """Deep nesting (RecursionError in json.loads) and a 5000-digit number (ValueError)."""
+    good = b"\x01" + jpeg_frames(megamind, 1)[0]
+
+    async def main():
+        async with connect(f"ws://127.0.0.1:{push_server.port}") as ws:
+            before = [m for m in await collect(ws, 0.5) if is_estimate(m)]
+            await ws.send(text)
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            while error.get("type") != "error":  # estimates flow meanwhile
+                error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            await ws.send(good)
+            await ws.send(json.dumps({"type": "hello"}))
+            after = await collect(ws, 1.0)
+            return before, error, after
+
+    before, error, after = asyncio.run(main())
+    assert "malformed JSON" in error["message"], error
+    assert [m for m in after if m.get("type") == "hello"]  # same connection, still served
+    after_ests = [m for m in after if is_estimate(m)]
+    assert before and after_ests and after_ests[0]["tick"] > before[-1]["tick"]
+    assert not [m for m in after if m.get("type") == "error"]
+
+
 def test_slow_client_queue_drops_oldest_and_counts():
     class Sink:
         sent: list = []

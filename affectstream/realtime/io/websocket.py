@@ -264,7 +264,9 @@ class StreamServer:
     def _on_control(self, client: Client, text: str) -> dict:
         try:
             msg = json.loads(text)
-        except json.JSONDecodeError as e:
+        except RecursionError:  # "[" * 10000: the parser recurses once per level
+            raise MessageError("malformed JSON: nested too deeply") from None
+        except ValueError as e:  # JSONDecodeError, or an integer of over 4300 digits
             raise MessageError(f"malformed JSON: {e}") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             raise MessageError('a text message must be a JSON object with a "type"')
