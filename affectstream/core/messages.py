@@ -25,19 +25,6 @@ class VideoFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class AudioChunk:
-    """Mono float32 PCM in -1..1; `t_ns` is the capture time of the first sample."""
-
-    t_ns: int
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def duration_ns(self) -> int:
-        return int(len(self.samples) * 1e9 / self.sample_rate)
-
-
-@dataclass(frozen=True, slots=True)
 class Word:
     text: str
     start_ns: int
