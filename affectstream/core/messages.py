@@ -1,6 +1,6 @@
 """Typed messages that flow through the runtime, each stamped with a monotonic capture time.
 
-All `*_ns` fields are on the stream clock (`realtime.clock.now_ns`, or the media clock when a
+All `*_ns` fields are on the stream clock (`core.clock.now_ns`, or the media clock when a
 file is replayed as fast as possible). `Estimate.to_json` gives one JSON object per line.
 """
 

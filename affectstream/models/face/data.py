@@ -2,7 +2,7 @@
 
 A FER2013 file holds `images` (N, 48, 48) uint8, `labels` (N,) int in FER's own order and
 `classes` (the FER class names, in that order); `names` is optional. Labels are mapped by
-class *name* onto `affectstream.labels.LABELS`, so a file with another class order still maps
+class *name* onto `affectstream.core.labels.LABELS`, so a file with another class order still maps
 correctly. A file may also be the same npz compressed with lzma (`X.npz.xz`): that is how the
 training set travels to a GPU machine, losslessly.
 """
