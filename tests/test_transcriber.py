@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -74,14 +75,34 @@ def test_thread_transcribes_speech_paced_like_a_microphone(decoder):
 
 
 @pytest.mark.realtime
+class SlowDecoder:
+    """The real decoder, each `decode` taking at least `delay_s` more: a CPU that is too slow."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.delay_s, self.calls = inner, delay_s, 0
+
+    def decode(self, *args, **kwargs):
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return self.inner.decode(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def test_backlog_is_bounded_when_fed_faster_than_it_can_go(decoder):
-    """Audio at 8x real time: the thread skips ahead, counts it, and keeps working."""
+    """Audio at 8x real time: the thread skips ahead, counts it, and keeps working.
+
+    However fast this CPU, each decode takes 0.5 s or more (SlowDecoder), in which the 8x
+    replay writes 4 s of audio: beyond the 1.5 s backlog limit at the next read.
+    """
     refs = read_transcripts(LIBRIVOX / "transcription")
     ids = sorted(refs)
     audio, _ = join_with_pauses([load_audio(LIBRIVOX / f"{i}.wav") for i in ids], 1.0)
     ring = SampleRing(30.0, 16000)
     cfg = TranscriberConfig(max_backlog_s=1.5)
-    tr = Transcriber(ring, cfg, decoder=decoder)
+    slow = SlowDecoder(decoder, delay_s=0.5)
+    tr = Transcriber(ring, cfg, decoder=slow)
     replay = ArrayReplay(audio, ring, speed=8.0)
     with tr:
         replay.start()
@@ -94,6 +115,7 @@ def test_backlog_is_bounded_when_fed_faster_than_it_can_go(decoder):
     assert stats["audio_s"] + stats["skipped_s"] == pytest.approx(len(audio) / 16000, abs=0.05)
     assert tr.status.state is SourceState.FINISHED
     assert tr.counters()["transcriber_skips"] == stats["skips"]
+    assert slow.calls >= 1  # it did decode: skipping is not all it did
 
 
 def test_thread_over_audio_already_in_the_ring(decoder):
