@@ -57,13 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from affectstream.core.config import ConfigError
-    from affectstream.core.errors import SetupError, UsageError
+    from affectstream.core.errors import OutputError, SetupError, UsageError
     from affectstream.export.base import BackendError, InputError
     from affectstream.realtime.sources.base import SourceError
 
     try:
         return int(args.func(args) or 0)
     except (
+        OutputError,
         UsageError,
         ConfigError,
         SetupError,

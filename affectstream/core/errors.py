@@ -9,3 +9,8 @@ class SetupError(RuntimeError):
 
 class UsageError(Exception):
     """A problem with the command line or its inputs, printed as one line (exit code 2)."""
+
+
+class OutputError(RuntimeError):
+    """Where results go cannot take more (a full disk, a closed pipe): what was written before
+    stays intact, and the message says how much that was."""
