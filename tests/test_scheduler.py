@@ -1,11 +1,12 @@
 import json
+import threading
 import time
 
 import numpy as np
 
 from affectstream.core.config import SchedulerConfig
 from affectstream.core.labels import LABELS
-from affectstream.realtime.scheduler import Pipeline, run_realtime, run_stepped
+from affectstream.realtime.scheduler import Pipeline, confidence_fusion, run_realtime, run_stepped
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
 HAPPY = np.eye(len(LABELS), dtype=np.float32)[1] * 0.7 + 0.3 / len(LABELS)
@@ -72,15 +73,16 @@ def test_slow_stage_is_skipped_and_counted_not_queued():
 
 def test_realtime_driver_skips_ticks_when_behind_and_keeps_rate():
     cfg = SchedulerConfig(rate_hz=50)
-    calls = []
+    fused = []
 
-    def script(t):
-        calls.append(t)
-        if len(calls) == 3:
-            time.sleep(0.1)  # one very slow tick: 5 periods
-        return ModalityResult(HAPPY, t_ns=t, confidence=0.5)
+    def slow_fusion(results):
+        fused.append(1)
+        if len(fused) == 3:
+            time.sleep(0.1)  # one very slow tick: 5 periods (fusion runs on the tick itself)
+        return confidence_fusion(results)
 
-    p = Pipeline([Scripted("face", script)], cfg)
+    face = Scripted("face", lambda t: ModalityResult(HAPPY, t_ns=t, confidence=0.5))
+    p = Pipeline([face], cfg, fuse=slow_fusion)
     t0 = time.monotonic()
     ests = list(run_realtime(p, done=lambda: p.ticks >= 10))
     elapsed = time.monotonic() - t0
@@ -88,3 +90,83 @@ def test_realtime_driver_skips_ticks_when_behind_and_keeps_rate():
     assert ests[-1].dropped["ticks_skipped"] >= 3  # the schedule jumped, no burst of catch-up
     assert ests[-1].dropped["tick_overruns"] >= 1
     assert elapsed >= (10 + 3) / 50 * 0.9
+
+
+class Faulty(Stage):
+    """A face stage that behaves per tick as `mode(tick)` says: ok, hang, raise, nan, absent."""
+
+    name = "face"
+
+    def __init__(self, mode):
+        self.mode, self.calls = mode, 0
+        self.release = threading.Event()
+
+    def run(self, now_ns):
+        k, self.calls = self.calls, self.calls + 1
+        m = self.mode(k)
+        if m == "hang":
+            self.release.wait(5.0)  # until the test lets it go
+        if m == "raise":
+            raise RuntimeError("encoder exploded")
+        if m == "nan":
+            return ModalityResult(np.full(len(LABELS), np.nan, np.float32), t_ns=now_ns)
+        if m == "absent":
+            return ABSENT
+        return ModalityResult(HAPPY, t_ns=now_ns, confidence=0.7)
+
+
+def _voice():
+    return Scripted("voice", lambda t: ModalityResult(SAD, t_ns=t, confidence=0.9))
+
+
+def test_a_hanging_stage_does_not_hold_up_the_tick_and_recovers():
+    face = Faulty(lambda k: "hang" if k == 2 else "ok")
+    cfg = SchedulerConfig(rate_hz=20, stale_ms={"face": 120}, missing_ms={"face": 260})
+    p = Pipeline([face, _voice()], cfg)
+    ests = []
+    for est in run_stepped(p, lambda t: None, done=lambda: p.ticks >= 14, start_ns=0):
+        ests.append(est)
+        if est.tick == 9:
+            face.release.set()  # the stage answers again
+    p.close()
+    # every tick came on time: the hang cost one tick's budget, never the 5 s it would have
+    assert all(e.stages_ms["total"] < 200 for e in ests), [e.stages_ms["total"] for e in ests]
+    assert all(e.present["voice"] for e in ests)  # the other modality went on
+    hung = ests[3:9]
+    assert all(e.status["face"].startswith("timeout") for e in hung), [e.status for e in hung]
+    assert not hung[-1].present["face"]  # its last result aged out: missing, with the reason
+    assert ests[-1].present["face"] and ests[-1].status["face"] == "ok"
+    assert ests[-1].dropped["face_timeouts"] >= 6
+
+
+def test_a_stage_that_raises_or_gives_nan_is_missing_with_the_reason_then_recovers():
+    modes = {2: "raise", 3: "raise", 5: "nan"}
+    face = Faulty(lambda k: modes.get(k, "ok"))
+    p = Pipeline([face, _voice()], SchedulerConfig(rate_hz=10))
+    ests = list(run_stepped(p, lambda t: None, done=lambda: p.ticks >= 8, start_ns=0))
+    p.close()
+    by_tick = {e.tick: e for e in ests}
+    assert by_tick[2].status["face"] == "error: RuntimeError: encoder exploded"
+    assert not by_tick[2].present["face"] and not by_tick[3].present["face"]
+    assert by_tick[4].present["face"] and by_tick[4].status["face"] == "ok"
+    assert by_tick[5].status["face"].startswith("error: non-finite output")
+    assert not by_tick[5].present["face"]
+    assert np.all(np.isfinite(by_tick[5].probs))  # no NaN reaches the estimate
+    assert by_tick[7].status["face"] == "ok" and by_tick[7].dropped["face_errors"] == 3
+    assert all(e.present["voice"] for e in ests)
+
+
+def test_status_says_absent_stale_and_off():
+    face = Faulty(lambda k: "absent")
+    first = ModalityResult(SAD, t_ns=0, confidence=0.9)
+    voice = Scripted("voice", lambda t: first if voice.calls == 1 else None)
+    cfg = SchedulerConfig(rate_hz=10, stale_ms={"voice": 150}, missing_ms={"voice": 350})
+    p = Pipeline([face, voice], cfg)
+    ests = list(run_stepped(p, lambda t: None, done=lambda: p.ticks >= 6, start_ns=0))
+    p.close()
+    assert [e.status["face"] for e in ests] == ["absent"] * 6
+    assert [e.status["voice"] for e in ests] == ["ok", "ok"] + ["stale"] * 2 + [
+        "missing: no recent input"
+    ] * 2
+    assert all(e.status["text"] == "off" for e in ests)
+    assert json.loads(ests[-1].to_json())["status"]["face"] == "absent"

@@ -73,6 +73,10 @@ class Estimate:
     transcript: str = ""
     tick: int = 0
     emitted_ns: int = 0
+    # per modality, why it is or is not present: ok, stale, absent (silence, no face, no
+    # words), missing (no recent input), timeout (its stage did not answer in time), error:
+    # ... (its stage raised or gave NaN), off (not configured)
+    status: dict[str, str] = field(default_factory=dict)
 
     @property
     def emotion(self) -> str:
@@ -91,6 +95,7 @@ class Estimate:
             "present": {m: bool(self.present.get(m, False)) for m in MODALITIES},
             "stale": {m: bool(self.stale.get(m, False)) for m in MODALITIES},
             "age_ms": {m: _round(self.age_ms.get(m), 2) for m in MODALITIES},
+            "status": {m: self.status.get(m, "off") for m in MODALITIES},
             "stages_ms": {k: _round(v, 3) for k, v in self.stages_ms.items()},
             "dropped": dict(self.dropped),
             "overrun": self.overrun,
