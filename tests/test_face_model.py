@@ -129,5 +129,38 @@ def test_shipped_int8_onnx_agrees_with_torch(encoder, public):
     sub = public.subset(500, seed=0)
     p8 = predict_probs(int8, sub.images)
     p32 = predict_probs(encoder, sub.images)
+    # what matters: int8 is as accurate as float32 (0.686 vs 0.688 on this sample, measured)
+    acc8, acc32 = (p8.argmax(1) == sub.labels).mean(), (p32.argmax(1) == sub.labels).mean()
+    assert acc8 >= acc32 - 0.02 and acc8 >= 0.6, (acc8, acc32)
+    # and agrees with it: 0.992 here; the same on every x86-64 CPU, since its integer
+    # products cannot saturate (test_shipped_int8_weights_cannot_saturate_u8s8)
     assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.95
-    assert (p8.argmax(1) == sub.labels).mean() >= 0.6
+
+
+def test_shipped_int8_weights_cannot_saturate_u8s8():
+    """7-bit weights (reduce_range): ONNX Runtime's u8s8 kernels on AVX2/AVX-512 without VNNI
+    (VPMADDUBSW) add two uint8 x int8 products in int16, saturating beyond 32767. With
+    |w| <= 64 a pair is at most 2 * 255 * 64 = 32640, so every CPU computes the same sums
+    (an AVX2-only EPYC saw 0.908 agreement with 8-bit weights, 0.99 with VNNI)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from affectstream.models.face.quantize import default_int8_path
+
+    model = onnx.load(str(default_int8_path()))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = [
+        init[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and init.get(n.input[0]) is not None
+        if init[n.input[0]].dtype == np.int8
+    ]
+    activations = {
+        init[n.input[2]].dtype
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init
+    }
+    assert len(weights) == 10  # 8 convolutions, 2 fully connected layers
+    assert activations == {np.dtype(np.uint8)}
+    worst = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert 2 * 255 * worst <= 32767, worst
