@@ -8,7 +8,7 @@ import json
 import pytest
 from audio_fixtures import MEDIA, cards
 
-from affectstream.bench import audio as bench_audio
+from affectstream.cli import bench_audio
 from affectstream.core.errors import UsageError
 
 

@@ -3,7 +3,7 @@
 
 (a) One face, batch 1: `FaceEncoder.predict` (PyTorch, BN folded, channels-last) and the same
     module exported to ONNX and run by ONNX Runtime on the CPU.
-(b) Per frame on a video (default: the shared Megamind.avi): our path (Haar on a
+(b) Per frame on a video (the CLI's default: Megamind.avi): our path (Haar on a
     `detect_width` copy every `detect_every` frames, template tracking in between, crop, model)
     vs the baseline of the `fer` package's default detector (Haar `detectMultiScale` on the
     full-size grayscale frame, every frame, scale 1.1, 5 neighbours, 50 px minimum) plus the
@@ -29,11 +29,6 @@ from affectstream.models.face.detect import CASCADE, FaceTracker, crop_face, loa
 from affectstream.models.face.encoder import FaceEncoder
 
 log = logging.getLogger(__name__)
-
-
-def default_video() -> Path:
-    """The shared test video, `<repo>/../shared/media/Megamind.avi`."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "media" / "Megamind.avi"
 
 
 def _stats(ms: list[float]) -> dict:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from affectstream.bench import audio
-from affectstream.cli import face, models, stt, text, voice
+from affectstream.cli import bench_audio, face, models, stt, text, voice
 
 # bench target -> module providing add_bench_arguments / run_bench
-TARGETS = {"face": face, "voice": voice, "text": text, "stt": stt, "models": models, "audio": audio}
+TARGETS = {
+    "face": face,
+    "voice": voice,
+    "text": text,
+    "stt": stt,
+    "models": models,
+    "audio": bench_audio,
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

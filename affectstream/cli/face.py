@@ -205,7 +205,10 @@ def run_eval(args: argparse.Namespace) -> int:
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument(
-        "--video", default=None, help="video for the per-frame face path (default: Megamind.avi)"
+        "--video",
+        default=None,
+        help="video for the per-frame face path (default: the checkout's "
+        "../shared/media/Megamind.avi, resolved when the command runs)",
     )
     p.add_argument(
         "--threads", type=int, default=1, help="CPU threads for torch, onnxruntime, OpenCV"
@@ -217,10 +220,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from affectstream.bench.face import default_video, print_bench, run_face_bench
+    from affectstream.bench.face import print_bench, run_face_bench
+    from affectstream.cli.defaults import shared_dir
     from affectstream.core.errors import UsageError
 
-    video = Path(args.video) if args.video else default_video()
+    video = Path(args.video) if args.video else shared_dir() / "media" / "Megamind.avi"
     if not video.is_file():
         raise UsageError(f"video not found: {video}")
     try:
