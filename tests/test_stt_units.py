@@ -164,7 +164,8 @@ def test_vad_gate_streaming_equals_one_pass_and_finds_speech():
     import soundfile as sf
     from faster_whisper.vad import get_vad_model
 
-    from affectstream.models.stt.vad_gate import WINDOW, VadGate
+    from affectstream.models.stt.vad import FRAME as WINDOW
+    from affectstream.models.stt.vad import VadGate, VoiceActivity
 
     x, _ = sf.read(
         SPEECH / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.wav", dtype="float32"
@@ -172,10 +173,13 @@ def test_vad_gate_streaming_equals_one_pass_and_finds_speech():
     x = np.concatenate([np.zeros(8000, np.float32), x, np.zeros(16000, np.float32)])
     n = len(x) // WINDOW * WINDOW
     batch = get_vad_model()(x[:n]).reshape(-1)
-    gate = VadGate(0.5)
+    vad, gate = VoiceActivity(), VadGate(0.5)
     pieces, first_onset = [], None
     for i in range(0, n, 700):  # an odd block size: windows straddle the pushes
-        pieces.append(gate.push(x[i : i + 700]))
+        vad.feed(x[i : i + 700], t_ns=i * 62_500)
+        starts, probs = vad.probs_between(gate.processed, i + 700)
+        gate.push(starts, probs)
+        pieces.append(probs)
         if first_onset is None and gate.onset >= 0:
             first_onset = gate.onset
     streamed = np.concatenate(pieces)[: len(batch)]

@@ -7,7 +7,7 @@ import pytest
 from audio_fixtures import read_speech, speech_files, speech_with_silence
 
 from affectstream.core.ringbuffer import SampleRing
-from affectstream.realtime.vad import FRAME, VoiceActivity
+from affectstream.models.stt.vad import FRAME, VoiceActivity
 
 MS = 1_000_000
 
@@ -98,3 +98,95 @@ def test_a_time_jump_in_fed_audio_restarts_the_state():
 def test_only_16k_is_accepted():
     with pytest.raises(ValueError, match="16000"):
         VoiceActivity(sample_rate=8000)
+
+
+# -- one pass per stream: the voice stage and the transcriber share the frames ---------------
+class _CountingSession:
+    """Wraps the Silero ONNX session and records how many frames each run evaluates."""
+
+    def __init__(self, session, runs: list[int]) -> None:
+        self.session, self.runs = session, runs
+
+    def run(self, names, feeds):
+        self.runs.append(len(feeds["input"]))
+        return self.session.run(names, feeds)
+
+
+@pytest.fixture
+def silero_runs(monkeypatch):
+    """Frames per Silero model call; faster-whisper's own VAD must not run at all."""
+    import faster_whisper.vad
+
+    from affectstream.models.stt import vad as vad_module
+
+    runs: list[int] = []
+    real = vad_module.silero_session
+    monkeypatch.setattr(
+        vad_module, "silero_session", lambda path=None: _CountingSession(real(path), runs)
+    )
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a second Silero VAD (faster-whisper's) ran")
+
+    monkeypatch.setattr(faster_whisper.vad.SileroVADModel, "__call__", forbidden)
+    return runs
+
+
+def test_one_vad_pass_per_tick_serves_the_voice_stage_and_the_transcriber(silero_runs):
+    """`run --fast` on speech: each tick evaluates exactly the new whole frames, once."""
+    from conftest import MEDIA
+
+    from affectstream.core.config import load_config
+    from affectstream.models.stt.wer import word_errors
+    from affectstream.realtime.stream import AffectStream, Inputs
+
+    wav = MEDIA / "speech" / "cards" / "005.wav"
+    stream = AffectStream(load_config(), Inputs(audio=wav, no_video=True, realtime=False))
+    assert stream.transcriber is not None and stream.transcriber.vad is not None
+    voice = [s for s in stream.stages if s.name == "voice"]
+    assert voice and voice[0].vad is stream.transcriber.vad  # one VAD for both readers
+    silero_runs.clear()  # warm-up calls of the encoders do not touch the VAD, but be sure
+    per_tick, present, last = [], [], None
+    for est in stream.estimates():
+        per_tick.append((stream.audio_ring.written, sum(silero_runs)))
+        present.append(est.present["voice"])
+        last = est
+    written = stream.audio_ring.written
+    assert written > 3 * 16000
+    # after every tick the frames evaluated are the whole frames written so far: not twice
+    for n_written, n_frames in per_tick:
+        assert n_frames == n_written // FRAME
+    assert sum(silero_runs) == written // FRAME
+    # and both readers were served: the voice was present, the words were transcribed
+    assert any(present) and not present[0]
+    text = last.transcript
+    assert word_errors("eight of spades four of clubs seven of hearts", text).wer <= 0.25
+
+
+def test_threads_share_one_vad_pass(silero_runs):
+    """The transcriber thread and a scheduler-like caller update one VAD: each frame once."""
+    from conftest import MEDIA
+
+    from affectstream.core.config import TranscriberConfig
+    from affectstream.models.stt.wer import word_errors
+    from affectstream.realtime.sources.array_replay import ArrayReplay, load_audio
+    from affectstream.realtime.transcriber import Transcriber, load_decoder
+
+    audio = load_audio(MEDIA / "speech" / "goforward.raw")
+    ring = SampleRing(30.0, 16000)
+    vad = VoiceActivity()
+    cfg = TranscriberConfig(max_backlog_s=30.0)
+    tr = Transcriber(ring, cfg, decoder=load_decoder(cfg), from_start=True, vad=vad)
+    replay = ArrayReplay(audio, ring, speed=2.0)
+    heard = False
+    with tr:
+        replay.start()
+        while not replay.join(0.01):  # the scheduler's ticks, racing the transcriber thread
+            vad.update(ring)
+            heard = heard or vad.is_speech()
+        assert tr.drain(30.0)
+    vad.update(ring)
+    assert heard and vad.gaps == 0
+    assert sum(silero_runs) == vad.frames == len(audio) // FRAME
+    text = tr.recent_text(ring.time_of(ring.written), 30.0)
+    assert word_errors("go forward ten meters", text).wer == 0.0

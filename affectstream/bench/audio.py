@@ -51,9 +51,9 @@ def measure(speech: Path, media: Path, tick_ms: float = 100.0, repeat: int = 3) 
     the file whose decoding is timed. Returns machine, speech_s and per-row results."""
     from affectstream.core.audio import StreamResampler
     from affectstream.core.ringbuffer import SampleRing
+    from affectstream.models.stt.vad import VoiceActivity
     from affectstream.realtime.sources.audio_file import AudioFileSource
     from affectstream.realtime.sources.push_audio import PushAudioSource
-    from affectstream.realtime.vad import VoiceActivity
 
     x = _speech(speech)
     rows: dict[str, dict] = {}

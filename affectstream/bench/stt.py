@@ -76,15 +76,12 @@ def load_clips(
 
 def speech_onsets(clips: list[np.ndarray], threshold: float = 0.5) -> list[int]:
     """Sample offset of the first voiced Silero frame of each clip (0 if none is voiced)."""
-    from affectstream.models.stt.vad_gate import WINDOW, VadGate
+    from affectstream.models.stt.vad import FRAME, silero_probs
 
-    gate = VadGate(threshold)
     out = []
     for x in clips:
-        gate.reset()
-        probs = gate.push(x)
-        hits = np.flatnonzero(probs >= threshold)
-        out.append(int(hits[0]) * WINDOW if len(hits) else 0)
+        hits = np.flatnonzero(silero_probs(x) >= threshold)
+        out.append(int(hits[0]) * FRAME if len(hits) else 0)
     return out
 
 

@@ -155,12 +155,15 @@ class AffectStream:
 
             self.audio_source = PushAudioSource(self.audio_ring, cfg.audio.sample_rate)
         self.sources.append(self.audio_source)
+        # one VAD for the stream: the voice stage and the transcriber read the same frames
+        vad = None
         if cfg.voice.enabled:
+            from affectstream.models.stt.vad import VoiceActivity
             from affectstream.realtime.encoders import VoiceModel
             from affectstream.realtime.stages.voice import VoiceStage
-            from affectstream.realtime.vad import VoiceActivity
 
-            vad = VoiceActivity(threshold=cfg.voice.vad_threshold)
+            history_s = max(60.0, cfg.audio.ring_seconds + 1.0)  # all the transcriber can read
+            vad = VoiceActivity(threshold=cfg.voice.vad_threshold, history_s=history_s)
             encoder = VoiceModel(cfg)
             src = self.audio_source
             self.stages.append(
@@ -173,14 +176,14 @@ class AffectStream:
                 )
             )
         if inp.transcribe and cfg.transcriber.enabled:
-            self._build_words()
+            self._build_words(vad)
 
-    def _build_words(self) -> None:
+    def _build_words(self, vad=None) -> None:
         cfg = self.config
         from affectstream.realtime.transcriber import Transcriber
 
         self.transcriber = Transcriber(
-            self.audio_ring, cfg.transcriber, from_start=True, stepped=self.stepped
+            self.audio_ring, cfg.transcriber, from_start=True, stepped=self.stepped, vad=vad
         )
         self.transcriber.open()  # a missing model fails here, before any thread starts
         self.sources.append(self.transcriber)

@@ -8,6 +8,11 @@ Backlog bound: when the audio not yet read exceeds `transcriber.max_backlog_s` (
 keep up), the thread skips ahead to the newest audio, abandons the open utterance, counts the
 skip (`stats.skips`, `stats.skipped_s`) and logs a warning. Decoding runs in CTranslate2, which
 releases the GIL, so the other threads keep running meanwhile.
+
+Voice activity: given the stream's shared `VoiceActivity` (the voice stage reads the same one),
+the thread brings it up to date (`vad.update(ring)`, a no-op for the frames the scheduler has
+already evaluated) before it feeds new audio, and the utterance gate reads its frames; without
+one the streaming transcriber runs a private VAD over the audio it reads. One pass either way.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ class Transcriber(Source):
     """Streaming speech-to-text on its own thread, reading `ring` from now on.
 
     Give a loaded `decoder` to share one model (tests, benchmarks); otherwise `start()` loads
-    the configured one in the caller's thread, so a missing model fails there.
+    the configured one in the caller's thread, so a missing model fails there. Give the
+    stream's `vad` (a `VoiceActivity` over `ring`) to share its frames with the voice stage.
     """
 
     name = "transcriber"
@@ -87,6 +93,7 @@ class Transcriber(Source):
         poll_s: float = 0.02,
         from_start: bool = False,
         stepped: bool = False,
+        vad=None,
     ) -> None:
         super().__init__()
         if ring.sample_rate != SAMPLE_RATE:
@@ -102,10 +109,10 @@ class Transcriber(Source):
         self.poll_s = poll_s
         self.from_start = from_start  # read the ring from index 0 instead of from now
         self.stepped = stepped  # no thread: the caller drives `step(t_ns)` on a media clock
+        self.vad = vad  # shared VoiceActivity over `ring`, or None: the stream has its own
         self._online = None
         self._words: deque[Word] = deque(maxlen=512)  # committed words, for recent_text
         self._words_lock = threading.Lock()
-        self._partial = ""
         self._input_done = threading.Event()
         self._next = 0
         self._now = 0  # the stepped driver's clock
@@ -128,7 +135,12 @@ class Transcriber(Source):
             self._next = 0 if self.from_start else self.ring.written
             clock = (lambda: self._now) if self.stepped else now_ns
             self._online = OnlineTranscriber(
-                self.decoder, stream, time_of=self.ring.time_of, clock=clock, origin=self._next
+                self.decoder,
+                stream,
+                time_of=self.ring.time_of,
+                clock=clock,
+                origin=self._next,
+                vad=self.vad,
             )
             self._last_input_ns = now_ns()
         if self.stepped:
@@ -209,6 +221,8 @@ class Transcriber(Source):
             x, first = self.ring.read(self._next, written)
             if first > self._next:  # overwritten before we read it
                 self._publish(online.skip_to(first))
+            if self.vad is not None:  # the frames of x, unless the scheduler did them already
+                self.vad.update(self.ring)
             online.feed(x)
             self._next = first + len(x)
             self._last_input_ns = now
@@ -232,9 +246,6 @@ class Transcriber(Source):
             if s.final:
                 with self._words_lock:
                     self._words.extend(s.words)
-                self._partial = ""
-            else:
-                self._partial = s.text
 
     # -- what the scheduler reads -------------------------------------------------------
     def recent_text(self, now: int | None = None, seconds: float | None = None) -> str:
@@ -245,11 +256,6 @@ class Transcriber(Source):
         with self._words_lock:
             words = [w.text for w in self._words if w.end_ns >= since]
         return join_words(words)
-
-    @property
-    def partial_text(self) -> str:
-        """The newest tentative words (may still change), '' when none."""
-        return self._partial
 
     @property
     def last_word_ns(self) -> int | None:

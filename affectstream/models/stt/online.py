@@ -13,6 +13,11 @@ as-fast-as-possible CLI and the tests drive the same code. Per utterance (cut by
 
 Indices are absolute sample numbers of the stream; `time_of(index)` maps them to the stream
 clock and `clock()` stamps emission, both given by the caller.
+
+Voice activity comes from one `VoiceActivity` per stream (`models.stt.vad`). Given one that
+another reader shares (the voice stage, in `AffectStream`), the caller keeps it fed up to the
+samples it feeds here and the transcriber only reads its frames; without one it feeds a
+private one with the samples themselves. Either way each frame is evaluated once.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from affectstream.core.messages import TranscriptSegment, Word
 from affectstream.models.stt.guards import guard_words
 from affectstream.models.stt.local_agreement import LocalAgreement, join_words
-from affectstream.models.stt.vad_gate import VadGate
+from affectstream.models.stt.vad import VadGate, VoiceActivity
 from affectstream.models.stt.whisper_model import SAMPLE_RATE, HypWord, WhisperDecoder
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,7 @@ class OnlineTranscriber:
         time_of: Callable[[int], int] | None = None,
         clock: Callable[[], int] | None = None,
         origin: int = 0,
+        vad: VoiceActivity | None = None,
     ) -> None:
         from affectstream.core.clock import now_ns
 
@@ -121,7 +127,10 @@ class OnlineTranscriber:
         self._tail_keep = int(self.opt.tail_keep_s * sr)
         cap = self._max_span + self._preroll + 4 * self._min_chunk + 4 * sr
         self._buf = np.zeros(cap, dtype=np.float32)  # audio from _buf_start to end
-        self._vad = VadGate(self.opt.vad_threshold, origin)
+        # the VAD's frames (shared, fed by the caller; or private, fed here) decided by the gate
+        self._feed_vad = vad is None
+        self._vad = vad if vad is not None else VoiceActivity(self.opt.vad_threshold, history_s=4.0)
+        self._gate = VadGate(self.opt.vad_threshold, origin)
         self._agree = LocalAgreement()
         self._context: deque[str] = deque(maxlen=max(self.opt.prompt_words, 1))
         self._last_end = origin  # end index of the last committed word of earlier spans
@@ -131,7 +140,7 @@ class OnlineTranscriber:
     def _reset_stream(self, origin: int) -> None:
         self._buf_start = origin
         self.end = origin  # index after the last fed sample
-        self._vad.reset(origin)
+        self._gate.reset(origin)  # a private VAD restarts by itself: the next index jumps
         self._idle_since = origin  # speech before this index does not start an utterance
         self._end_utterance_state()
 
@@ -154,7 +163,11 @@ class OnlineTranscriber:
 
     # -- input ---------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> None:
-        """Append samples that follow the previous ones directly (index `self.end`)."""
+        """Append samples that follow the previous ones directly (index `self.end`).
+
+        With a shared VAD, feed it first (`VoiceActivity.update`): frames it has not yet
+        evaluated are decided on a later call.
+        """
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         for k in range(0, len(x), SAMPLE_RATE):  # a second at a time: any size fits the buffer
             piece = x[k : k + SAMPLE_RATE]
@@ -163,10 +176,13 @@ class OnlineTranscriber:
             self._buf[i : i + len(piece)] = piece
             self.end += len(piece)
             self.stats.audio_s += len(piece) / SAMPLE_RATE
-            self._vad.push(piece)
+            if self._feed_vad:
+                start = self.end - len(piece)
+                self._vad.feed(piece, self.time_of(start), index=start)
+            self._gate.push(*self._vad.probs_between(self._gate.processed, self.end))
             if not self.active:
-                if self._vad.voiced_end > self._idle_since:
-                    self._start_utterance(max(self._vad.onset, self._idle_since))
+                if self._gate.voiced_end > self._idle_since:
+                    self._start_utterance(max(self._gate.onset, self._idle_since))
                 else:
                     self._drop_before(self.end - self._preroll)
 
@@ -213,9 +229,9 @@ class OnlineTranscriber:
 
     def _utterance_over(self) -> bool:
         return (
-            not self._vad.voiced
-            and self._vad.voiced_end >= 0
-            and self._vad.silence_samples >= self._end_silence
+            not self._gate.voiced
+            and self._gate.voiced_end >= 0
+            and self._gate.silence_samples >= self._end_silence
         )
 
     def step(self) -> list[TranscriptSegment]:
@@ -253,7 +269,7 @@ class OnlineTranscriber:
         # trailing silence invites whisper to repeat itself: decode up to shortly after the
         # last voiced window; the zero padding then tells the model where speech ended
         stop = self.end
-        voiced_end = self._vad.voiced_end
+        voiced_end = self._gate.voiced_end
         if voiced_end > self._span_start and self.end - voiced_end > self._tail_keep:
             stop = voiced_end + self._tail_keep
         audio = self._buf[self._span_start - self._buf_start : stop - self._buf_start]
