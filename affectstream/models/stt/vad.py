@@ -43,10 +43,12 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from affectstream.core.ringbuffer import SampleRing
+if TYPE_CHECKING:
+    from affectstream.core.ringbuffer import SampleRing
 
 log = logging.getLogger(__name__)
 
