@@ -122,3 +122,20 @@ def test_truncated_header_is_a_clear_error(tmp_path):
 def test_file_without_audio_says_so():
     with pytest.raises(SourceError, match="no audio track in .*messi5.jpg"):
         AudioFileSource(MEDIA / "messi5.jpg", SampleRing(1, 16000)).open()
+
+
+def test_looped_audio_starts_again_with_sample_times_running_on(megamind):
+    once = SampleRing(30, 16000)
+    src = AudioFileSource(megamind, once, realtime=False).begin(0)
+    while not src.done:
+        src.read_until(10**15)
+    n = once.written
+    ring = SampleRing(60, 16000)
+    looped = AudioFileSource(megamind, ring, realtime=False, loop=True).begin(0)
+    looped.read_until(int(25e9))
+    assert looped.loops == 2 and not looped.done
+    assert ring.written == pytest.approx(25 * 16000, abs=looped.block)
+    y, _ = ring.read(0, ring.written)
+    first, _ = once.read(0, n)
+    # the second pass is the file again, sample for sample
+    assert np.allclose(y[n : 2 * n], first, atol=1e-6)

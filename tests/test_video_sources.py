@@ -98,3 +98,16 @@ def test_push_source_validates_frames():
         src.push(np.zeros((10, 12, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         src.push(np.zeros((10, 12, 4), np.uint8))
+
+
+def test_looped_replay_starts_again_with_frame_times_running_on(megamind):
+    ring = RingBuffer(4)
+    src = VideoFileSource(megamind, ring, realtime=False, loop=True)
+    src.begin(start_ns=0)
+    total = src.read_until(int(25e9))  # 25 s of media time: the 11.26 s file twice, and more
+    assert src.loops == 2 and not src.done
+    assert total == int(25 * src.fps) + 1
+    last = ring.newest()
+    assert last.item.index == total - 1  # indices and times go on across the loop
+    assert last.t_ns == int((total - 1) * 1e9 / src.fps)
+    assert last.item.image.shape == (528, 720, 3)

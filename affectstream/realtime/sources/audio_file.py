@@ -61,12 +61,15 @@ class AudioFileSource(Source):
         config: AudioConfig | None = None,
         realtime: bool = True,
         start_ns: int | None = None,
+        loop: bool = False,
     ) -> None:
         super().__init__()
         self.path = Path(path)
         self.ring = ring
         self.config = config or AudioConfig()
         self.realtime = realtime
+        self.loop = loop  # start again at the end, sample times running on
+        self.loops = 0
         self.start_ns = start_ns
         self.block = max(1, int(round(ring.sample_rate * self.config.block_ms / 1000)))
         self.file_rate = 0
@@ -165,6 +168,11 @@ class AudioFileSource(Source):
         """Decode until a whole block is pending (or the file ends); the next block's size."""
         while self._n_pending < self.block and not self._eof:
             chunk = next(self._chunks, None) if self._chunks is not None else None
+            if chunk is None and self.loop and self._container is not None:
+                self.close()
+                self.open()  # decodes the first audio again into the pending blocks
+                self.loops += 1
+                continue
             if chunk is None:
                 self._eof = True
             else:

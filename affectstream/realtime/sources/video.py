@@ -106,16 +106,25 @@ class VideoFileSource(Source):
 
     In real time each frame is pushed when its presentation time comes, stamped with the
     monotonic clock. Stepped ("as fast as possible"), frames are stamped on the media clock
-    `start_ns + pts`, so latency figures stay meaningful without waiting.
+    `start_ns + pts`, so latency figures stay meaningful without waiting. `loop` starts the
+    file again at its end, frame times running on (benchmarks and soak runs).
     """
 
     name = "video"
 
-    def __init__(self, path: str | Path, ring: RingBuffer[VideoFrame], realtime: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        ring: RingBuffer[VideoFrame],
+        realtime: bool = True,
+        loop: bool = False,
+    ):
         super().__init__()
         self.path = Path(path)
         self.ring = ring
         self.realtime = realtime
+        self.loop = loop
+        self.loops = 0  # times the file started again
         self.fps = 0.0
         self.frame_count = 0
         self.start_ns = 0
@@ -151,6 +160,12 @@ class VideoFileSource(Source):
             image, self._first = self._first, None
             return image
         ok, image = self._cap.read()
+        if not ok and self.loop:
+            import cv2
+
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._cap.read()
+            self.loops += ok
         return image if ok else None
 
     def _pts_ns(self, index: int) -> int:
