@@ -8,10 +8,12 @@ import torch
 from conftest import DATA
 
 from affectstream.core.labels import LABELS
+from affectstream.export.predictors import module_predictor, open_eval_predictor
 from affectstream.models.face.data import load_fer
 from affectstream.models.face.encoder import FaceEncoder, WeightsError, load_checkpoint
 from affectstream.models.face.evaluate import evaluate_fer
 from affectstream.models.face.net import FaceNet, FaceNetSpec, fuse_for_inference
+from affectstream.models.face.predictor import FacePredictor, to_input
 
 PUBLIC = DATA / "fer2013" / "PublicTest.npz"
 
@@ -24,6 +26,12 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def encoder() -> FaceEncoder:
     return FaceEncoder.load()
+
+
+@pytest.fixture(scope="module")
+def predictor() -> FacePredictor:
+    """The shipped weights on the PyTorch reference backend, as `eval face` runs them."""
+    return open_eval_predictor("face", "torch", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -70,31 +78,41 @@ def test_shipped_checkpoint_metadata():
     assert ckpt["metrics"]["PublicTest"]["n"] == 3589
 
 
-def test_predict_contract(encoder):
+def test_predict_contract(predictor, encoder):
     crops = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
-    probs, emb = encoder.predict(crops)
+    probs, emb = predictor.predict(crops)
     assert probs.shape == (5, 7) and emb.shape == (5, encoder.embed_dim)
+    assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    p1, _ = encoder.predict(crops[0])  # a single (48, 48) crop is a batch of one
+    p1, _ = predictor.predict(crops[0])  # a single (48, 48) crop is a batch of one
     np.testing.assert_allclose(p1[0], probs[0], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="uint8"):
-        encoder.predict(crops.astype(np.float32))
+        predictor.predict(crops.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(N, 48, 48\)"):
-        encoder.predict(np.zeros((2, 40, 40), np.uint8))
+        predictor.predict(np.zeros((2, 40, 40), np.uint8))
 
 
-def test_shipped_weights_well_above_chance(encoder, public):
+def test_predictor_on_a_module_matches_the_eval_path(predictor, encoder):
+    """A just-trained module (training's own scoring) and `eval`'s backend agree."""
+    crops = np.random.default_rng(1).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    p, e = module_predictor("face", encoder.model).predict(crops)
+    p_ref, e_ref = predictor.predict(crops)
+    np.testing.assert_allclose(p, p_ref, atol=1e-6)
+    np.testing.assert_allclose(e, e_ref, atol=1e-5)
+
+
+def test_shipped_weights_well_above_chance(predictor, public):
     # a seeded mixed 500 (the file is sorted by class, so its first 500 are nearly all angry)
-    report = evaluate_fer(encoder, public.subset(500, seed=0))
+    report = evaluate_fer(predictor, public.subset(500, seed=0))
     assert report.accuracy >= 0.6  # chance is ~0.25 (always "happy")
     assert report.macro_f1 >= 0.5
 
 
-def test_flip_tta_is_the_mean_of_both_views(encoder, public):
+def test_flip_tta_is_the_mean_of_both_views(predictor, public):
     crops = public.images[:4]
-    p, _ = encoder.predict(crops)
-    pf, _ = encoder.predict(crops[:, :, ::-1].copy())
-    pt, _ = encoder.predict(crops, tta=True)
+    p, _ = predictor.predict(crops)
+    pf, _ = predictor.predict(crops[:, :, ::-1].copy())
+    pt, _ = predictor.predict(crops, tta=True)
     np.testing.assert_allclose(pt, (p + pf) / 2, rtol=1e-5, atol=1e-6)
 
 
@@ -103,7 +121,7 @@ def test_onnx_export_matches_torch(encoder, tmp_path, public):
     pytest.importorskip("onnx")
     path = encoder.export_onnx(tmp_path / "face.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = FaceEncoder.to_input(public.images[:6]).numpy()
+    x = to_input(public.images[:6])
     logits, emb = sess.run(["logits", "embedding"], {"x": x})
     with torch.inference_mode():
         ref_logits, ref_emb = encoder.model(torch.from_numpy(x))
@@ -120,15 +138,16 @@ def test_bad_weights_file_is_a_clear_error(tmp_path):
         FaceEncoder.load(tmp_path / "absent.pt")
 
 
-def test_shipped_int8_onnx_agrees_with_torch(encoder, public):
+def test_shipped_int8_onnx_agrees_with_torch(predictor, public):
     pytest.importorskip("onnxruntime")
-    from affectstream.models.face.evaluate import OnnxFacePredictor, predict_probs
+    from affectstream.models.face.evaluate import predict_probs
     from affectstream.models.face.quantize import default_int8_path
 
-    int8 = OnnxFacePredictor(default_int8_path())
+    int8 = open_eval_predictor("face", onnx_file=default_int8_path())
+    assert isinstance(int8, FacePredictor)
     sub = public.subset(500, seed=0)
     p8 = predict_probs(int8, sub.images)
-    p32 = predict_probs(encoder, sub.images)
+    p32 = predict_probs(predictor, sub.images)
     # what matters: int8 is as accurate as float32 (0.686 vs 0.688 on this sample, measured)
     acc8, acc32 = (p8.argmax(1) == sub.labels).mean(), (p32.argmax(1) == sub.labels).mean()
     assert acc8 >= acc32 - 0.02 and acc8 >= 0.6, (acc8, acc32)

@@ -32,9 +32,10 @@ HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n"
 
 @pytest.fixture(scope="module")
 def encoder():
-    from affectstream.models.text.encoder import TextEncoder
+    """The shipped weights' predictor on the PyTorch reference, as `eval text` runs it."""
+    from affectstream.export.predictors import open_eval_predictor
 
-    return TextEncoder.load(threads=1)
+    return open_eval_predictor("text", "torch", threads=1)
 
 
 def test_label_maps_cover_the_common_labels():
@@ -232,7 +233,7 @@ def test_bench_cli_prints_table_and_writes_json(tmp_path, capsys):
 @needs_goemotions
 def test_train_cli_smoke_frozen_head(tmp_path):
     """A tiny frozen-base run end to end: weights load back and predict."""
-    from affectstream.models.text.encoder import TextEncoder
+    from affectstream.export.predictors import open_eval_predictor
 
     out, summary = tmp_path / "t.safetensors", tmp_path / "t.json"
     rc = main(
@@ -255,7 +256,7 @@ def test_train_cli_smoke_frozen_head(tmp_path):
     assert rc == 0
     res = json.loads(summary.read_text())
     assert len(res["history"]) == 2 and res["meld_dev"]["n"] == 48
-    enc = TextEncoder.load(out)
+    enc = open_eval_predictor("text", "torch", weights=out)
     assert enc.info["options"]["limit"] == 48
     probs, _ = enc.predict(["hi there"])
     assert probs.shape == (1, len(LABELS))

@@ -120,13 +120,13 @@ def _copy_clips(tmp: Path, names: list[str]) -> Path:
 
 @needs_data
 def test_shipped_encoder_predicts_windows():
-    from affectstream.models.voice.encoder import VoiceEncoder
+    from affectstream.export.predictors import open_eval_predictor
 
-    enc = VoiceEncoder.load()
+    enc = open_eval_predictor("voice", "torch")
     x = load_audio(RAVDESS / "Actor_18" / "03-01-05-02-01-01-18.flac")
     win = x[8000 : 8000 + enc.window_samples]
     probs, emb = enc.predict(win)
-    assert probs.shape == (1, len(LABELS)) and emb.shape == (1, enc.emb_dim)
+    assert probs.shape == (1, len(LABELS)) and emb.shape == (1, 128)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     batch, _ = enc.predict(np.stack([win, win[::-1].copy()]))
     np.testing.assert_allclose(batch[0], probs[0], atol=1e-5)
@@ -138,10 +138,10 @@ def test_shipped_encoder_predicts_windows():
 
 @needs_data
 def test_shipped_weights_beat_chance_on_held_out_actors():
-    from affectstream.models.voice.encoder import VoiceEncoder
+    from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.voice.evaluate import evaluate_clips
 
-    enc = VoiceEncoder.load()
+    enc = open_eval_predictor("voice", "torch")
     held_out = set(enc.meta["test_actors"])
     assert held_out and not held_out & set(enc.meta["train_actors"])
     # strong-intensity clips of statement 1, repetition 1, of every held-out actor: 7-8 per actor
@@ -251,10 +251,10 @@ def test_train_cli_writes_loadable_weights_and_report(tmp_path):
     report = json.loads(rep.read_text())
     assert report["train_actors"] == [1, 2] and report["test_actors"] == [19]
     assert report["test"]["clips"]["n"] == 7
-    from affectstream.models.voice.encoder import VoiceEncoder
+    from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.voice.train import keep_members
 
-    enc = VoiceEncoder.load(out)
+    enc = open_eval_predictor("voice", "torch", weights=out)
     assert enc.meta["train_actors"] == [1, 2]
     probs, emb = enc.predict(np.zeros(enc.window_samples, dtype=np.float32))
     assert probs.shape == (1, 7) and emb.shape == (1, 128)
@@ -279,17 +279,36 @@ def test_bench_rows_and_onnx_parity(tmp_path):
 
 
 def test_ensemble_weights_load_by_name_and_agree_in_shape():
+    from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.voice.encoder import VoiceEncoder
 
     one, three = VoiceEncoder.load(), VoiceEncoder.load("voice.ensemble3.pt")
     assert (len(one.model.members), len(three.model.members)) == (1, 3)
     assert three.emb_dim == 3 * one.emb_dim and three.window_samples == one.window_samples
+    p_one = open_eval_predictor("voice", "torch")
+    p_three = open_eval_predictor("voice", "torch", weights="voice.ensemble3.pt")
+    assert p_three.window_samples == p_one.window_samples == one.window_samples
     x = np.random.default_rng(0).standard_normal((2, one.window_samples)).astype(np.float32) * 0.1
-    p1, _ = one.predict(x)
-    p3, e3 = three.predict(x)
+    p1, _ = p_one.predict(x)
+    p3, e3 = p_three.predict(x)
     assert p3.shape == p1.shape and e3.shape == (2, three.emb_dim)
     with pytest.raises(FileNotFoundError):
         VoiceEncoder.load("no-such-voice-weights.pt")
+    with pytest.raises(FileNotFoundError):
+        open_eval_predictor("voice", "torch", weights="no-such-voice-weights.pt")
+
+
+def test_one_minimum_length_for_predictor_encoder_and_registry():
+    from affectstream.export import registry
+    from affectstream.models.voice.encoder import VoiceEncoder
+    from affectstream.models.voice.features import MelOptions
+    from affectstream.models.voice.predictor import MIN_SAMPLES, to_input
+
+    assert MIN_SAMPLES == MelOptions().samples(16) == 2800
+    assert VoiceEncoder.load().min_samples == MIN_SAMPLES
+    assert registry.get("voice").samples.min == MIN_SAMPLES
+    x = to_input(np.ones(1000, np.float32))
+    assert x.shape == (1, MIN_SAMPLES) and x[0, : MIN_SAMPLES - 1000].sum() == 0
 
 
 @needs_data

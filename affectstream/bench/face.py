@@ -1,8 +1,9 @@
 """Face benchmark: model latency per face, and the whole face path per video frame against a
 `fer`-like baseline measured in the same run on the same frames.
 
-(a) One face, batch 1: `FaceEncoder.predict` (PyTorch, BN folded, channels-last) and the same
-    module exported to ONNX and run by ONNX Runtime on the CPU.
+(a) One face, batch 1: `FacePredictor.predict` (what the runtime stage calls) on PyTorch (BN
+    folded, channels-last), on the same module exported to ONNX and run by ONNX Runtime on the
+    CPU, and on the shipped int8 model.
 (b) Per frame on a video (the CLI's default: Megamind.avi): our path (Haar on a
     `detect_width` copy every `detect_every` frames, template tracking in between, crop, model)
     vs the baseline of the `fer` package's default detector (Haar `detectMultiScale` on the
@@ -25,8 +26,10 @@ import cv2
 import numpy as np
 
 from affectstream.core.config import FaceConfig
+from affectstream.export.predictors import module_predictor
 from affectstream.models.face.detect import CASCADE, FaceTracker, crop_face, load_cascade
 from affectstream.models.face.encoder import FaceEncoder
+from affectstream.models.face.predictor import INPUT, LOGITS, to_input
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,12 @@ def read_frames(path: Path, limit: int = 0) -> list[np.ndarray]:
     return frames
 
 
-def _onnx_session(encoder: FaceEncoder, threads: int):
-    """ONNX Runtime session on the exported encoder, or None when onnx export is unavailable."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
+def _onnx_predictor(encoder: FaceEncoder, threads: int):
+    """The predictor on the exported encoder in ONNX Runtime, or None when ONNX Runtime or the
+    exporter is unavailable."""
+    from affectstream.export.base import BackendError
+    from affectstream.export.predictors import open_eval_predictor
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "face.onnx"
         try:
@@ -87,27 +90,27 @@ def _onnx_session(encoder: FaceEncoder, threads: int):
         except Exception as e:  # exporter missing or broken: bench the rest
             log.warning("ONNX export failed, skipping onnxruntime: %s", e)
             return None
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        try:
+            return open_eval_predictor("face", onnx_file=path, threads=threads)
+        except BackendError as e:  # onnxruntime not installed
+            log.warning("skipping onnxruntime: %s", e)
+            return None
 
 
-def _int8_session(threads: int):
-    """ONNX Runtime session on the shipped int8 model (quantize.py), if it and ORT are there."""
+def _int8_predictor(threads: int):
+    """The predictor on the shipped int8 model (quantize.py), if it and ONNX Runtime are there."""
+    from affectstream.export.base import BackendError
+    from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.face.quantize import default_int8_path
 
     path = default_int8_path()
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
     if not path.exists():
         return None
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    try:
+        return open_eval_predictor("face", onnx_file=path, threads=threads)
+    except BackendError as e:
+        log.warning("skipping onnxruntime-int8: %s", e)
+        return None
 
 
 class _Baseline:
@@ -145,23 +148,24 @@ def run_face_bench(
     cv2.setNumThreads(threads)
     cfg = config or FaceConfig()
     encoder = FaceEncoder.load(weights)
+    predictor = module_predictor("face", encoder.model, threads=threads)  # PyTorch reference
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 256, (1, 48, 48), dtype=np.uint8)
 
-    model = {"torch": _time_calls(lambda: encoder.predict(crop), iters)}
-    sess = _onnx_session(encoder, threads)
-    if sess is not None:
-        x = encoder.to_input(crop).numpy()
-        model["onnxruntime"] = _time_calls(lambda: sess.run(None, {"x": x}), iters)
+    # each row times the predictor the runtime stage runs (pre-processing + model + softmax)
+    model = {"torch": _time_calls(lambda: predictor.predict(crop), iters)}
+    ort = _onnx_predictor(encoder, threads)
+    if ort is not None:
+        model["onnxruntime"] = _time_calls(lambda: ort.predict(crop), iters)
         # same input, same answer: the exported graph is the module
-        ref = encoder.model(torch.from_numpy(x))[0].detach().numpy()
+        feed = {INPUT: to_input(crop)}
+        ref = predictor.backend.infer(feed)[LOGITS]
         model["onnxruntime"]["max_abs_diff_logits"] = float(
-            np.abs(sess.run(None, {"x": x})[0] - ref).max()
+            np.abs(ort.backend.infer(feed)[LOGITS] - ref).max()
         )
-    int8 = _int8_session(threads)
+    int8 = _int8_predictor(threads)
     if int8 is not None:
-        x = encoder.to_input(crop).numpy()
-        model["onnxruntime-int8"] = _time_calls(lambda: int8.run(None, {"x": x}), iters)
+        model["onnxruntime-int8"] = _time_calls(lambda: int8.predict(crop), iters)
 
     n_frames = frames
     frames = read_frames(video, n_frames)
@@ -177,7 +181,7 @@ def run_face_bench(
             t0 = time.perf_counter_ns()
             fc = tracker.process(frame)
             if fc is not None:
-                encoder.predict(fc.image[None])
+                predictor.predict(fc.image[None])
             ours_ms.append((time.perf_counter_ns() - t0) / 1e6)
             if fc is not None:
                 ours_found += 1
@@ -186,7 +190,7 @@ def run_face_bench(
             t0 = time.perf_counter_ns()
             c = baseline.process(frame)
             if c is not None:
-                encoder.predict(c[None])
+                predictor.predict(c[None])
             base_ms.append((time.perf_counter_ns() - t0) / 1e6)
             base_found += c is not None
     ours, base = _stats(ours_ms), _stats(base_ms)

@@ -1,11 +1,10 @@
-"""Latency of one voice window: the torch model as loaded, and the same graph in onnxruntime."""
+"""Latency of one voice window through the voice predictor: the torch model as loaded, and the
+same graph in ONNX Runtime (exported by `affectstream.export`, cached)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-import warnings
 
 import numpy as np
 
@@ -34,76 +33,39 @@ def _time(fn, x, iters: int, warmup: int = 20) -> dict:
     }
 
 
-def export_onnx(model, window_samples: int) -> bytes:
-    """The whole model (front end included) as ONNX bytes, batch and length dynamic."""
-    import torch
-
-    x = torch.zeros(1, window_samples)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (x,),
-            buf,
-            input_names=["samples"],
-            output_names=["log_probs", "embedding"],
-            dynamic_axes={
-                "samples": {0: "batch", 1: "n"},
-                "log_probs": {0: "batch"},
-                "embedding": {0: "batch"},
-            },
-            opset_version=17,
-            dynamo=False,
-        )
-    return buf.getvalue()
-
-
 def bench_encoder(
     weights: str | None = None, threads: int = 1, iters: int = 200, onnx: bool = True
 ) -> list[dict]:
-    """One row per backend: window length, latency percentiles, max prob. difference to torch."""
+    """One row per backend: window length, latency percentiles, max prob. difference to torch.
+
+    Every row times `VoicePredictor.predict`, what the runtime stage calls, on one window.
+    """
     import torch
 
+    from affectstream.export.base import BackendError
+    from affectstream.export.predictors import module_predictor, open_eval_predictor
     from affectstream.models.voice.encoder import VoiceEncoder
 
     enc = VoiceEncoder.load(weights, threads=threads)
     torch.set_num_threads(threads)
+    ref_pred = module_predictor("voice", enc.model, threads, weights)
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal(enc.window_samples)).astype(np.float32)
-    ref, _ = enc.predict(x)
-    rows = [
-        {
-            "backend": "torch",
-            "window_s": enc.window_samples / enc.sample_rate,
-            "members": len(enc.model.members),
-            **_time(enc.predict, x, iters),
-            "max_abs_diff": 0.0,
-        }
-    ]
+    ref, _ = ref_pred.predict(x)
+    base = {"window_s": enc.window_samples / enc.sample_rate, "members": len(enc.model.members)}
+    rows = [{"backend": "torch", **base, **_time(ref_pred.predict, x, iters), "max_abs_diff": 0.0}]
     if onnx:
         try:
-            import onnxruntime as ort
-        except ImportError:
-            log.warning("onnxruntime not installed: skipping its row")
+            ort = open_eval_predictor("voice", "onnxruntime", weights=weights, threads=threads)
+        except BackendError as e:
+            log.warning("skipping the onnxruntime row: %s", e)
             return rows
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(
-            export_onnx(enc.model, enc.window_samples), so, providers=["CPUExecutionProvider"]
-        )
-
-        def run(v):
-            return sess.run(None, {"samples": v[None]})
-
-        p = np.exp(run(x)[0])
+        p, _ = ort.predict(x)
         rows.append(
             {
                 "backend": "onnxruntime",
-                "window_s": enc.window_samples / enc.sample_rate,
-                "members": len(enc.model.members),
-                **_time(run, x, iters),
+                **base,
+                **_time(ort.predict, x, iters),
                 "max_abs_diff": float(np.abs(p - ref).max()),
             }
         )

@@ -160,18 +160,19 @@ def add_eval_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx-dir", metavar="DIR", help="exported models (affectstream export)")
 
 
-def eval_backend(args: argparse.Namespace, model: str, weights: str | None):
-    """The backend an eval command asked for, or None for the encoder's own PyTorch model."""
-    if getattr(args, "backend", "torch") == "torch":
-        return None
-    from affectstream.export.select import open_backend
+def eval_predictor(args: argparse.Namespace, model: str, weights: str | None, **kw):
+    """The predictor an eval or bench command asked for (`--backend`, `--onnx-dir`,
+    `--threads`): the class the runtime stage runs; `--backend torch` is the PyTorch reference
+    through export's TorchBackend. `kw` goes to `export.predictors.open_eval_predictor`."""
+    from affectstream.export.predictors import open_eval_predictor
 
-    return open_backend(
+    return open_eval_predictor(
         model,
-        args.backend,
-        onnx_dir=args.onnx_dir,
+        getattr(args, "backend", "torch"),
+        onnx_dir=getattr(args, "onnx_dir", None),
         weights=weights,
         threads=max(1, getattr(args, "threads", 1) or 1),
+        **kw,
     )
 
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--weights {model}: file not found: {path}")
         weights[model] = path
     if models is None:
-        models = registry.available()
+        models = registry.names()
     console = Console(stderr=True)
     try:
         manifest = export_all(

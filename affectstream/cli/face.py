@@ -78,6 +78,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from affectstream.core.errors import UsageError
+    from affectstream.export.predictors import module_predictor
     from affectstream.models.face.data import FerFormatError, find_split, load_fer
     from affectstream.models.face.encoder import FaceEncoder
     from affectstream.models.face.evaluate import evaluate_fer
@@ -119,8 +120,9 @@ def run_train(args: argparse.Namespace) -> int:
     model, info = train(tr, va, opts, device=args.device, on_epoch=show)
     epochs = info["options"]["epochs"]
     teacher = info.pop("teacher_state_dict", None)
-    report = evaluate_fer(FaceEncoder(model_copy(model)), va)
-    tta = evaluate_fer(FaceEncoder(model_copy(model)), va, tta=True)
+    trained = module_predictor("face", FaceEncoder(model_copy(model)).model)
+    report = evaluate_fer(trained, va)
+    tta = evaluate_fer(trained, va, tta=True)
     print_report(report, title=f"PublicTest (final epoch {epochs})")
     print(f"with flip TTA: accuracy={tta.accuracy:.4f} macro-F1={tta.macro_f1:.4f}")
     metrics = {"PublicTest": report.to_dict(), "PublicTest_flip_tta": tta.to_dict()}
@@ -165,29 +167,30 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from affectstream.cli.args import eval_predictor
     from affectstream.core.errors import UsageError
+    from affectstream.export.base import BackendError
     from affectstream.models.face.data import FerFormatError, load_fer
-    from affectstream.models.face.encoder import FaceEncoder, WeightsError
-    from affectstream.models.face.evaluate import OnnxFacePredictor, evaluate_fer
+    from affectstream.models.face.encoder import WeightsError
+    from affectstream.models.face.evaluate import evaluate_fer
     from affectstream.models.metrics import print_report
 
     torch.set_num_threads(max(1, args.threads))
     try:
         data = load_fer(args.fer2013)
-        if args.onnx:
-            encoder = OnnxFacePredictor(args.onnx, threads=max(1, args.threads))
-        else:
-            from affectstream.cli.args import eval_backend
-
-            encoder = FaceEncoder.load(args.weights)
-            backend = eval_backend(args, "face", args.weights)
-            if backend is not None:
-                encoder.use_backend(backend)
-    except (FerFormatError, WeightsError) as e:
+        # --onnx: that one file on ONNX Runtime (e.g. the int8 model); else --backend
+        predictor = eval_predictor(args, "face", args.weights, onnx_file=args.onnx or None)
+    except BackendError as e:
+        if args.onnx:  # ONNX Runtime's own message spans lines; its type says enough
+            raise UsageError(
+                f"ONNX model {args.onnx} unusable: {type(e.__cause__ or e).__name__}"
+            ) from None
+        raise UsageError(str(e)) from None
+    except (FerFormatError, WeightsError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     if args.limit:
         data = data.head(args.limit)
-    report = evaluate_fer(encoder, data, tta=args.tta)
+    report = evaluate_fer(predictor, data, tta=args.tta)
     print_report(report, title=f"face on {args.fer2013}" + (" (flip TTA)" if args.tta else ""))
     write_json(
         args.json,

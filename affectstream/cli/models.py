@@ -95,7 +95,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from affectstream.core.errors import UsageError
     from affectstream.export import registry
 
-    models = args.models or registry.available()
+    models = args.models or registry.names()
     unknown = [m for m in models if m not in registry.names()]
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r} (known: {', '.join(registry.names())})")

@@ -149,21 +149,17 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from affectstream.cli.args import eval_predictor
+    from affectstream.export.base import BackendError
     from affectstream.models.metrics import print_report
     from affectstream.models.text.data import DataError, read_meld
-    from affectstream.models.text.encoder import TextEncoder
     from affectstream.models.text.evaluate import evaluate_meld
 
     try:
         read_meld(args.meld, 0)  # a malformed file fails before the model loads
-        encoder = TextEncoder.load(args.weights, threads=args.threads)
-        from affectstream.cli.args import eval_backend
-
-        backend = eval_backend(args, "text", args.weights)
-        if backend is not None:
-            encoder.use_backend(backend)
-        ev = evaluate_meld(encoder, args.meld)
-    except (DataError, ValueError) as e:
+        predictor = eval_predictor(args, "text", args.weights)
+        ev = evaluate_meld(predictor, args.meld)
+    except (DataError, ValueError, OSError, BackendError) as e:
         raise _usage(e) from None
     console = Console()
     print_report(ev.report, f"text on {args.meld}", console)
@@ -204,16 +200,17 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from affectstream.models.text.encoder import TextEncoder
+    from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.text.evaluate import measure_latency
 
-    encoder = TextEncoder.load(args.weights)
     rows = []
     for threads in args.threads:
-        encoder.threads = threads
-        contexts = ("", args.context) if encoder.spec.use_context else ("",)
+        # the PyTorch reference through the same predictor that `run` and `eval` use
+        predictor = open_eval_predictor("text", "torch", weights=args.weights, threads=threads)
+        contexts = ("", args.context) if predictor.use_context else ("",)
         for context in contexts:
-            rows.append(measure_latency(encoder, args.text, context, repeats=args.repeats))
+            rows.append(measure_latency(predictor, args.text, context, repeats=args.repeats))
+        predictor.backend.close()
     table = Table(title=f"text encoder latency, CPU ({platform.processor() or platform.machine()})")
     for col in ("threads", "context", "tokens", "median ms", "p90 ms", "min ms"):
         table.add_column(col, justify="right")

@@ -247,8 +247,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from affectstream.cli.args import eval_predictor
+    from affectstream.export.base import BackendError
     from affectstream.models.voice.data import DataError
-    from affectstream.models.voice.encoder import VoiceEncoder
     from affectstream.models.voice.evaluate import evaluate_clips
 
     clips = _scan(args.ravdess)
@@ -258,14 +259,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if not clips:
             raise _usage(f"{args.ravdess}: no clips of actors {sorted(keep)}")
     try:
-        enc = VoiceEncoder.load(args.weights, threads=args.threads)
-    except ValueError as e:
+        enc = eval_predictor(args, "voice", args.weights)
+    except (ValueError, OSError, BackendError) as e:
         raise _usage(str(e)) from None
-    from affectstream.cli.args import eval_backend
-
-    backend = eval_backend(args, "voice", args.weights)
-    if backend is not None:
-        enc.use_backend(backend)
     try:
         res = evaluate_clips(enc, clips, hop_s=args.hop)
     except DataError as e:

@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from affectstream.export.base import DimRange, Signature, TensorSpec
+from affectstream.models.face import predictor as face_predictor
+from affectstream.models.text import predictor as text_predictor
+from affectstream.models.voice import predictor as voice_predictor
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ RANDOM_SEED = 0
 
 
 class RegistryError(KeyError):
-    """An unknown model name, or a model whose code is not in this checkout."""
+    """An unknown model name."""
 
     def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
         return str(self.args[0])
@@ -81,17 +84,6 @@ class ModelEntry:
     # token is masked. A time axis without a mask (raw audio) is not paddable.
     paddable: tuple[str, ...] = ("batch",)
 
-    def available(self) -> tuple[bool, str]:
-        """Whether this checkout has the model's code (it may still lack weights)."""
-        for mod in self.sources:
-            try:
-                found = importlib.util.find_spec(mod) is not None
-            except ModuleNotFoundError:
-                found = False
-            if not found:
-                return False, f"{mod} is not in this checkout"
-        return True, ""
-
     def default_weights(self) -> Path:
         return _weights_dir() / self.weights_file
 
@@ -106,9 +98,6 @@ class ModelEntry:
 
     def build(self, weights: str | Path | None = None) -> Built:
         """The module in eval mode. `weights`: a file; None: the shipped file, else random."""
-        ok, why = self.available()
-        if not ok:
-            raise RegistryError(f"model {self.name} is not available: {why}")
         path = Path(weights) if weights else self.default_weights()
         if weights and not path.is_file():
             raise FileNotFoundError(f"{self.name} weights not found: {path}")
@@ -177,8 +166,11 @@ class FaceEntry(ModelEntry):
     def signature(self, module) -> Signature:
         emb = module.spec.embed_dim
         return Signature(
-            inputs=(TensorSpec("x", ("batch", 1, 48, 48)),),
-            outputs=(TensorSpec("logits", ("batch", 7)), TensorSpec("embedding", ("batch", emb))),
+            inputs=(TensorSpec(face_predictor.INPUT, ("batch", 1, 48, 48)),),
+            outputs=(
+                TensorSpec(face_predictor.LOGITS, ("batch", 7)),
+                TensorSpec(face_predictor.EMBEDDING, ("batch", emb)),
+            ),
             dims={"batch": BATCH},
         )
 
@@ -198,8 +190,8 @@ class VoiceEntry(ModelEntry):
     )
     weights_file = "voice.pt"
     atol = 2e-4
-    # 16 mel frames (VoiceEncoder.min_samples, 0.175 s) to 10 s; the runtime window is 2 s.
-    samples = DimRange(2800, 32000, 160000)
+    # the predictor's minimum (16 mel frames, 0.175 s) to 10 s; the runtime window is 2 s.
+    samples = DimRange(voice_predictor.MIN_SAMPLES, 32000, 160000)
 
     def _build(self, path: Path | None):
         from affectstream.models.voice.encoder import VoiceEncoder
@@ -216,17 +208,17 @@ class VoiceEntry(ModelEntry):
 
     def signature(self, module) -> Signature:
         return Signature(
-            inputs=(TensorSpec("wave", ("batch", "samples")),),
+            inputs=(TensorSpec(voice_predictor.INPUT, ("batch", "samples")),),
             outputs=(
-                TensorSpec("logits", ("batch", 7)),
-                TensorSpec("embedding", ("batch", module.emb_dim)),
+                TensorSpec(voice_predictor.LOGITS, ("batch", 7)),
+                TensorSpec(voice_predictor.EMBEDDING, ("batch", module.emb_dim)),
             ),
             dims={"batch": BATCH, "samples": self.samples},
         )
 
     def example(self, sizes, rng, signature):
         shape = _resolve(signature.inputs[0].shape, sizes, signature)
-        return {"wave": (0.1 * rng.standard_normal(shape)).astype(np.float32)}
+        return {voice_predictor.INPUT: (0.1 * rng.standard_normal(shape)).astype(np.float32)}
 
 
 class TextEntry(ModelEntry):
@@ -249,27 +241,20 @@ class TextEntry(ModelEntry):
         from affectstream.export.wrappers import EmptyRowsSafe
         from affectstream.models.text.net import TextModelSpec, build_net, load_net
 
-        if path is None:
-            try:
-                net = build_net(TextModelSpec())  # the MiniLM base, random head
-            except ImportError:
-                net = _random_minilm(TextModelSpec())
-        else:
-            net = load_net(path)[0]
+        # no weights: the MiniLM base (a mandatory dependency) under a random head
+        net = build_net(TextModelSpec()) if path is None else load_net(path)[0]
         return EmptyRowsSafe(net.eval())
 
     def signature(self, module) -> Signature:
         spec = module.spec
         longest = spec.max_tokens + (getattr(spec, "context_tokens", 0) if spec.use_context else 0)
         return Signature(
-            inputs=(
-                TensorSpec("input_ids", ("batch", "tokens"), "int64"),
-                TensorSpec("attention_mask", ("batch", "tokens"), "int64"),
-                TensorSpec("token_type_ids", ("batch", "tokens"), "int64"),
+            inputs=tuple(
+                TensorSpec(n, ("batch", "tokens"), "int64") for n in text_predictor.INPUTS
             ),
             outputs=(
-                TensorSpec("logits", ("batch", 7)),
-                TensorSpec("embedding", ("batch", spec.hidden)),
+                TensorSpec(text_predictor.LOGITS, ("batch", 7)),
+                TensorSpec(text_predictor.EMBEDDING, ("batch", spec.hidden)),
             ),
             dims={"batch": BATCH, "tokens": DimRange(1, min(32, longest), longest)},
         )
@@ -287,34 +272,14 @@ class TextEntry(ModelEntry):
         ids[np.arange(b), np.maximum(utt - 1, 0)] = 102  # [SEP] after the utterance
         ids[np.arange(b), np.maximum(lengths - 1, 0)] = 102  # [SEP] after the context
         ids[mask == 0] = 0  # [PAD]
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
-def _random_minilm(spec):
-    """all-MiniLM-L6-v2's architecture with random weights, for machines without its package
-    (latency benchmarks on a GPU box): same shapes and cost, meaningless outputs."""
-    from transformers import BertConfig
-
-    from affectstream.models.text.net import TextEmotionNet
-
-    log.warning("text: MiniLM package missing; using a random MiniLM-L6 (benchmarks only)")
-    cfg = BertConfig(
-        vocab_size=30522,
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        max_position_embeddings=512,
-        type_vocab_size=2,
-    )
-    return TextEmotionNet(spec, cfg)
+        return dict(zip(text_predictor.INPUTS, (ids, mask, types), strict=True))
 
 
 _ENTRIES: tuple[type[ModelEntry], ...] = (FaceEntry, VoiceEntry, TextEntry)
 
 
 def names() -> list[str]:
-    """Every known model, available or not."""
+    """Every known model."""
     return [e.name for e in _ENTRIES]
 
 
@@ -323,8 +288,3 @@ def get(name: str) -> ModelEntry:
         if e.name == name:
             return e()
     raise RegistryError(f"unknown model {name!r} (known: {', '.join(names())})")
-
-
-def available() -> list[str]:
-    """Models whose code exists in this checkout."""
-    return [e.name for e in _ENTRIES if e().available()[0]]

@@ -224,9 +224,6 @@ def open_backend(
     if backend not in CHOICES:
         raise BackendError(f"unknown backend {backend!r} (choose from {', '.join(CHOICES)})")
     entry = registry.get(model_name)
-    ok, why = entry.available()
-    if not ok:
-        raise BackendUnavailable(f"model {model_name}: {why}")
     on_gpu = device == "cuda"
     fp16 = on_gpu if fp16 is None else fp16
     cuda_graphs = on_gpu if cuda_graphs is None else cuda_graphs

@@ -129,11 +129,12 @@ class AffectStream:
             self.video_source = PushVideoSource(self.video_ring)
         self.sources.append(self.video_source)
         if cfg.face.enabled:
+            from affectstream.export.predictors import open_predictor
             from affectstream.models.face.detect import FaceTracker
-            from affectstream.realtime.encoders import FaceModel
             from affectstream.realtime.stages.face import FaceStage
 
-            self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), FaceModel(cfg)))
+            predictor = open_predictor("face", cfg)
+            self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), predictor))
 
     def _build_audio(self) -> None:
         cfg, inp = self.config, self.inputs
@@ -158,19 +159,19 @@ class AffectStream:
         # one VAD for the stream: the voice stage and the transcriber read the same frames
         vad = None
         if cfg.voice.enabled:
+            from affectstream.export.predictors import open_predictor
             from affectstream.models.stt.vad import VoiceActivity
-            from affectstream.realtime.encoders import VoiceModel
             from affectstream.realtime.stages.voice import VoiceStage
 
             history_s = max(60.0, cfg.audio.ring_seconds + 1.0)  # all the transcriber can read
             vad = VoiceActivity(threshold=cfg.voice.vad_threshold, history_s=history_s)
-            encoder = VoiceModel(cfg)
+            predictor = open_predictor("voice", cfg)
             src = self.audio_source
             self.stages.append(
                 VoiceStage(
                     self.audio_ring,
                     vad,
-                    encoder,
+                    predictor,
                     window_s=cfg.voice.window_s,
                     available=lambda: src.status.state is not SourceState.RECONNECTING,
                 )
@@ -188,11 +189,11 @@ class AffectStream:
         self.transcriber.open()  # a missing model fails here, before any thread starts
         self.sources.append(self.transcriber)
         if cfg.text.enabled:
-            from affectstream.realtime.encoders import TextModel
+            from affectstream.export.predictors import open_predictor
             from affectstream.realtime.stages.text import TextStage
 
             self.stages.append(
-                TextStage(self.transcriber, TextModel(cfg), cfg.transcriber.context_s)
+                TextStage(self.transcriber, open_predictor("text", cfg), cfg.transcriber.context_s)
             )
 
     def _source_counters(self) -> dict[str, int]:

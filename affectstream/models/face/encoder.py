@@ -1,5 +1,5 @@
-"""The face encoder used at run time: 48x48 uint8 crops in, common-label probabilities and an
-embedding for the fusion model out.
+"""The face encoder's torch module: 48x48 crops in, common-label logits and an embedding for
+the fusion model out (run through `predictor.FacePredictor` on any backend).
 
 PyTorch reference backend: BatchNorm is folded into the convolutions and the weights are kept
 channels-last, which is what makes batch-1 CPU inference fast in PyTorch. Threads are the
@@ -15,11 +15,11 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from affectstream.core.labels import LABELS
 from affectstream.models.face.net import INPUT_SIZE, FaceNet, FaceNetSpec, fuse_for_inference
+from affectstream.models.face.predictor import INPUT, OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +48,15 @@ def load_checkpoint(path: str | Path | None = None) -> dict:
 
 
 class FaceEncoder:
-    """`predict(crops) -> (probs (N, 7) in LABELS order, embedding (N, D))`."""
+    """The face CNN ready for inference (BatchNorm folded, channels-last) and its checkpoint
+    metadata. Inference itself (pre-processing, softmax, TTA) is `predictor.FacePredictor`,
+    over any backend; the export registry builds its torch module from `FaceEncoder.load`."""
 
     def __init__(self, model: FaceNet, meta: dict | None = None):
         self.meta = meta or {}
         self.model = fuse_for_inference(model).eval().to(memory_format=torch.channels_last)
         self.embed_dim = model.spec.embed_dim
         self.labels = LABELS
-        self.backend = None  # set by use_backend: run there instead of this torch module
-
-    def use_backend(self, backend) -> FaceEncoder:
-        """Run `predict` through an `affectstream.export` backend (same inputs and outputs)."""
-        self.backend = backend
-        return self
-
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.backend is None:
-            return self.model(x)
-        out = self.backend.infer({"x": np.ascontiguousarray(x.numpy())})
-        return torch.from_numpy(out["logits"]), torch.from_numpy(out["embedding"])
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> FaceEncoder:
@@ -77,30 +67,6 @@ class FaceEncoder:
         meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
         log.debug("face encoder loaded from %s", path or default_weights_path())
         return cls(model, meta)
-
-    @staticmethod
-    def to_input(crops: np.ndarray) -> torch.Tensor:
-        """uint8 (N, 48, 48) or (48, 48) -> float32 (N, 1, 48, 48) in [0, 1]."""
-        a = np.asarray(crops)
-        if a.ndim == 2:
-            a = a[None]
-        if a.ndim != 3 or a.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"face crops must be (N, 48, 48), got {a.shape}")
-        if a.dtype != np.uint8:
-            raise ValueError(f"face crops must be uint8, got {a.dtype}")
-        return torch.from_numpy(a.astype(np.float32) * (1.0 / 255.0)).unsqueeze(1)
-
-    @torch.inference_mode()
-    def predict(self, crops: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and embeddings; `tta` averages with the mirrored face (2x the cost)."""
-        x = self.to_input(crops)
-        logits, emb = self._forward(x)
-        probs = torch.softmax(logits, 1)
-        if tta:
-            logits_f, emb_f = self._forward(torch.flip(x, dims=[3]))
-            probs = (probs + torch.softmax(logits_f, 1)) / 2
-            emb = (emb + emb_f) / 2
-        return probs.numpy(), emb.numpy()
 
     def export_onnx(self, path: str | Path, opset: int = 17) -> Path:
         """ONNX graph with a dynamic batch axis; input `x` float32 [0, 1] (N, 1, 48, 48)."""
@@ -116,9 +82,9 @@ class FaceEncoder:
                     model,
                     (x,),
                     str(path),
-                    input_names=["x"],
-                    output_names=["logits", "embedding"],
-                    dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "embedding": {0: "n"}},
+                    input_names=[INPUT],
+                    output_names=list(OUTPUTS),
+                    dynamic_axes={n: {0: "n"} for n in (INPUT, *OUTPUTS)},
                     opset_version=opset,
                     dynamo=False,
                 )

@@ -39,9 +39,9 @@ def quantize_int8(encoder, calib_images: np.ndarray, out: str | Path) -> Path:
     except ImportError as e:
         raise RuntimeError("int8 export needs onnxruntime and onnx (pip install onnx)") from e
 
-    batches = [
-        {"x": encoder.to_input(calib_images[i : i + 1]).numpy()} for i in range(len(calib_images))
-    ]
+    from affectstream.models.face.predictor import INPUT, to_input
+
+    batches = [{INPUT: to_input(calib_images[i : i + 1])} for i in range(len(calib_images))]
 
     class _Reader(CalibrationDataReader):
         def __init__(self):

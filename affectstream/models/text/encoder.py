@@ -1,21 +1,17 @@
-"""Text-emotion inference on CPU: words -> (7 probabilities, embedding for fusion).
+"""The text model's tokenizer: the newest utterance and, optionally, the text heard before it
+(a few seconds of transcript), which the model was trained to use as context.
 
-Input is the newest utterance and, optionally, the text heard before it (a few seconds of
-transcript), which the model was trained to use as context. Empty utterances raise ValueError:
-"no words" is the caller's state to report (the runtime marks the text modality absent), not
-something to ask the model about.
+Inference (tokenize, empty-text rule, softmax) is `predictor.TextPredictor`, over any backend;
+the export registry builds the torch module from `net.load_net`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-
-from affectstream.core.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -69,73 +65,3 @@ class Tokenizer:
             mask[i, : len(ids)] = 1
             types[i, n0 : len(ids)] = 1
         return input_ids, mask, types
-
-
-class TextEncoder:
-    """`predict(texts, contexts)` -> (probs (N,7) in `LABELS` order, embedding (N,D)), on CPU.
-
-    `contexts[i]` is the text heard before `texts[i]`; "" or None when there is none.
-    """
-
-    def __init__(self, net, info: dict | None = None, threads: int = 1) -> None:
-        self.net = net.eval()
-        self.spec = net.spec
-        self.info = info or {}
-        self.threads = threads
-        self.backend = None  # set by use_backend: run there instead of the torch net
-        self.tokenizer = Tokenizer(
-            max_tokens=self.spec.max_tokens,
-            context_tokens=self.spec.context_tokens if self.spec.use_context else 0,
-        )
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, threads: int = 1) -> TextEncoder:
-        """Load `path` (default: the shipped weights) over the base MiniLM; no network."""
-        from affectstream.models.text.net import load_net
-
-        net, info = load_net(path)
-        log.info("text encoder loaded from %s: %s", path or "shipped weights", net.spec)
-        return cls(net, info, threads)
-
-    def use_backend(self, backend) -> TextEncoder:
-        """Run `predict` through an `affectstream.export` backend (same inputs and outputs)."""
-        self.backend = backend
-        return self
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.spec.hidden
-
-    def describe(self) -> dict:
-        return {"spec": asdict(self.spec), "info": self.info, "threads": self.threads}
-
-    def predict(
-        self, texts: Sequence[str], contexts: Sequence[str | None] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"text {i} is empty; 'no words' is for the caller to handle")
-        ctx = [c or "" for c in contexts] if contexts is not None else [""] * len(texts)
-        if len(ctx) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(ctx)} contexts")
-        if not texts:
-            d = self.embedding_dim
-            return np.zeros((0, len(LABELS)), np.float32), np.zeros((0, d), np.float32)
-        arrays = self.tokenizer(texts, ctx if self.spec.use_context else None)
-        if self.backend is not None:
-            names = ("input_ids", "attention_mask", "token_type_ids")
-            out = self.backend.infer(dict(zip(names, arrays, strict=True)))
-            z = np.exp(out["logits"] - out["logits"].max(axis=1, keepdims=True))
-            return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), out["embedding"]
-        prev = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                logits, emb = self.net(*(torch.from_numpy(a) for a in arrays))
-                probs = torch.softmax(logits, dim=-1)
-        finally:
-            torch.set_num_threads(prev)
-        return probs.numpy().astype(np.float32), emb.numpy().astype(np.float32)

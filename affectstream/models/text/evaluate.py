@@ -1,4 +1,5 @@
-"""Evaluate a text encoder on any CSV in MELD's format; measure its CPU latency."""
+"""Evaluate the text model (its predictor, on any backend) on any CSV in MELD's format;
+measure its CPU latency."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from affectstream.core.labels import LABELS
 from affectstream.models.metrics import ClassificationReport, classification_report
 from affectstream.models.text import data
-from affectstream.models.text.encoder import TextEncoder
+from affectstream.models.text.predictor import TextPredictor
 
 log = logging.getLogger(__name__)
 
@@ -26,34 +27,36 @@ class Evaluation:
 
 
 def predict_examples(
-    encoder: TextEncoder, examples: list[data.TextExample], batch: int = 64
+    predictor: TextPredictor, examples: list[data.TextExample], batch: int = 64
 ) -> np.ndarray:
     """Probabilities (N, 7) for examples, batched by length (padding costs time on CPU)."""
     order = np.argsort([len(e.text) + len(e.context) for e in examples], kind="stable")
     probs = np.zeros((len(examples), len(LABELS)), np.float32)
     for i in range(0, len(order), batch):
         idx = order[i : i + batch]
-        p, _ = encoder.predict([examples[j].text for j in idx], [examples[j].context for j in idx])
+        p, _ = predictor.predict(
+            [examples[j].text for j in idx], [examples[j].context for j in idx]
+        )
         probs[idx] = p
     return probs
 
 
-def context_turns_of(encoder: TextEncoder) -> int:
+def context_turns_of(predictor: TextPredictor) -> int:
     """Context the weights were trained with (0 when they use none)."""
-    if not encoder.spec.use_context:
+    if not predictor.spec.use_context:
         return 0
-    return int(encoder.info.get("options", {}).get("context_turns", 2))
+    return int(predictor.info.get("options", {}).get("context_turns", 2))
 
 
-def evaluate_meld(encoder: TextEncoder, path: str | Path) -> Evaluation:
+def evaluate_meld(predictor: TextPredictor, path: str | Path) -> Evaluation:
     """Metrics on a MELD-format CSV; raises data.DataError for a malformed file."""
-    turns = context_turns_of(encoder)
+    turns = context_turns_of(predictor)
     examples = data.read_meld(path, turns)
     kept = [e for e in examples if e.text.strip()]
     if not kept:
         raise data.DataError(f"{path}: every utterance is empty")
     y = data.labels(kept)
-    pred = predict_examples(encoder, kept).argmax(1)
+    pred = predict_examples(predictor, kept).argmax(1)
     report = classification_report(y, pred, LABELS)
     majority = classification_report(y, np.full_like(y, np.bincount(y).argmax()), LABELS)
     return Evaluation(report, majority.weighted_f1, turns, len(examples) - len(kept))
@@ -72,23 +75,24 @@ class Latency:
 
 
 def measure_latency(
-    encoder: TextEncoder, text: str, context: str = "", repeats: int = 50, warmup: int = 5
+    predictor: TextPredictor, text: str, context: str = "", repeats: int = 50, warmup: int = 5
 ) -> Latency:
-    """Wall time of one `predict([text], [context])` call (tokenize + model + softmax)."""
+    """Wall time of one `predict([text], [context])` call (tokenize + model + softmax);
+    `threads` in the result is the backend's thread count."""
     for _ in range(warmup):
-        encoder.predict([text], [context])
+        predictor.predict([text], [context])
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter_ns()
-        encoder.predict([text], [context])
+        predictor.predict([text], [context])
         times.append((time.perf_counter_ns() - t0) / 1e6)
-    ids, _, _ = encoder.tokenizer([text], [context] if encoder.spec.use_context else None)
+    ids = predictor.to_input([text], [context])["input_ids"]
     t = np.asarray(times)
     return Latency(
         text,
         context,
         int(ids.shape[1]),
-        encoder.threads,
+        int(getattr(predictor.backend, "threads", None) or 1),
         repeats,
         float(np.median(t)),
         float(np.percentile(t, 90)),

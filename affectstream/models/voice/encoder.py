@@ -1,9 +1,8 @@
-"""VoiceEncoder: the shipped voice-emotion model behind one `predict` call.
+"""VoiceEncoder: loads a voice weight file into its torch module (an ensemble of VoiceNets).
 
-Input is raw 16 kHz float32 audio: one window (N,) or a batch of equal-length windows (B, N),
-normally the most recent `window_s` seconds of speech. Output is class probabilities in the
-common label order and an embedding for fusion. The log-mel front end is part of the torch
-module (conv1d STFT), so an exported ONNX graph takes the same raw samples.
+The log-mel front end is part of the torch module (conv1d STFT), so an exported ONNX graph
+takes the same raw 16 kHz samples. Inference (padding, softmax) is `predictor.VoicePredictor`,
+over any backend; the export registry builds its torch module from `VoiceEncoder.load`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from affectstream.core.labels import LABELS
+from affectstream.models.voice.predictor import MIN_SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +24,45 @@ def default_weights_path() -> Path:
     return Path(str(resources.files("affectstream") / "models" / "weights" / "voice.pt"))
 
 
+def _find(path: str | Path | None) -> Path:
+    """A path, the name of a shipped file (`voice.ensemble3.pt`), or None for `voice.pt`."""
+    given = Path(path) if path else default_weights_path()
+    path = given
+    if not path.is_file() and path.parent == Path("."):
+        path = default_weights_path().parent / path  # a shipped file by name
+    if not path.is_file():
+        raise FileNotFoundError(f"voice weights not found: {given}")
+    return path
+
+
+def _read_blob(path: Path) -> dict:
+    import torch
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a broken or foreign file
+        raise ValueError(f"{path}: not a voice weight file ({e.__class__.__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: not a voice weight file ({WEIGHTS_FORMAT})")
+    if tuple(blob["labels"]) != LABELS:
+        raise ValueError(f"{path}: labels {blob['labels']} differ from {LABELS}")
+    return blob
+
+
+def read_header(path: str | Path | None = None) -> tuple[float, object, dict]:
+    """(window_s, MelOptions, meta) of a weight file, without building the networks."""
+    from .net import NetOptions
+
+    blob = _read_blob(_find(path))
+    return (
+        float(blob["window_s"]),
+        NetOptions.from_dict(blob["net"]).mel,
+        json.loads(blob.get("meta", "{}")),
+    )
+
+
 class VoiceEncoder:
-    """Loads the weight file once; `predict` is cheap and thread-compatible (no state)."""
+    """The loaded torch module and what the weight file says about it."""
 
     def __init__(self, model, window_s: float, meta: dict | None = None) -> None:
         self.model = model.eval()
@@ -38,10 +73,9 @@ class VoiceEncoder:
         self.window_samples = self.mel.samples(
             self.mel.frames(int(round(self.window_s * self.sample_rate)))
         )
-        self.min_samples = self.mel.samples(16)  # shortest input the CNN can pool over
+        self.min_samples = MIN_SAMPLES  # shortest input the CNN can pool over
         self.labels = LABELS
         self.emb_dim = model.emb_dim
-        self.backend = None  # set by use_backend
 
     @classmethod
     def load(cls, path: str | Path | None = None, threads: int | None = None) -> VoiceEncoder:
@@ -51,22 +85,10 @@ class VoiceEncoder:
 
         from .net import NetOptions, VoiceEnsemble, VoiceNet, fuse_batchnorm
 
-        given = Path(path) if path else default_weights_path()
-        path = given
-        if not path.is_file() and path.parent == Path("."):
-            path = default_weights_path().parent / path  # a shipped file by name
-        if not path.is_file():
-            raise FileNotFoundError(f"voice weights not found: {given}")
+        path = _find(path)
         if threads is not None:
             torch.set_num_threads(threads)
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for a broken or foreign file
-            raise ValueError(f"{path}: not a voice weight file ({e.__class__.__name__})") from None
-        if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{path}: not a voice weight file ({WEIGHTS_FORMAT})")
-        if tuple(blob["labels"]) != LABELS:
-            raise ValueError(f"{path}: labels {blob['labels']} differ from {LABELS}")
+        blob = _read_blob(path)
         opt = NetOptions.from_dict(blob["net"])
         members = []
         for state in blob["members"]:
@@ -79,30 +101,3 @@ class VoiceEncoder:
             "voice encoder %s: %d member(s), window %.2f s", path, len(members), blob["window_s"]
         )
         return cls(model, blob["window_s"], meta)
-
-    def predict(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probs (B, 7) in LABELS order, embedding (B, emb_dim)) for one window or a batch."""
-        import torch
-
-        x = np.asarray(samples, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2:
-            raise ValueError(f"expected (N,) or (B, N) samples, got shape {x.shape}")
-        if x.shape[1] < self.min_samples:
-            x = np.pad(x, ((0, 0), (self.min_samples - x.shape[1], 0)))
-        if not np.isfinite(x).all():
-            raise ValueError("samples contain NaN or inf")
-        if self.backend is not None:
-            out = self.backend.infer({"wave": np.ascontiguousarray(x)})
-            logp = out["logits"] - out["logits"].max(axis=1, keepdims=True)
-            probs = np.exp(logp)
-            return probs / probs.sum(axis=1, keepdims=True), out["embedding"]
-        with torch.inference_mode():
-            logp, emb = self.model(torch.from_numpy(np.ascontiguousarray(x)))
-        return torch.exp(logp).numpy(), emb.numpy()
-
-    def use_backend(self, backend) -> VoiceEncoder:
-        """Run `predict` through an `affectstream.export` backend (same inputs and outputs)."""
-        self.backend = backend
-        return self

@@ -1,4 +1,4 @@
-"""Evaluation of a voice encoder on a RAVDESS-style folder: per window and per clip.
+"""Evaluation of the voice model (its predictor, on any backend) on a RAVDESS-style folder: per window and per clip.
 
 A clip is scored the way the live system sees speech: sliding windows of `window_s` over the
 speech (silence trimmed, as in training), each window classified on its own; the clip's
@@ -17,6 +17,7 @@ from affectstream.core.labels import LABELS
 
 from .data import Clip, kept_segment, load_audio, window_starts
 from .features import MelOptions
+from .predictor import VoicePredictor
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,18 @@ def scores(y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
 
 
 def evaluate_clips(
-    encoder,
+    predictor: VoicePredictor,
     clips: Sequence[Clip],
     hop_s: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Score `encoder` (a VoiceEncoder) on `clips`: clip-level and centre-window metrics."""
+    """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics."""
+    mel = predictor.mel if predictor.mel is not None else MelOptions()
     y, clip_pred, win_pred, rows = [], [], [], []
     for i, c in enumerate(clips):
-        x = load_audio(c.path, encoder.sample_rate)
-        wins, n = clip_windows(x, encoder.mel, encoder.window_s, hop_s)
-        probs, _ = encoder.predict(wins)
+        x = load_audio(c.path, predictor.sample_rate)
+        wins, n = clip_windows(x, mel, predictor.window_s, hop_s)
+        probs, _ = predictor.predict(wins)
         p_clip = probs[:n].mean(axis=0)
         y.append(c.label_index)
         clip_pred.append(int(p_clip.argmax()))
@@ -83,6 +85,6 @@ def evaluate_clips(
         "single_window": scores(y, win_pred),
         "actors": sorted({c.actor for c in clips}),
         "hop_s": hop_s,
-        "window_s": encoder.window_s,
+        "window_s": predictor.window_s,
         "predictions": rows,
     }

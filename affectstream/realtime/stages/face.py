@@ -1,4 +1,4 @@
-"""The face stage: newest frame → main face → crop → face encoder, at most once per frame."""
+"""The face stage: newest frame → main face → crop → face predictor, at most once per frame."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from affectstream.realtime.stages.base import ModalityResult, Stage
 class FaceStage(Stage):
     name = "face"
 
-    def __init__(self, ring: RingBuffer[VideoFrame], tracker, encoder) -> None:
+    def __init__(self, ring: RingBuffer[VideoFrame], tracker, predictor) -> None:
         self.ring = ring
         self.tracker = tracker
-        self.encoder = encoder
+        self.predictor = predictor
         self._last_seq = -1
         self.frames_seen = 0
         self.frames_with_face = 0
@@ -28,7 +28,7 @@ class FaceStage(Stage):
         if crop is None:
             return None
         self.frames_with_face += 1
-        probs, emb = self.encoder.predict(crop.image[None])
+        probs, emb = self.predictor.predict(crop.image[None])
         return ModalityResult(
             probs=probs[0],
             t_ns=slot.t_ns,
@@ -41,7 +41,7 @@ class FaceStage(Stage):
         import numpy as np
 
         for _ in range(3):
-            self.encoder.predict(np.zeros((1, 48, 48), np.uint8))
+            self.predictor.predict(np.zeros((1, 48, 48), np.uint8))
 
     def counters(self) -> dict[str, int]:
         return {"video_frames_not_used": max(0, self.ring.written - self.frames_seen)}

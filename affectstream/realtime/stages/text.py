@@ -1,4 +1,4 @@
-"""The text stage: the text encoder on the newest committed words, only when they change.
+"""The text stage: the text predictor on the newest committed words, only when they change.
 
 Words are absent when nothing was said within the context window; the capture time of a
 text result is the end of its newest word, so `age_ms.text` includes the commit latency.
@@ -22,15 +22,15 @@ def split_last_sentence(text: str) -> tuple[str, str]:
 class TextStage(Stage):
     name = "text"
 
-    def __init__(self, transcriber, encoder, context_s: float = 8.0) -> None:
+    def __init__(self, transcriber, predictor, context_s: float = 8.0) -> None:
         self.transcriber = transcriber
-        self.encoder = encoder
+        self.predictor = predictor
         self.context_ns = int(context_s * 1e9)
         self._last_text = ""
         self.runs = 0
 
     def warmup(self) -> None:
-        self.encoder.predict(["hello there"], [""])
+        self.predictor.predict(["hello there"], [""])
 
     def run(self, now_ns: int) -> ModalityResult | object | None:
         last = self.transcriber.last_word_ns
@@ -45,7 +45,7 @@ class TextStage(Stage):
         self._last_text = text
         self.runs += 1
         utterance, context = split_last_sentence(text)
-        probs, emb = self.encoder.predict([utterance], [context])
+        probs, emb = self.predictor.predict([utterance], [context])
         return ModalityResult(
             probs=probs[0],
             t_ns=last,

@@ -1,7 +1,7 @@
-"""The voice stage: voice activity on the new audio, then the voice encoder on recent speech.
+"""The voice stage: voice activity on the new audio, then the voice predictor on recent speech.
 
 Silence makes the voice modality absent (not a confident "neutral"); so does a microphone
-that is reconnecting. While someone speaks, the encoder sees the newest `window_s` seconds.
+that is reconnecting. While someone speaks, the predictor sees the newest `window_s` seconds.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ class VoiceStage(Stage):
         self,
         ring: SampleRing,
         vad,
-        encoder,
+        predictor,
         window_s: float = 2.0,
         speech_ms: float = 300.0,
         available: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ring = ring
         self.vad = vad
-        self.encoder = encoder
+        self.predictor = predictor
         self.window = int(window_s * ring.sample_rate)
         self.speech_ms = speech_ms
         self.available = available
@@ -43,7 +43,7 @@ class VoiceStage(Stage):
             return None  # no new audio since the last tick
         self._last_end = end
         x, t0 = self.ring.latest(self.window)
-        probs, emb = self.encoder.predict(x)
+        probs, emb = self.predictor.predict(x)
         t_newest = t0 + int(len(x) * 1e9 / self.ring.sample_rate)
         return ModalityResult(
             probs=probs[0],
@@ -57,7 +57,7 @@ class VoiceStage(Stage):
         import numpy as np
 
         for _ in range(3):
-            self.encoder.predict(np.zeros(self.window, np.float32))
+            self.predictor.predict(np.zeros(self.window, np.float32))
 
     def counters(self) -> dict[str, int]:
         return {"vad_gaps": int(self.vad.gaps)}

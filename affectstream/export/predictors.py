@@ -1,0 +1,164 @@
+"""Opening a model's predictor: the one inference path that `run`, `eval` and `bench` share.
+
+A predictor (`models/<m>/predictor.py`) owns a model's pre- and post-processing and runs over
+any backend. Two ways to open one:
+
+- `open_predictor(name, config)`: what the runtime stages run, from the config's `backend`
+  section and the model's `weights` (on a CPU with backend auto/onnxruntime and no weights or
+  exported folder of the user's, the face model is the shipped int8 one when
+  `config.face.int8_on_cpu`).
+- `open_eval_predictor(name, backend, ...)`: explicit backend name, exported folder, weights
+  and threads, for `eval` and `bench`; `backend="torch"` is the PyTorch reference through
+  `TorchBackend`, so every backend runs the same predictor class as the runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from affectstream.core.config import Config
+
+log = logging.getLogger(__name__)
+
+INT8_FACE = "face.int8.onnx"
+
+
+def weights_dir() -> Path:
+    return Path(str(resources.files("affectstream") / "models" / "weights"))
+
+
+def shipped(name: str) -> Path | None:
+    """A shipped weight file by name, or None when it is not in the package."""
+    p = weights_dir() / name
+    return p if p.is_file() else None
+
+
+def resolve_weights(weights: str | Path | None) -> str | None:
+    """None for the shipped default; a bare file name that is not a file here means one of the
+    shipped weight files (e.g. `voice.ensemble3.pt`); anything else is a path."""
+    if not weights:
+        return None
+    p = Path(weights)
+    if not p.exists() and p.parent == Path("."):
+        found = shipped(p.name)
+        if found is not None:
+            return str(found)
+    return str(p)
+
+
+def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = False):
+    """The predictor of model `name` over a loaded `backend`; `weights` (None: the shipped
+    file) supplies what the predictor reads from the weights file (voice window, text spec)."""
+    weights = resolve_weights(weights)
+    if name == "face":
+        from affectstream.models.face.predictor import FacePredictor
+
+        return FacePredictor(backend, tta=tta)
+    if name == "voice":
+        from affectstream.models.voice.encoder import default_weights_path, read_header
+        from affectstream.models.voice.predictor import VoicePredictor
+
+        window_s, mel, meta = read_header(weights or default_weights_path())
+        return VoicePredictor(backend, window_s=window_s, mel=mel, meta=meta)
+    if name == "text":
+        from affectstream.models.text.net import default_weights_path
+        from affectstream.models.text.predictor import TextPredictor, read_header
+
+        spec, info = read_header(weights or default_weights_path())
+        return TextPredictor(backend, spec, info)
+    from affectstream.export import registry
+
+    registry.get(name)  # unknown names: RegistryError naming the known ones
+    raise NotImplementedError(f"model {name!r} has no predictor yet")
+
+
+def open_eval_predictor(
+    name: str,
+    backend: str = "torch",
+    *,
+    onnx_dir: str | Path | None = None,
+    onnx_file: str | Path | None = None,
+    weights: str | Path | None = None,
+    threads: int = 1,
+    device: str = "cpu",
+    tta: bool = False,
+) -> Any:
+    """A predictor on an explicitly named backend ("torch", "onnxruntime", "tensorrt", "auto").
+
+    Args:
+        onnx_dir: folder written by `affectstream export` (None: export into the cache).
+        onnx_file: one ONNX file run by ONNX Runtime on the CPU (e.g. the int8 face model);
+            its signature is read off the file. Overrides `backend` and `onnx_dir`.
+        weights: a weights file or a shipped file's name; None: the shipped weights.
+        threads: CPU threads of the backend.
+    """
+    weights = resolve_weights(weights)
+    if onnx_file is not None:
+        from affectstream.export.onnxrt import OnnxRuntimeBackend
+
+        b = OnnxRuntimeBackend(name, onnx_file, threads=max(1, int(threads))).load()
+    else:
+        from affectstream.export.select import open_backend
+
+        b = open_backend(
+            name,
+            backend,
+            onnx_dir=onnx_dir or None,
+            weights=weights,
+            threads=max(1, int(threads)),
+            device=device,
+        )
+    log.info("%s encoder runs on %s", name, b.name)  # wording tests and users grep for
+    return wrap(name, b, weights, tta=tta)
+
+
+def _int8_face(config: Config) -> Path | None:
+    b = config.backend
+    int8 = shipped(INT8_FACE)
+    if (
+        config.face.int8_on_cpu
+        and not config.face.weights
+        and not b.onnx_dir  # exported files named by the user come first
+        and b.device == "cpu"
+        and b.name in ("auto", "onnxruntime")
+    ):
+        return int8
+    return None
+
+
+def open_predictor(name: str, config: Config) -> Any:
+    """The predictor the runtime stage of model `name` runs, as the config says."""
+    b = config.backend
+    if name == "face":
+        int8 = _int8_face(config)
+        if int8 is not None:
+            log.info("face encoder runs on onnxruntime (shipped int8 model)")
+            return open_eval_predictor("face", onnx_file=int8, threads=b.threads)
+    weights = getattr(getattr(config, name, None), "weights", "") or None
+    return open_eval_predictor(
+        name,
+        b.name,
+        onnx_dir=b.onnx_dir or None,
+        weights=weights,
+        threads=b.threads,
+        device=b.device,
+    )
+
+
+def module_predictor(
+    name: str, module: Any, threads: int | None = None, weights: str | Path | None = None
+) -> Any:
+    """The predictor over an in-memory torch module (a model just trained, in eval mode),
+    through the PyTorch reference backend: training scores the same code path as `eval`."""
+    from affectstream.export import registry
+    from affectstream.export.torch_backend import TorchBackend
+
+    entry = registry.get(name)
+    module = module.eval()
+    b = TorchBackend(
+        name, entry.signature(module), lambda: module, threads=threads, paddable=entry.paddable
+    ).load()
+    return wrap(name, b, weights)
