@@ -6,17 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from affectstream.core.labels import MODALITIES
 from affectstream.core.messages import Estimate
-
-
-def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float | None]:
-    if not values:
-        return {f"p{q}": None for q in qs}
-    a = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": round(float(np.percentile(a, q)), 2) for q in qs}
+from affectstream.core.stats import percentiles
 
 
 @dataclass
