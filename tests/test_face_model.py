@@ -8,6 +8,7 @@ import torch
 from conftest import DATA
 
 from affectstream.core.labels import LABELS
+from affectstream.export.onnxrt import OnnxRuntimeBackend
 from affectstream.export.predictors import module_predictor, open_eval_predictor
 from affectstream.models.face.data import load_fer
 from affectstream.models.face.encoder import FaceEncoder, WeightsError, load_checkpoint
@@ -117,12 +118,12 @@ def test_flip_tta_is_the_mean_of_both_views(predictor, public):
 
 
 def test_onnx_export_matches_torch(encoder, tmp_path, public):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     path = encoder.export_onnx(tmp_path / "face.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = to_input(public.images[:6])
-    logits, emb = sess.run(["logits", "embedding"], {"x": x})
+    out = OnnxRuntimeBackend("face", path).load().infer({"x": x})
+    logits, emb = out["logits"], out["embedding"]
     with torch.inference_mode():
         ref_logits, ref_emb = encoder.model(torch.from_numpy(x))
     np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=1e-3, atol=1e-3)

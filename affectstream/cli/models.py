@@ -32,7 +32,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         type=_names,
         default=None,
         metavar="LIST",
-        help="comma-separated models (default: all available)",
+        help="comma-separated models (default: all)",
     )
     p.add_argument(
         "--backends",
