@@ -11,9 +11,10 @@ config and inputs, iterate `estimates()`, stop it. Missing inputs are ordinary s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from affectstream.core.clock import now_ns
 from affectstream.core.config import Config
@@ -46,14 +47,21 @@ class Inputs:
     no_audio: bool = False
     transcribe: bool = True
     realtime: bool = True
+    loop: bool = False  # start files again at their end (benchmarks, soak runs)
 
 
 class AffectStream:
     """Build with `AffectStream(config, Inputs(...))`, then `for est in s.estimates(): ...`."""
 
-    def __init__(self, config: Config, inputs: Inputs) -> None:
+    def __init__(
+        self, config: Config, inputs: Inputs, predictors: Mapping[str, Any] | None = None
+    ) -> None:
+        """`predictors`: models already open (`export.predictors.open_predictor`), by name,
+        shared with other streams in the process (server sessions, `bench pipeline`); the
+        others are opened from `config`."""
         self.config = config
         self.inputs = inputs
+        self.predictors = dict(predictors or {})
         self.sources: list[Source] = []
         self.video_ring: RingBuffer[VideoFrame] | None = None
         self.audio_ring: SampleRing | None = None
@@ -123,17 +131,18 @@ class AffectStream:
             self.video_source.open()  # a missing camera fails before models load
         elif inp.video is not None or inp.media is not None:
             path = inp.video if inp.video is not None else inp.media
-            self.video_source = VideoFileSource(path, self.video_ring, realtime=inp.realtime)
+            self.video_source = VideoFileSource(
+                path, self.video_ring, realtime=inp.realtime, loop=inp.loop
+            )
             self.video_source.open()  # a missing or corrupt file fails here, not later
         else:
             self.video_source = PushVideoSource(self.video_ring)
         self.sources.append(self.video_source)
         if cfg.face.enabled:
-            from affectstream.export.predictors import open_predictor
             from affectstream.models.face.detect import FaceTracker
             from affectstream.realtime.stages.face import FaceStage
 
-            predictor = open_predictor("face", cfg)
+            predictor = self._predictor("face")
             self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), predictor))
 
     def _build_audio(self) -> None:
@@ -148,7 +157,7 @@ class AffectStream:
 
             path = inp.audio if inp.audio is not None else inp.media
             self.audio_source = AudioFileSource(
-                path, self.audio_ring, cfg.audio, realtime=inp.realtime
+                path, self.audio_ring, cfg.audio, realtime=inp.realtime, loop=inp.loop
             )
             self.audio_source.open()
         else:
@@ -159,13 +168,12 @@ class AffectStream:
         # one VAD for the stream: the voice stage and the transcriber read the same frames
         vad = None
         if cfg.voice.enabled:
-            from affectstream.export.predictors import open_predictor
             from affectstream.models.stt.vad import VoiceActivity
             from affectstream.realtime.stages.voice import VoiceStage
 
             history_s = max(60.0, cfg.audio.ring_seconds + 1.0)  # all the transcriber can read
             vad = VoiceActivity(threshold=cfg.voice.vad_threshold, history_s=history_s)
-            predictor = open_predictor("voice", cfg)
+            predictor = self._predictor("voice")
             src = self.audio_source
             self.stages.append(
                 VoiceStage(
@@ -189,12 +197,19 @@ class AffectStream:
         self.transcriber.open()  # a missing model fails here, before any thread starts
         self.sources.append(self.transcriber)
         if cfg.text.enabled:
-            from affectstream.export.predictors import open_predictor
             from affectstream.realtime.stages.text import TextStage
 
             self.stages.append(
-                TextStage(self.transcriber, open_predictor("text", cfg), cfg.transcriber.context_s)
+                TextStage(self.transcriber, self._predictor("text"), cfg.transcriber.context_s)
             )
+
+    def _predictor(self, name: str):
+        """The shared predictor of `name` if the host gave one, else one opened here."""
+        if name not in self.predictors:
+            from affectstream.export.predictors import open_predictor
+
+            self.predictors[name] = open_predictor(name, self.config)
+        return self.predictors[name]
 
     def _source_counters(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -260,6 +275,9 @@ class AffectStream:
     def close(self) -> None:
         for s in self.sources:
             s.stop()
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None:
+            pipeline.close()
 
     def estimates(self) -> Iterator[Estimate]:
         """Start the sources, yield one estimate per tick until the inputs end or stop()."""

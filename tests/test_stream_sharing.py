@@ -1,0 +1,38 @@
+"""Streams in one process share the models they are given (server sessions, bench pipeline)."""
+
+from __future__ import annotations
+
+from affectstream import AffectStream, Inputs, load_config
+
+
+def _face_present(stream, seconds):
+    seen = []
+    for est in stream.estimates():
+        seen.append(est.present["face"])
+        if est.t >= seconds:
+            stream.stop()
+    return seen
+
+
+def test_two_streams_share_one_set_of_predictors(megamind):
+    config = load_config()
+    first = AffectStream(config, Inputs(media=megamind, realtime=False, transcribe=False))
+    shared = dict(first.predictors)
+    assert set(shared) == {"face", "voice"}
+    second = AffectStream(
+        config, Inputs(media=megamind, realtime=False, transcribe=False), predictors=shared
+    )
+    assert all(second.predictors[m] is shared[m] for m in shared)
+    stage = {s.name: s for s in second.stages}
+    assert stage["face"].predictor is shared["face"]
+    a, b = _face_present(first, 3.0), _face_present(second, 3.0)
+    assert sum(a) > len(a) / 2 and sum(b) > len(b) / 2  # both see the face with one model
+
+
+def test_looped_media_runs_past_the_end_of_the_file(megamind):
+    config = load_config()
+    stream = AffectStream(
+        config, Inputs(media=megamind, realtime=False, transcribe=False, loop=True)
+    )
+    seen = _face_present(stream, 14.0)  # the file is 11.3 s long
+    assert len(seen) >= 140 and sum(seen[-20:]) > 10  # still ticking, and on the face again
