@@ -1,10 +1,10 @@
-"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio)."""
+"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio, pipeline)."""
 
 from __future__ import annotations
 
 import argparse
 
-from affectstream.cli import bench_audio, face, models, stt, text, voice
+from affectstream.cli import bench_audio, bench_pipeline, face, models, stt, text, voice
 
 # bench target -> module providing add_bench_arguments / run_bench
 TARGETS = {
@@ -14,6 +14,7 @@ TARGETS = {
     "stt": stt,
     "models": models,
     "audio": bench_audio,
+    "pipeline": bench_pipeline,
 }
 
 

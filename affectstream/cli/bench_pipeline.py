@@ -1,0 +1,174 @@
+"""`affectstream bench pipeline`: the whole pipeline at real pace (bench/pipeline.py), as
+tables, JSON and a plot.
+
+The media default is the checkout's `../shared/media/Megamind.avi` (resolved when the command
+runs); the file is looped for as long as `--seconds` asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from affectstream.cli.args import add_backend_arguments, apply_backend_arguments, write_json
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"stream counts must be >= 1, got {text!r}")
+    return values
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--media",
+        type=Path,
+        help="video with an audio track, looped (default: the checkout's "
+        "../shared/media/Megamind.avi, resolved when the command runs)",
+    )
+    p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="per run (60)")
+    p.add_argument(
+        "--streams",
+        type=_counts,
+        default=[1],
+        metavar="LIST",
+        help="stream counts to run, e.g. 1,2,4: that many streams in one process sharing "
+        "the models (default 1)",
+    )
+    p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        default=150.0,
+        metavar="MS",
+        help="p99 estimate age a stream count must keep to count as sustained (150)",
+    )
+    p.add_argument(
+        "--no-transcribe", action="store_true", help="no speech-to-text, no text modality"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    add_backend_arguments(p)
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    p.add_argument("--plot", metavar="OUT.png", help="latency over time and CDF per stage")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from affectstream.bench import pipeline
+    from affectstream.cli.defaults import shared_dir
+    from affectstream.core.config import load_config
+    from affectstream.core.errors import UsageError
+
+    media = args.media or shared_dir() / "media" / "Megamind.avi"
+    if not Path(media).is_file():
+        raise UsageError(f"--media: file not found: {media}")
+    if args.seconds <= 0:
+        raise UsageError(f"--seconds must be positive, got {args.seconds}")
+    config = load_config(args.config)
+    apply_backend_arguments(config, args)
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise UsageError(f"--rate must be positive, got {args.rate}")
+        config.scheduler.rate_hz = args.rate
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks = {
+            n: bar.add_task(f"{n} stream{'s' * (n > 1)}", total=args.seconds) for n in args.streams
+        }
+
+        def progress(n: int, done_s: float) -> None:
+            bar.update(tasks[n], completed=done_s)
+
+        result = pipeline.measure(
+            config,
+            media,
+            args.seconds,
+            streams=args.streams,
+            budget_ms=args.budget_ms,
+            transcribe=not args.no_transcribe,
+            progress=progress,
+        )
+    out = Console()
+    out.print(header_text(result))
+    out.print(stages_table(result))
+    if len(args.streams) > 1 or args.streams != [1]:
+        out.print(streams_table(result))
+    write_json(args.json, result)
+    if args.plot:
+        pipeline.plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def header_text(result: dict) -> str:
+    m = result["machine"]
+    backends = ", ".join(f"{k}={v}" for k, v in m.get("backends", {}).items())
+    return (
+        f"bench pipeline: {result['media']} for {result['seconds']:g} s at "
+        f"{result['rate_hz']:g} Hz\n{m['cpu']}, {m['cores']} cores, device {m['device']}"
+        f"{', ' + m['gpu'] if m.get('gpu') else ''}; backends {backends or m['backend']}\n"
+        f"python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
+        f"ctranslate2 {m['ctranslate2']}"
+    )
+
+
+def stages_table(result: dict):
+    from rich.table import Table
+
+    p = result["pipeline"]
+    res = p["resources"]
+    t = Table(
+        title=(
+            f"{p['estimates']} estimates ({p['estimate_rate_hz']:.2f} Hz), "
+            f"{p['tick_overruns']} overruns, {p['ticks_skipped']} skipped ticks; "
+            f"CPU {res['cpu_percent']['p50']}% (p50), RSS max {res['rss_mb']['max']} MB"
+        )
+    )
+    for col in ("ms", "p50", "p95", "p99", "max"):
+        t.add_column(col, justify="left" if col == "ms" else "right")
+    for name, s in p["stages_ms"].items():
+        t.add_row(f"stage {name}", *(_fmt(s[k]) for k in ("p50", "p95", "p99", "max")))
+    for m, a in p["age_ms"].items():
+        present = p["present_fraction"][m]
+        t.add_row(
+            f"age {m} ({present:.0%} present)", *(_fmt(a[k]) for k in ("p50", "p95", "p99", "max"))
+        )
+    nonzero = {k: v for k, v in p["dropped"].items() if v}
+    t.caption = "drops: " + (", ".join(f"{k}={v}" for k, v in nonzero.items()) or "none")
+    return t
+
+
+def streams_table(result: dict):
+    from rich.table import Table
+
+    t = Table(
+        title=f"streams sharing the models (budget: p99 age <= {result['budget_ms']:g} ms; "
+        f"largest within it: {result['max_streams_within_budget']})"
+    )
+    cols = ("streams", "tick p99 ms", "age p99 ms", "rate Hz", "CPU % p50", "RSS max MB")
+    for col in cols:
+        t.add_column(col, justify="right")
+    for r in result["streams"]:
+        t.add_row(
+            str(r["streams"]),
+            _fmt(r["tick_p99_ms"]),
+            _fmt(r["age_p99_ms"]),
+            f"{r['estimate_rate_hz']:.2f}",
+            _fmt(r["cpu_percent_p50"]),
+            _fmt(r["rss_mb_max"]),
+        )
+    return t
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.1f}"

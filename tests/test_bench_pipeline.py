@@ -1,0 +1,76 @@
+"""`affectstream bench pipeline` through the real CLI: tables, JSON and the plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_path):
+    out, png = tmp_path / "p.json", tmp_path / "p.png"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "affectstream",
+            "bench",
+            "pipeline",
+            "--media",
+            str(megamind),
+            "--seconds",
+            "3",
+            "--streams",
+            "1,2",
+            "--no-transcribe",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "stage face" in r.stdout and "streams sharing the models" in r.stdout
+    d = json.loads(out.read_text())
+    m = d["machine"]
+    assert m["cores"] >= 1 and m["cpu"] and m["backends"]["face"] in ("onnxruntime", "torch")
+    p = d["pipeline"]
+    assert {"face", "voice", "fusion", "total"} <= set(p["stages_ms"])
+    for s in p["stages_ms"].values():
+        assert s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
+    assert p["age_ms"]["face"]["p50"] is not None and p["present_fraction"]["face"] > 0.5
+    assert p["age_ms"]["text"]["p50"] is None  # --no-transcribe: no words
+    assert p["estimates"] >= 20 and 5 < p["estimate_rate_hz"] < 12
+    assert p["resources"]["rss_mb"]["max"] > 100
+    assert [row["streams"] for row in d["streams"]] == [1, 2]
+    for row in d["streams"]:
+        assert row["age_p99_ms"] > 0 and row["tick_p99_ms"] > 0 and row["cpu_percent_p50"] >= 0
+    assert d["max_streams_within_budget"] in (0, 1, 2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--streams", "0"], "stream counts must be >= 1"),
+        (["--seconds", "0"], "--seconds must be positive"),
+        (["--media", "/nonexistent.avi"], "--media: file not found"),
+    ],
+)
+def test_bench_pipeline_usage_errors(args, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "affectstream", "bench", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert r.returncode == 2 and message in r.stderr
