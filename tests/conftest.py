@@ -31,3 +31,16 @@ def megamind() -> Path:
     if not p.exists():
         pytest.skip(f"test media missing: {p}")
     return p
+
+
+@pytest.fixture(scope="session")
+def exported_dir(tmp_path_factory) -> Path:
+    """`affectstream export --out DIR` of every model, run once and shared (about 18 s)."""
+    import torch
+
+    from affectstream.cli.main import main
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("onnx")
+    assert main(["export", "--out", str(out), "--models", "face,voice,text"]) == 0
+    return out

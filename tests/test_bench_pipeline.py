@@ -23,7 +23,7 @@ def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_pat
             "--media",
             str(megamind),
             "--seconds",
-            "3",
+            "2",
             "--streams",
             "1,2",
             "--no-transcribe",
@@ -48,7 +48,7 @@ def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_pat
         assert s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
     assert p["age_ms"]["face"]["p50"] is not None and p["present_fraction"]["face"] > 0.5
     assert p["age_ms"]["text"]["p50"] is None  # --no-transcribe: no words
-    assert p["estimates"] >= 20 and 5 < p["estimate_rate_hz"] < 12
+    assert p["estimates"] >= 12 and 5 < p["estimate_rate_hz"] < 12
     assert p["resources"]["rss_mb"]["max"] > 100
     assert [row["streams"] for row in d["streams"]] == [1, 2]
     for row in d["streams"]:

@@ -28,13 +28,9 @@ MODELS = ["face", "voice", "text"]
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("onnx")
-    assert main(["export", "--out", str(out), "--models", ",".join(MODELS)]) == 0
-    return out
+def onnx_dir(exported_dir):
+    """`affectstream export --out DIR` of every model, once per test session (conftest)."""
+    return exported_dir
 
 
 @pytest.fixture(scope="module")
