@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from affectstream.core.config import ConfigError
-    from affectstream.core.errors import OutputError, SetupError, UsageError
+    from affectstream.core.errors import OutputError, SetupError, UsageError, WeightsError
     from affectstream.export.base import BackendError, InputError
     from affectstream.realtime.sources.base import SourceError
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         OutputError,
         UsageError,
+        WeightsError,
         ConfigError,
         SetupError,
         SourceError,

@@ -14,3 +14,8 @@ class UsageError(Exception):
 class OutputError(RuntimeError):
     """Where results go cannot take more (a full disk, a closed pipe): what was written before
     stays intact, and the message says how much that was."""
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be used (missing, truncated, corrupt, or for another label
+    space); the message names the file."""

@@ -285,12 +285,17 @@ def _finite(r: ModalityResult) -> bool:
 
 
 def _status(st: _StageState, present: bool, stale: dict[str, bool]) -> str:
-    """One word (and a reason) per modality: ok, stale, absent, missing, timeout, error."""
+    """One word and a reason per modality: ok, stale, absent, missing, timeout, error."""
     name = st.stage.name
     if st.status.startswith(("timeout", "error")):
         return st.status
+    problem = st.stage.input_problem()
     if present:
-        return "stale" if stale.get(name) else "ok"
+        if not stale.get(name):
+            return "ok"
+        return f"stale: {problem}" if problem else "stale"
+    if problem:
+        return f"missing: {problem}"
     if st.status == "absent":
         return "absent"
     return "missing: no recent input" if st.last is not None else "missing: no input yet"

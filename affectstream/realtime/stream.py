@@ -143,7 +143,9 @@ class AffectStream:
             from affectstream.realtime.stages.face import FaceStage
 
             predictor = self._predictor("face")
-            self.stages.append(FaceStage(self.video_ring, FaceTracker(cfg.face), predictor))
+            stage = FaceStage(self.video_ring, FaceTracker(cfg.face), predictor)
+            stage.problem = lambda src=self.video_source: source_problem(src)
+            self.stages.append(stage)
 
     def _build_audio(self) -> None:
         cfg, inp = self.config, self.inputs
@@ -184,6 +186,9 @@ class AffectStream:
                     available=lambda: src.status.state is not SourceState.RECONNECTING,
                 )
             )
+        for stage in self.stages:
+            if stage.name == "voice":
+                stage.problem = lambda src=self.audio_source: source_problem(src)
         if inp.transcribe and cfg.transcriber.enabled:
             self._build_words(vad)
 
@@ -199,9 +204,10 @@ class AffectStream:
         if cfg.text.enabled:
             from affectstream.realtime.stages.text import TextStage
 
-            self.stages.append(
-                TextStage(self.transcriber, self._predictor("text"), cfg.transcriber.context_s)
-            )
+            stage = TextStage(self.transcriber, self._predictor("text"), cfg.transcriber.context_s)
+            audio, words = self.audio_source, self.transcriber
+            stage.problem = lambda: source_problem(audio) or words.problem()
+            self.stages.append(stage)
 
     def _predictor(self, name: str):
         """The shared predictor of `name` if the host gave one, else one opened here."""
@@ -304,6 +310,22 @@ class AffectStream:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.close()
+
+
+def source_problem(source: Source | None) -> str:
+    """A source's trouble in words ("" when it runs, or ended as a file does)."""
+    if source is None:
+        return ""
+    st = source.status
+    if st.state is SourceState.RECONNECTING:
+        return (
+            f"{source.name} reconnecting: {st.reason}"
+            if st.reason
+            else f"{source.name} reconnecting"
+        )
+    if st.state is SourceState.FAILED:
+        return f"{source.name} failed: {st.reason}"
+    return ""
 
 
 def _set_torch_threads(n: int) -> None:

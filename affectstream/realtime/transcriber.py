@@ -119,6 +119,11 @@ class Transcriber(Source):
         self._last_input_ns = 0  # when new audio last arrived
         self.busy_s = 0.0  # time spent in decoding steps
         self.max_behind_s = 0.0
+        self.errors = 0  # decoding steps that raised (the utterance was dropped, not the stream)
+        self.last_error = ""
+        self._last_error_ns = 0
+        self._step_started_ns = 0  # 0 when no decoding step is running
+        self.stall_s = 10.0  # a step running longer than this is reported as a stall
 
     # -- lifecycle ----------------------------------------------------------------------
     def open(self) -> None:
@@ -235,10 +240,35 @@ class Transcriber(Source):
             self._timed(online.finish)
 
     def _timed(self, fn) -> None:
-        t0 = now_ns()
-        segs = fn()
-        self.busy_s += (now_ns() - t0) / 1e9
+        """Run one decoding step. A step that raises drops its utterance, is counted and
+        reported (`problem`), and the transcriber goes on with the audio after it."""
+        t0 = self._step_started_ns = now_ns()
+        try:
+            segs = fn()
+        except Exception as e:  # a decoder failure must not end the words for good
+            self.errors += 1
+            self.last_error = f"{type(e).__name__}: {e}"[:200]
+            self._last_error_ns = now_ns()
+            log.warning("transcriber step failed (%s); dropping the utterance", self.last_error)
+            segs = self._online.abandon()
+        finally:
+            self._step_started_ns = 0
+            self.busy_s += (now_ns() - t0) / 1e9
         self._publish(segs)
+
+    def problem(self) -> str:
+        """What is wrong with the words right now, for the text modality's status ("" if
+        nothing): a failed transcriber, a decoding step that raised in the last few seconds,
+        or one that has run for longer than `stall_s`."""
+        st = self.status
+        if st.state is SourceState.FAILED:
+            return f"transcriber failed: {st.reason}"
+        started = self._step_started_ns
+        if started and (now_ns() - started) / 1e9 > self.stall_s:
+            return f"transcriber stalled: decoding for {(now_ns() - started) / 1e9:.0f} s"
+        if self._last_error_ns and now_ns() - self._last_error_ns < 5e9:
+            return f"transcriber error: {self.last_error}"
+        return ""
 
     def _publish(self, segs: list[TranscriptSegment]) -> None:
         for s in segs:
@@ -280,7 +310,7 @@ class Transcriber(Source):
     def counters(self) -> dict[str, int]:
         """Drop counters in the scheduler's format (`Pipeline.counters`)."""
         s = self._online.stats if self._online is not None else None
-        return {"transcriber_skips": s.skips if s else 0}
+        return {"transcriber_skips": s.skips if s else 0, "transcriber_errors": self.errors}
 
 
 __all__ = ["Transcriber", "TranscriberStatus", "load_decoder", "stream_options", "SourceError"]

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import torch
 
+from affectstream.core.errors import WeightsError
 from affectstream.core.labels import LABELS
 from affectstream.models.face.net import INPUT_SIZE, FaceNet, FaceNetSpec, fuse_for_inference
 from affectstream.models.face.predictor import INPUT, OUTPUTS
 
 log = logging.getLogger(__name__)
-
-
-class WeightsError(ValueError):
-    """A weight file that cannot be used (missing, corrupt, or for another label space)."""
 
 
 def default_weights_path() -> Path:

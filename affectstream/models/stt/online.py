@@ -265,6 +265,18 @@ class OnlineTranscriber:
         self._reset_stream(index)
         return out
 
+    def abandon(self) -> list[TranscriptSegment]:
+        """Drop the open utterance (its decoding failed) and go on from the audio after it.
+
+        Words already committed stay; the partial is cleared. Returns a clearing partial.
+        """
+        out = self._clear_partial()
+        if self._span_words:
+            self._last_end = self._span_words[-1].end
+            self._context.extend(w.text for w in self._span_words)
+        self._reset_stream(self.end)
+        return out
+
     def _decode(self, final: bool) -> list[HypWord]:
         # trailing silence invites whisper to repeat itself: decode up to shortly after the
         # last voiced window; the zero padding then tells the model where speech ended

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from affectstream.core.errors import WeightsError
 from affectstream.core.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -176,9 +177,12 @@ def load_net(
     path = Path(path) if path else default_weights_path()
     if not path.exists():
         raise FileNotFoundError(f"text weights not found: {path}")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises its own types for a truncated or foreign file
+        raise WeightsError(f"text weights {path} unreadable: {type(e).__name__}: {e}") from None
     if "spec" not in meta:
         raise ValueError(f"{path} is not a text-encoder weights file (no spec metadata)")
     labels = json.loads(meta.get("labels", "[]"))

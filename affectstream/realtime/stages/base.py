@@ -8,6 +8,7 @@ input says the modality is not there right now (silence, no words).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,9 +32,18 @@ ABSENT = _Absent()
 
 
 class Stage:
-    """One modality's work per tick. Subclasses set `name` and implement `run`."""
+    """One modality's work per tick. Subclasses set `name` and implement `run`.
+
+    `problem`, when the stream sets it, says what is wrong with the stage's input right now
+    ("" when nothing is: a camera reconnecting, a transcriber that failed or stalls); the
+    estimate's `status` gives it as the reason a modality is missing or stale.
+    """
 
     name = "stage"
+    problem: Callable[[], str] | None = None
+
+    def input_problem(self) -> str:
+        return self.problem() if self.problem is not None else ""
 
     def run(self, now_ns: int) -> ModalityResult | _Absent | None:  # pragma: no cover
         raise NotImplementedError
