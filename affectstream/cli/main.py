@@ -13,7 +13,19 @@ import argparse
 import logging
 import sys
 
-from affectstream.cli import bench, devices, export, face, run, serve, stt, text, transcribe, voice
+from affectstream.cli import (
+    bench,
+    devices,
+    export,
+    face,
+    run,
+    serve,
+    soak,
+    stt,
+    text,
+    transcribe,
+    voice,
+)
 
 COMMANDS = {
     "run": run,
@@ -22,6 +34,7 @@ COMMANDS = {
     "export": export,
     "serve": serve,
     "bench": bench,
+    "soak": soak,
 }
 TRAIN = {"face": face, "voice": voice, "text": text}
 EVAL = {"face": face, "voice": voice, "text": text, "stt": stt}

@@ -1,0 +1,42 @@
+"""`affectstream soak` through the real CLI, short: the record a long run is judged by."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_soak_with_a_cpu_hog_reports_memory_rate_and_drops(megamind, tmp_path):
+    out, png = tmp_path / "soak.json", tmp_path / "soak.png"
+    cmd = [sys.executable, "-m", "affectstream", "soak", "--media", str(megamind)]
+    cmd += ["--minutes", "0.15", "--cpu-hog", "1", "--sample-s", "1", "--no-transcribe"]
+    cmd += ["--json", str(out), "--plot", str(png)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "RSS growth after warm-up" in r.stdout
+    d = json.loads(out.read_text())
+    assert d["cpu_hogs"] == 1 and d["minutes"] == 0.15
+    assert d["estimates"] >= 60  # 9 s at 10 Hz: it degrades by skipping, not by stopping
+    assert abs(d["rate_error_percent"]) < 10
+    assert (
+        d["rss_mb"]["after_warmup"] > 100 and d["rss_mb"]["growth_percent_after_warmup"] is not None
+    )
+    assert len(d["memory"]) >= 5 and all(m["rss_mb"] > 0 for m in d["memory"])
+    assert d["tick_ms"]["p50"] <= d["tick_ms"]["p99"] <= d["tick_ms"]["max"]
+    assert d["age_ms"]["face"]["p50"] is not None and d["age_ms"]["text"]["p50"] is None
+    assert "ticks_skipped" in d["dropped"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_soak_usage_errors():
+    r = subprocess.run(
+        [sys.executable, "-m", "affectstream", "soak", "--minutes", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert r.returncode == 2 and "--minutes" in r.stderr
