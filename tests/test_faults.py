@@ -16,7 +16,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from audio_fixtures import read_speech, speech_files
+from audio_fixtures import (  # noqa: F401 (pulse_mic_fixture: the pulse_mic fixture)
+    pulse_mic_fixture,
+    read_speech,
+    speech_files,
+)
 
 from affectstream import AffectStream, Inputs, load_config
 from affectstream.export.predictors import open_predictor
@@ -242,3 +246,46 @@ def test_corrupt_or_truncated_weights_are_one_line_naming_the_file(tmp_path, meg
         assert r.returncode == 2, (model, r.stderr[-1500:])
         assert "Traceback" not in r.stderr, (model, r.stderr[-1500:])
         assert lines[-1].startswith("affectstream: error:") and str(bad) in lines[-1], lines[-1]
+
+
+def test_microphone_that_vanishes_and_comes_back(pulse_mic):
+    """The PulseAudio server behind the microphone dies mid-run and is started again: the
+    voice goes missing with the reason, the stream ticks on, and the voice comes back."""
+    config = load_config()
+    config.audio.reconnect_initial_s = 0.2
+    config.audio.reconnect_max_s = 0.4
+    config.audio.stall_timeout_s = 1.0
+    stream = AffectStream(
+        config, Inputs(use_mic=True, mic="pulse", transcribe=False, no_video=True)
+    )
+    speech = sorted((read_speech(f) for f in speech_files()), key=len)[0]  # 3 s
+    ests: list = []
+    phase = {"killed": None, "back": None}
+
+    def drive():
+        pulse_mic.feed(speech)
+        time.sleep(3.5)
+        pulse_mic.kill()
+        phase["killed"] = len(ests)
+        time.sleep(2.5)
+        pulse_mic.start()
+        time.sleep(1.0)
+        phase["back"] = len(ests)
+        pulse_mic.feed(np.concatenate([speech, speech]))
+
+    driver = threading.Thread(target=drive, daemon=True)
+    for est in stream.estimates():
+        ests.append(est)
+        if est.tick == 0:
+            driver.start()
+        if est.t >= 14.0:
+            stream.stop()
+    driver.join(10)
+    status = _statuses(ests, "voice")
+    k, b = phase["killed"], phase["back"]
+    assert any(e.present["voice"] for e in ests[:k]), status[:k]
+    gone = [s for s in status[k:b] if s.startswith("missing: microphone reconnecting")]
+    assert gone, status[k:b]
+    assert any(e.present["voice"] for e in ests[b:]), status[b:]  # it came back
+    gaps = np.diff([e.t for e in ests])
+    assert np.max(gaps) < 1.0  # the tick never waited for the device

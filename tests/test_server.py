@@ -348,3 +348,44 @@ def test_port_in_use_is_a_one_line_error():
     assert r.returncode == 2
     assert f"cannot serve on 127.0.0.1:{port}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_client_that_vanishes_mid_message_leaves_the_others_untouched(push_server):
+    """A raw socket completes the handshake, starts a 1 MB binary frame, sends 100 bytes of
+    it and disappears. The server drops that session; a second client, connected before and
+    still there after, keeps receiving estimates."""
+    import base64
+    import os
+    import socket
+
+    async def scenario():
+        async with connect(f"ws://127.0.0.1:{push_server.port}") as ws:
+            before = [m for m in await collect(ws, 1.0) if is_estimate(m)]
+            sock = socket.create_connection(("127.0.0.1", push_server.port), timeout=5)
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(
+                (
+                    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            assert b"101" in sock.recv(4096).split(b"\r\n")[0]
+            await asyncio.sleep(0.3)
+            clients_with_raw = len(push_server.clients)
+            # FIN + binary opcode, masked, 64-bit length 1 MB; then only 100 bytes of it
+            header = bytes([0x82, 0x80 | 127]) + (1 << 20).to_bytes(8, "big") + os.urandom(4)
+            sock.sendall(header + b"\x01" + os.urandom(99))
+            sock.close()  # gone mid-message
+            await asyncio.sleep(0.5)
+            after = [m for m in await collect(ws, 1.5) if is_estimate(m)]
+            return before, clients_with_raw, after
+
+    before, clients_with_raw, after = asyncio.run(scenario())
+    assert before and after, "the connected client stopped receiving estimates"
+    assert clients_with_raw == 2
+    assert after[-1]["tick"] > before[-1]["tick"]
+    deadline = time.monotonic() + 5
+    while len(push_server.clients) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the second client has closed too; the vanished one is gone
+    assert len(push_server.clients) == 0
