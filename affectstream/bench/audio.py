@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
+
 
 def _speech(path: Path) -> np.ndarray:
     """One speech file, or every `librivox/*.wav` under a folder, decoded at 16 kHz."""
@@ -26,7 +28,7 @@ def _speech(path: Path) -> np.ndarray:
         raise UsageError(f"no speech found in {path}; pass --audio FILE")
     parts = []
     for f in files:
-        ring = SampleRing(600, 16000)
+        ring = SampleRing(600, MODEL_SAMPLE_RATE)
         try:
             src = AudioFileSource(f, ring, realtime=False).begin(0)
         except SourceError as e:
@@ -58,43 +60,43 @@ def measure(speech: Path, media: Path, tick_ms: float = 100.0, repeat: int = 3) 
     x = _speech(speech)
     rows: dict[str, dict] = {}
 
-    tick = int(16000 * tick_ms / 1000)
+    tick = int(MODEL_SAMPLE_RATE * tick_ms / 1000)
     vad, t = VoiceActivity(), []
     for r in range(repeat):
         vad.reset()
         for i in range(0, len(x) - tick + 1, tick):
             t0 = time.perf_counter()
-            vad.feed(x[i : i + tick], t_ns=(r * len(x) + i) * 62_500)
+            vad.feed(x[i : i + tick], t_ns=(r * len(x) + i) * 1_000_000_000 // MODEL_SAMPLE_RATE)
             t.append(time.perf_counter() - t0)
     rows[f"vad: one {tick_ms:g} ms tick"] = _stats(t)
 
     for rate in (48000, 44100):
-        at_rate = StreamResampler(16000, rate).process(x)
+        at_rate = StreamResampler(MODEL_SAMPLE_RATE, rate).process(x)
         block = rate // 50
-        res, t = StreamResampler(rate, 16000), []
+        res, t = StreamResampler(rate, MODEL_SAMPLE_RATE), []
         for _ in range(repeat):
             for i in range(0, len(at_rate) - block + 1, block):
                 t0 = time.perf_counter()
                 res.process(at_rate[i : i + block])
                 t.append(time.perf_counter() - t0)
-        rows[f"resample {rate} -> 16000 Hz: one 20 ms block"] = _stats(t)
+        rows[f"resample {rate} -> {MODEL_SAMPLE_RATE} Hz: one 20 ms block"] = _stats(t)
 
-    ring = SampleRing(10, 16000)
+    ring = SampleRing(10, MODEL_SAMPLE_RATE)
     push, t = PushAudioSource(ring).start(), []
     x16 = (x * 32767).astype(np.int16)
     for _ in range(repeat):
         for i in range(0, len(x16) - 320 + 1, 320):
             t0 = time.perf_counter()
-            push.push(x16[i : i + 320], t_ns=i * 62_500)
+            push.push(x16[i : i + 320], t_ns=i * 1_000_000_000 // MODEL_SAMPLE_RATE)
             t.append(time.perf_counter() - t0)
     rows["push int16 16 kHz: one 20 ms block"] = _stats(t)
 
     t0 = time.perf_counter()
-    src = AudioFileSource(media, SampleRing(600, 16000), realtime=False).begin(0)
+    src = AudioFileSource(media, SampleRing(600, MODEL_SAMPLE_RATE), realtime=False).begin(0)
     while not src.done:
         src.read_until(10**18)
     el = time.perf_counter() - t0
-    audio_s = src.samples_written / 16000
+    audio_s = src.samples_written / MODEL_SAMPLE_RATE
     rows[f"decode {Path(media).name}"] = {
         "calls": 1,
         "median_ms": el * 1e3,
@@ -104,7 +106,7 @@ def measure(speech: Path, media: Path, tick_ms: float = 100.0, repeat: int = 3) 
 
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "speech_s": len(x) / 16000,
+        "speech_s": len(x) / MODEL_SAMPLE_RATE,
         "repeat": repeat,
         "results": rows,
     }

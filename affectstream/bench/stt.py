@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.models.stt.guards import count_loops
 from affectstream.models.stt.local_agreement import join_words
 from affectstream.models.stt.wer import WordErrors, read_transcripts, word_errors
@@ -24,7 +25,6 @@ from affectstream.realtime.transcribe_file import StreamRun
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac", ".raw", ".mp3", ".ogg", ".m4a")
 
 
@@ -96,7 +96,7 @@ def measure(run: StreamRun, clips: Clips) -> dict:
     onsets = speech_onsets(clips.audio)
 
     def clip_of(t_ns: int) -> int:
-        idx = (t_ns - run.t0_ns) * SAMPLE_RATE / 1e9
+        idx = (t_ns - run.t0_ns) * MODEL_SAMPLE_RATE / 1e9
         return int(np.searchsorted(bounds, idx, side="right"))
 
     per_clip_words: list[list[str]] = [[] for _ in clips.ids]
@@ -112,7 +112,7 @@ def measure(run: StreamRun, clips: Clips) -> dict:
             continue
         i = min(clip_of(seg.t_end_ns), len(clips.ids) - 1)
         if first_ms[i] is None:
-            onset_ns = run.t0_ns + int((starts[i] + onsets[i]) * 1e9 / SAMPLE_RATE)
+            onset_ns = run.t0_ns + int((starts[i] + onsets[i]) * 1e9 / MODEL_SAMPLE_RATE)
             first_ms[i] = (seg.emitted_ns - onset_ns) / 1e6
 
     total = WordErrors(0, 0, 0, 0)

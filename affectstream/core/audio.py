@@ -24,6 +24,9 @@ from affectstream.core.ringbuffer import SampleRing
 
 log = logging.getLogger(__name__)
 
+MODEL_SAMPLE_RATE = 16000
+"""Hz: the rate Whisper, Silero VAD and the voice CNN read; every audio ring holds samples at it."""
+
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
@@ -64,7 +66,7 @@ class FaceConfig:
 
 @dataclass
 class AudioConfig:
-    sample_rate: int = 16000
+    sample_rate: int = MODEL_SAMPLE_RATE
     block_ms: float = 20.0
     ring_seconds: float = 30.0
     reconnect_initial_s: float = 0.5  # backoff when a microphone disappears ...

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.clock import now_ns
 from affectstream.core.config import TranscriberConfig
 from affectstream.core.messages import TranscriptSegment
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _FEED = 320  # samples per feed in fast mode (20 ms, the audio block size)
 
 
@@ -81,7 +81,7 @@ def _run_fast(audio, decoder, config, on_segment) -> StreamRun:
     step_t0 = [0]
 
     def time_of(i: int) -> int:
-        return int(round(i * 1e9 / SAMPLE_RATE))
+        return int(round(i * 1e9 / MODEL_SAMPLE_RATE))
 
     online: OnlineTranscriber | None = None
 
@@ -113,7 +113,7 @@ def _run_fast(audio, decoder, config, on_segment) -> StreamRun:
     return StreamRun(
         segments,
         0,
-        len(audio) / SAMPLE_RATE,
+        len(audio) / MODEL_SAMPLE_RATE,
         busy / 1e9,
         (now_ns() - w0) / 1e9,
         online.stats.to_dict(),
@@ -126,7 +126,7 @@ def _run_realtime(audio, decoder, config, on_segment, drain_timeout_s) -> Stream
     from affectstream.realtime.sources.array_replay import ArrayReplay
     from affectstream.realtime.transcriber import Transcriber
 
-    ring = SampleRing(30.0, SAMPLE_RATE)
+    ring = SampleRing(30.0, MODEL_SAMPLE_RATE)
     seg_ring: RingBuffer[TranscriptSegment] = RingBuffer(8192, "transcript")
     reader = seg_ring.reader()
     tr = Transcriber(ring, config, decoder=decoder, segments=seg_ring, from_start=True)
@@ -155,7 +155,7 @@ def _run_realtime(audio, decoder, config, on_segment, drain_timeout_s) -> Stream
     if reader.dropped:
         log.warning("%d transcript segments were overwritten before they were read", reader.dropped)
     last = max((s.emitted_ns for s in segments), default=replay.t0_ns)
-    end_audio = replay.t0_ns + int(len(audio) * 1e9 / SAMPLE_RATE)
+    end_audio = replay.t0_ns + int(len(audio) * 1e9 / MODEL_SAMPLE_RATE)
     snap = tr.snapshot()
     stats = dict(snap.stats)
     stats["replay_late_ms_max"] = round(replay.late_ms_max, 2)
@@ -163,7 +163,7 @@ def _run_realtime(audio, decoder, config, on_segment, drain_timeout_s) -> Stream
     return StreamRun(
         segments,
         replay.t0_ns,
-        len(audio) / SAMPLE_RATE,
+        len(audio) / MODEL_SAMPLE_RATE,
         tr.busy_s,
         (last - replay.t0_ns) / 1e9,
         stats,

@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.clock import now_ns
 from affectstream.core.config import TranscriberConfig
 from affectstream.core.messages import TranscriptSegment, Word
@@ -30,8 +31,6 @@ from affectstream.models.stt.local_agreement import join_words
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 def stream_options(cfg: TranscriberConfig):
@@ -96,9 +95,9 @@ class Transcriber(Source):
         vad=None,
     ) -> None:
         super().__init__()
-        if ring.sample_rate != SAMPLE_RATE:
+        if ring.sample_rate != MODEL_SAMPLE_RATE:
             raise ValueError(
-                f"the transcriber needs a {SAMPLE_RATE} Hz ring, got {ring.sample_rate}"
+                f"the transcriber needs a {MODEL_SAMPLE_RATE} Hz ring, got {ring.sample_rate}"
             )
         self.ring = ring
         self.config = config or TranscriberConfig()
@@ -209,7 +208,7 @@ class Transcriber(Source):
     def _consume(self, now: int) -> None:
         """Read the new audio into the stream, skipping ahead when too far behind."""
         online = self._online
-        sr = SAMPLE_RATE
+        sr = MODEL_SAMPLE_RATE
         written = self.ring.written
         behind = written - self._next
         self.max_behind_s = max(self.max_behind_s, behind / sr)
@@ -304,7 +303,7 @@ class Transcriber(Source):
         stats["busy_s"] = round(self.busy_s, 3)
         stats["max_behind_s"] = round(self.max_behind_s, 3)
         stats["segments_overwritten"] = self.segments.overwritten
-        behind = (self.ring.written - self._next) / SAMPLE_RATE
+        behind = (self.ring.written - self._next) / MODEL_SAMPLE_RATE
         return TranscriberStatus(self.speech_active, behind, stats)
 
     def counters(self) -> dict[str, int]:

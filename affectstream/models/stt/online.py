@@ -29,11 +29,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.messages import TranscriptSegment, Word
 from affectstream.models.stt.guards import guard_words
 from affectstream.models.stt.local_agreement import LocalAgreement, join_words
 from affectstream.models.stt.vad import VadGate, VoiceActivity
-from affectstream.models.stt.whisper_model import SAMPLE_RATE, HypWord, WhisperDecoder
+from affectstream.models.stt.whisper_model import HypWord, WhisperDecoder
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,10 @@ class OnlineTranscriber:
 
         self.decoder = decoder
         self.opt = options or StreamOptions()
-        self.time_of = time_of or (lambda i: int(i * 1e9 / SAMPLE_RATE))
+        self.time_of = time_of or (lambda i: int(i * 1e9 / MODEL_SAMPLE_RATE))
         self.clock = clock or now_ns
         self.stats = StreamStats()
-        sr = SAMPLE_RATE
+        sr = MODEL_SAMPLE_RATE
         self._preroll = int(self.opt.preroll_s * sr)
         self._min_chunk = int(self.opt.min_chunk_s * sr)
         self._first_chunk = int(self.opt.first_chunk_s * sr)
@@ -169,13 +170,14 @@ class OnlineTranscriber:
         evaluated are decided on a later call.
         """
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        for k in range(0, len(x), SAMPLE_RATE):  # a second at a time: any size fits the buffer
-            piece = x[k : k + SAMPLE_RATE]
+        # a second at a time: any size fits the buffer
+        for k in range(0, len(x), MODEL_SAMPLE_RATE):
+            piece = x[k : k + MODEL_SAMPLE_RATE]
             self._make_room(len(piece))
             i = self.end - self._buf_start
             self._buf[i : i + len(piece)] = piece
             self.end += len(piece)
-            self.stats.audio_s += len(piece) / SAMPLE_RATE
+            self.stats.audio_s += len(piece) / MODEL_SAMPLE_RATE
             if self._feed_vad:
                 start = self.end - len(piece)
                 self._vad.feed(piece, self.time_of(start), index=start)
@@ -195,7 +197,7 @@ class OnlineTranscriber:
         if self.active and keep_from > self._span_start:
             log.warning(
                 "stt buffer full: span start moved %.2fs",
-                (keep_from - self._span_start) / SAMPLE_RATE,
+                (keep_from - self._span_start) / MODEL_SAMPLE_RATE,
             )
             self._span_start = keep_from
             self._span_words = [w for w in self._span_words if w.start >= keep_from]
@@ -218,7 +220,7 @@ class OnlineTranscriber:
         # the first decode comes first_chunk_s after the onset, the later ones min_chunk_s apart
         self._last_decode_end = onset - self._min_chunk + self._first_chunk
         self._agree.reset()
-        log.debug("utterance starts at %.2fs", onset / SAMPLE_RATE)
+        log.debug("utterance starts at %.2fs", onset / MODEL_SAMPLE_RATE)
 
     # -- decoding ------------------------------------------------------------------------
     def due(self) -> bool:
@@ -256,7 +258,7 @@ class OnlineTranscriber:
         """
         if index <= self.end:
             return []
-        self.stats.skipped_s += (index - self.end) / SAMPLE_RATE
+        self.stats.skipped_s += (index - self.end) / MODEL_SAMPLE_RATE
         self.stats.skips += 1
         out = self._clear_partial()
         if self._span_words:
@@ -287,7 +289,9 @@ class OnlineTranscriber:
         audio = self._buf[self._span_start - self._buf_start : stop - self._buf_start]
         prefix = [w.text for w in self._span_words]
         prefix_end = (
-            (self._span_words[-1].end - self._span_start) / SAMPLE_RATE if self._span_words else 0.0
+            (self._span_words[-1].end - self._span_start) / MODEL_SAMPLE_RATE
+            if self._span_words
+            else 0.0
         )
         prompt = join_words(self._context) if self.opt.prompt_words > 0 else ""
         hyp = self.decoder.decode(audio, prompt, prefix, prefix_end, final=final)
@@ -296,7 +300,7 @@ class OnlineTranscriber:
         for part, ms in hyp.timings_ms.items():
             self.stats.part_s[part] += ms / 1e3
         self._last_decode_end = self.end
-        voice_end = (voiced_end - self._span_start) / SAMPLE_RATE if voiced_end >= 0 else None
+        voice_end = (voiced_end - self._span_start) / MODEL_SAMPLE_RATE if voiced_end >= 0 else None
         words, reason = guard_words(hyp.words, hyp.duration, prefix_end, prefix, voice_end)
         if reason:
             self.stats.guards[reason] += 1
@@ -347,14 +351,14 @@ class OnlineTranscriber:
             else:
                 nxt = w.end
             gap = max(nxt - w.end, 0)
-            score = (w.text.endswith(_SENTENCE_END), gap > 0.1 * SAMPLE_RATE, w.end)
+            score = (w.text.endswith(_SENTENCE_END), gap > 0.1 * MODEL_SAMPLE_RATE, w.end)
             if best is None or score > best[0]:
                 best = (score, k, w.end + gap // 2)
         _, k, cut = best
         moved = words[: k + 1]
         self._context.extend(w.text for w in moved)
         self._span_words = words[k + 1 :]
-        shift = (cut - self._span_start) / SAMPLE_RATE
+        shift = (cut - self._span_start) / MODEL_SAMPLE_RATE
         self._span_start = cut
         # the tentative words keep span-relative times: shift them to the new span start
         self._agree.previous = [
@@ -363,12 +367,12 @@ class OnlineTranscriber:
         ]
         self._drop_before(cut)
         self.stats.trims += 1
-        log.debug("span trimmed at %.2fs after %r", cut / SAMPLE_RATE, moved[-1].text)
+        log.debug("span trimmed at %.2fs after %r", cut / MODEL_SAMPLE_RATE, moved[-1].text)
         return out
 
     # -- output --------------------------------------------------------------------------
     def _to_index(self, seconds: float) -> int:
-        return self._span_start + int(round(seconds * SAMPLE_RATE))
+        return self._span_start + int(round(seconds * MODEL_SAMPLE_RATE))
 
     def _commit(self, words: list[HypWord]) -> list[TranscriptSegment]:
         if not words:

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
+
 if TYPE_CHECKING:
     from affectstream.core.ringbuffer import SampleRing
 
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 FRAME = 512  # samples per model frame at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous frame the model sees before each frame
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ def silero_session(model_path: str | None = None):
 
 def silero_probs(audio: np.ndarray, model_path: str | None = None) -> np.ndarray:
     """Speech probabilities of every whole frame of `audio` (16 kHz), from a fresh state."""
-    vad = VoiceActivity(history_s=len(audio) / SAMPLE_RATE + 1.0, model_path=model_path)
+    vad = VoiceActivity(history_s=len(audio) / MODEL_SAMPLE_RATE + 1.0, model_path=model_path)
     n = vad.feed(audio, t_ns=0)
     return vad.frame_probs()[1][-n:] if n else np.zeros(0, dtype=np.float32)
 
@@ -123,21 +124,23 @@ class VoiceActivity:
         min_silence_ms: float = 300.0,
         history_s: float = 60.0,
         max_segments: int = 64,
-        sample_rate: int = SAMPLE_RATE,
+        sample_rate: int = MODEL_SAMPLE_RATE,
         model_path: str | None = None,
     ) -> None:
-        if sample_rate != SAMPLE_RATE:
-            raise ValueError(f"VoiceActivity runs at {SAMPLE_RATE} Hz, got {sample_rate} Hz")
+        if sample_rate != MODEL_SAMPLE_RATE:
+            raise ValueError(f"VoiceActivity runs at {MODEL_SAMPLE_RATE} Hz, got {sample_rate} Hz")
         self.threshold = threshold
         self.neg_threshold = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
-        self.min_silence_frames = max(1, int(np.ceil(min_silence_ms / 1000 * SAMPLE_RATE / FRAME)))
+        self.min_silence_frames = max(
+            1, int(np.ceil(min_silence_ms / 1000 * MODEL_SAMPLE_RATE / FRAME))
+        )
         self.sample_rate = sample_rate
-        self.frame_ns = FRAME * 1_000_000_000 // SAMPLE_RATE  # 32 ms
+        self.frame_ns = FRAME * 1_000_000_000 // MODEL_SAMPLE_RATE  # 32 ms
         self._session = silero_session(model_path)
         self._lock = threading.RLock()
 
         # frame history, preallocated: probability, speech decision, start time, start index
-        cap = max(1, int(np.ceil(history_s * SAMPLE_RATE / FRAME)))
+        cap = max(1, int(np.ceil(history_s * MODEL_SAMPLE_RATE / FRAME)))
         self._probs = np.zeros(cap, dtype=np.float32)
         self._speech = np.zeros(cap, dtype=bool)
         self._times = np.zeros(cap, dtype=np.int64)
@@ -200,7 +203,9 @@ class VoiceActivity:
             if index is None:
                 index = self._next_index or 0
                 if self._pending_t_ns is not None:
-                    expected = self._pending_t_ns + self._n_pending * 1_000_000_000 // SAMPLE_RATE
+                    expected = (
+                        self._pending_t_ns + self._n_pending * 1_000_000_000 // MODEL_SAMPLE_RATE
+                    )
                     if abs(t_ns - expected) > 100_000_000:
                         self._gap()
             elif self._next_index is not None and index != self._next_index:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.models.stt.local_agreement import join_words
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _HOP = 160  # mel frames per second = 100
 _MAX_LENGTH = 448  # whisper's decoder context
 _INSTALL_HINT = "install faster-whisper (pip install faster-whisper)"
@@ -197,10 +197,10 @@ class WhisperDecoder:
         tok = self.tokenizer
         fw = self._fw
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        duration = len(audio) / SAMPLE_RATE
+        duration = len(audio) / MODEL_SAMPLE_RATE
         window = opts.window_s if final else opts.partial_window_s
         total = max(window, duration + opts.tail_pad_s)
-        padded = np.zeros(int(total * SAMPLE_RATE), dtype=np.float32)
+        padded = np.zeros(int(total * MODEL_SAMPLE_RATE), dtype=np.float32)
         padded[: len(audio)] = audio
 
         t0 = now_ns()
@@ -263,7 +263,7 @@ class WhisperDecoder:
         """Word times by cross-attention alignment; returns the words after the prefix."""
         from faster_whisper.transcribe import merge_punctuations
 
-        num_frames = int(round(duration * SAMPLE_RATE / _HOP))
+        num_frames = int(round(duration * MODEL_SAMPLE_RATE / _HOP))
         alignment = self._fw.find_alignment(self.tokenizer, [tokens], enc, num_frames)[0]
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         words: list[HypWord] = []

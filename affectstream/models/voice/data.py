@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.labels import LABELS
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".flac", ".wav")
 
 # RAVDESS emotion code -> common label (calm -> neutral).
@@ -114,7 +114,7 @@ def parse_actors(text: str) -> tuple[int, ...]:
     return actors
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = MODEL_SAMPLE_RATE) -> np.ndarray:
     """Decode a file to float32 mono at `sample_rate`; raises DataError if it cannot."""
     import soundfile as sf
 
@@ -133,7 +133,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def speech_span(
-    x: np.ndarray, sample_rate: int = SAMPLE_RATE, floor_db: float = -35.0
+    x: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE, floor_db: float = -35.0
 ) -> tuple[int, int]:
     """[start, end) samples of the part louder than `floor_db` below the loudest 20 ms.
 
@@ -167,7 +167,7 @@ def fit_span(start: int, end: int, length: int, total: int) -> tuple[int, int]:
 
 
 def kept_segment(
-    x: np.ndarray, min_samples: int, margin_s: float = 0.15, sample_rate: int = SAMPLE_RATE
+    x: np.ndarray, min_samples: int, margin_s: float = 0.15, sample_rate: int = MODEL_SAMPLE_RATE
 ) -> tuple[int, int]:
     """[start, end) of the speech plus `margin_s` each side, grown to >= `min_samples`."""
     s, e = speech_span(x, sample_rate)

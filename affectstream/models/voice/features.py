@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
+
 
 @dataclass(frozen=True)
 class MelOptions:
     """Front-end settings; stored inside the weight file and echoed by the model card."""
 
-    sample_rate: int = 16000
+    sample_rate: int = MODEL_SAMPLE_RATE
     n_fft: int = 400  # 25 ms
     hop: int = 160  # 10 ms
     n_mels: int = 64

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.labels import LABELS
 from affectstream.core.numeric import softmax
 
-SAMPLE_RATE = 16000  # Hz: what the front end (models/voice/features.MelOptions) expects
 N_FFT, HOP = 400, 160  # MelOptions defaults: 25 ms frames every 10 ms
 MIN_FRAMES = 16  # the shortest input the CNN can pool over
 # The one minimum input length, 0.175 s: shorter audio is zero-padded at the front. The
@@ -56,7 +56,7 @@ class VoicePredictor:
     """
 
     labels = LABELS
-    sample_rate = SAMPLE_RATE
+    sample_rate = MODEL_SAMPLE_RATE
     min_samples = MIN_SAMPLES
 
     def __init__(

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
+
 from .data import Clip, load_audio
 from .evaluate import clip_windows, scores
 from .features import MelOptions
@@ -44,7 +46,7 @@ class WhisperFeatures:
 
     def log_mel(self, x: np.ndarray, pad_to_30s: bool = False) -> np.ndarray:
         if pad_to_30s:
-            x = np.pad(x, (0, max(0, 16000 * 30 - len(x))))
+            x = np.pad(x, (0, max(0, MODEL_SAMPLE_RATE * 30 - len(x))))
         f = self.fe(x, padding=0)
         n = f.shape[1] - (f.shape[1] % 2)  # the encoder halves the frame rate
         return np.ascontiguousarray(f[:, :n], dtype=np.float32)

@@ -13,21 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
+from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.clock import now_ns
 from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.sources.base import Source, SourceError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-
 
 def _resample(x: np.ndarray, rate: int) -> np.ndarray:
-    if rate == SAMPLE_RATE:
+    if rate == MODEL_SAMPLE_RATE:
         return x
     from affectstream.core.audio import StreamResampler
 
-    r = StreamResampler(rate, SAMPLE_RATE)
+    r = StreamResampler(rate, MODEL_SAMPLE_RATE)
     return np.concatenate([r.process(x), r.flush()]).astype(np.float32)
 
 
@@ -73,7 +72,7 @@ def _decode_av(path: Path) -> np.ndarray:
                     continue
                 for frame in frames:
                     if resampler is None:
-                        resampler = StreamResampler(frame.sample_rate, SAMPLE_RATE)
+                        resampler = StreamResampler(frame.sample_rate, MODEL_SAMPLE_RATE)
                     chunks.append(resampler.process(frame_to_mono(frame)))
             if resampler is not None:
                 chunks.append(resampler.flush())
@@ -86,7 +85,7 @@ def _decode_av(path: Path) -> np.ndarray:
 
 def join_with_pauses(parts: list[np.ndarray], pause_s: float) -> tuple[np.ndarray, list[int]]:
     """Concatenate clips with `pause_s` of silence after each; returns audio and clip starts."""
-    gap = np.zeros(int(round(pause_s * SAMPLE_RATE)), dtype=np.float32)
+    gap = np.zeros(int(round(pause_s * MODEL_SAMPLE_RATE)), dtype=np.float32)
     starts, out, pos = [], [], 0
     for p in parts:
         starts.append(pos)
@@ -110,11 +109,13 @@ class ArrayReplay(Source):
         self, audio: np.ndarray, ring: SampleRing, block_ms: float = 20.0, speed: float = 1.0
     ) -> None:
         super().__init__()
-        if ring.sample_rate != SAMPLE_RATE:
-            raise ValueError(f"replay expects a {SAMPLE_RATE} Hz ring, got {ring.sample_rate}")
+        if ring.sample_rate != MODEL_SAMPLE_RATE:
+            raise ValueError(
+                f"replay expects a {MODEL_SAMPLE_RATE} Hz ring, got {ring.sample_rate}"
+            )
         self.audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         self.ring = ring
-        self.block = max(1, int(round(SAMPLE_RATE * block_ms / 1000)))
+        self.block = max(1, int(round(MODEL_SAMPLE_RATE * block_ms / 1000)))
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.speed = speed  # > 1 replays faster than real time (tests of the backlog bound)
@@ -123,7 +124,7 @@ class ArrayReplay(Source):
         self.late_ms_max = 0.0  # worst lateness of a block write (a busy CPU shows here)
 
     def _t_of(self, index: int) -> int:
-        return self.t0_ns + int(round(index * 1e9 / (SAMPLE_RATE * self.speed)))
+        return self.t0_ns + int(round(index * 1e9 / (MODEL_SAMPLE_RATE * self.speed)))
 
     def start(self) -> ArrayReplay:
         self.t0_ns = now_ns()
