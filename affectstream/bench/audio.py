@@ -1,8 +1,8 @@
 """Benchmark of the audio path: VAD per tick, resampling per block, file decoding, pushes.
 
 `measure` returns the results as a dict; `affectstream bench audio` (cli/bench_audio.py)
-prints them and writes JSON. Per-call times are medians and 95th percentiles over real
-speech (a recording of the project's test media, or any file).
+prints them and writes JSON. Per-call times are `core.stats.latency_ms` records (calls,
+median, p95, p99, max) over real speech (a recording of the project's test media, or any file).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from affectstream.core.audio import MODEL_SAMPLE_RATE
+from affectstream.core.stats import latency_ms
 
 
 def _speech(path: Path) -> np.ndarray:
@@ -40,12 +41,8 @@ def _speech(path: Path) -> np.ndarray:
 
 
 def _stats(times_s: list[float]) -> dict:
-    a = np.asarray(times_s) * 1e3
-    return {
-        "calls": len(a),
-        "median_ms": float(np.median(a)),
-        "p95_ms": float(np.percentile(a, 95)),
-    }
+    """core.stats.latency_ms of times in seconds; 4 digits: a resampled block takes ~10 us."""
+    return latency_ms(np.asarray(times_s) * 1e3, digits=4)
 
 
 def measure(speech: Path, media: Path, tick_ms: float = 100.0, repeat: int = 3) -> dict:
@@ -98,9 +95,7 @@ def measure(speech: Path, media: Path, tick_ms: float = 100.0, repeat: int = 3) 
     el = time.perf_counter() - t0
     audio_s = src.samples_written / MODEL_SAMPLE_RATE
     rows[f"decode {Path(media).name}"] = {
-        "calls": 1,
-        "median_ms": el * 1e3,
-        "p95_ms": el * 1e3,
+        **_stats([el]),
         "x_realtime": audio_s / el if el else None,
     }
 

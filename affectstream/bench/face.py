@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from affectstream.core.config import FaceConfig
+from affectstream.core.stats import latency_ms, percentiles
 from affectstream.export.predictors import module_predictor
 from affectstream.models.face.detect import CASCADE, FaceTracker, crop_face, load_cascade
 from affectstream.models.face.encoder import FaceEncoder
@@ -35,12 +36,12 @@ log = logging.getLogger(__name__)
 
 
 def _stats(ms: list[float]) -> dict:
+    """core.stats.latency_ms, with the count as `n` (the key of the recorded results) and the
+    mean and minimum."""
     a = np.asarray(ms, dtype=np.float64)
     return {
         "n": int(a.size),
-        "median_ms": round(float(np.median(a)), 3),
-        "p95_ms": round(float(np.percentile(a, 95)), 3),
-        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        **latency_ms(a),
         "mean_ms": round(float(a.mean()), 3),
         "min_ms": round(float(a.min()), 3),
     }
@@ -59,7 +60,7 @@ def _time_calls(fn, iters: int, warmup: int = 20) -> dict:
         wall.append((time.perf_counter_ns() - t0) / 1e6)
         cpu.append((time.process_time_ns() - c0) / 1e6)
     out = _stats(wall)
-    out["cpu_median_ms"] = round(float(np.median(cpu)), 3)
+    out["cpu_median_ms"] = percentiles(cpu, (50,), 3)["p50"]
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from affectstream.core.stats import latency_ms
 from affectstream.export import registry
 from affectstream.export.base import Backend, BackendError, DimRange
 
@@ -66,12 +67,12 @@ class BenchOptions:
 
 
 def stats_ms(times_ns: Sequence[int]) -> dict[str, float]:
+    """core.stats.latency_ms of times in ns, with the mean and minimum."""
     a = np.asarray(times_ns, dtype=np.float64) / 1e6
     return {
-        "median_ms": float(np.median(a)),
-        "p99_ms": float(np.percentile(a, 99)),
-        "mean_ms": float(a.mean()),
-        "min_ms": float(a.min()),
+        **latency_ms(a),
+        "mean_ms": round(float(a.mean()), 3),
+        "min_ms": round(float(a.min()), 3),
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from affectstream.core.audio import MODEL_SAMPLE_RATE
+from affectstream.core.stats import percentiles
 from affectstream.models.stt.guards import count_loops
 from affectstream.models.stt.local_agreement import join_words
 from affectstream.models.stt.wer import WordErrors, read_transcripts, word_errors
@@ -85,8 +86,10 @@ def speech_onsets(clips: list[np.ndarray], threshold: float = 0.5) -> list[int]:
     return out
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
+def _pct(values: list[float], qs: tuple[float, ...]) -> dict[str, float | None]:
+    """core.stats.percentiles to 0.1 ms, the median under its old key `median`."""
+    p = percentiles(values, qs, digits=1, with_max=True)
+    return {"median": p.pop("p50"), **p}
 
 
 def measure(run: StreamRun, clips: Clips) -> dict:
@@ -133,16 +136,9 @@ def measure(run: StreamRun, clips: Clips) -> dict:
         "errors": stream_errors.to_dict(),
         "wer_per_clip_total": round(total.wer, 4),
         "rtf": round(run.rtf, 3),
-        "commit_latency_ms": {
-            "median": _pct(latencies_ms, 50),
-            "p90": _pct(latencies_ms, 90),
-            "p95": _pct(latencies_ms, 95),
-            "max": _pct(latencies_ms, 100),
-            "words": len(latencies_ms),
-        },
+        "commit_latency_ms": {**_pct(latencies_ms, (50, 90, 95)), "words": len(latencies_ms)},
         "first_partial_ms": {
-            "median": _pct(firsts, 50),
-            "max": _pct(firsts, 100),
+            **_pct(firsts, (50,)),
             "per_clip": [None if x is None else round(x, 1) for x in first_ms],
         },
         "loops_in_output": loops,

@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from affectstream.core.stats import latency_ms, percentiles
+
 log = logging.getLogger(__name__)
 
 
@@ -25,11 +27,9 @@ def _time(fn, x, iters: int, warmup: int = 20) -> dict:
         cpu.append(time.thread_time_ns() - c)
     ms = np.asarray(wall, dtype=np.float64) / 1e6
     return {
-        "median_ms": float(np.median(ms)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "cpu_median_ms": float(np.median(np.asarray(cpu, dtype=np.float64) / 1e6)),
+        **latency_ms(ms),
+        "mean_ms": round(float(ms.mean()), 3),
+        "cpu_median_ms": percentiles(np.asarray(cpu, dtype=np.float64) / 1e6, (50,), 3)["p50"],
     }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from affectstream.core.labels import LABELS
+from affectstream.core.stats import percentiles
 from affectstream.models.metrics import ClassificationReport, classification_report
 from affectstream.models.text import data
 from affectstream.models.text.predictor import TextPredictor
@@ -87,14 +88,14 @@ def measure_latency(
         predictor.predict([text], [context])
         times.append((time.perf_counter_ns() - t0) / 1e6)
     ids = predictor.to_input([text], [context])["input_ids"]
-    t = np.asarray(times)
+    p = percentiles(times, (50, 90), digits=3)
     return Latency(
         text,
         context,
         int(ids.shape[1]),
         int(getattr(predictor.backend, "threads", None) or 1),
         repeats,
-        float(np.median(t)),
-        float(np.percentile(t, 90)),
-        float(t.min()),
+        p["p50"],
+        p["p90"],
+        round(min(times), 3),
     )
