@@ -34,6 +34,10 @@ class SchedulerConfig:
     missing_ms: dict[str, float] = field(
         default_factory=lambda: {"face": 1000.0, "voice": 1000.0, "text": 10000.0}
     )
+    # The last `spin_ms` before each tick are waited for by spinning instead of sleeping: on a
+    # VM whose host deschedules idle vCPUs, the work just after a sleep runs slow (docs/
+    # benchmarks.md, "Real-time runs"). Costs that much CPU per tick; 0 turns it off.
+    spin_ms: float = 0.0
     deadline_ms: dict[str, float] = field(
         default_factory=lambda: {"face": 40.0, "voice": 30.0, "text": 30.0, "fusion": 10.0}
     )

@@ -310,14 +310,13 @@ def run_realtime(
     jumps to the next period boundary and the skipped ticks are counted.
     """
     period = pipeline.period_ns
+    spin_ns = int(pipeline.config.spin_ms * 1e6)
     start = now_ns()
     pipeline.start_ns = start
     k = 0
     while not stop():
         due = start + k * period
-        wait = (due - now_ns()) / 1e9
-        if wait > 0:
-            time.sleep(wait)
+        _wait_until(due, spin_ns)
         yield pipeline.tick(now_ns())
         if done():
             return
@@ -326,6 +325,15 @@ def run_realtime(
         if behind > 0:
             pipeline.ticks_skipped += int(behind)
             k += int(behind)
+
+
+def _wait_until(due_ns: int, spin_ns: int = 0) -> None:
+    """Sleep until `spin_ns` before `due_ns`, then spin until it (spin_ns 0: sleep only)."""
+    wait = (due_ns - spin_ns - now_ns()) / 1e9
+    if wait > 0:
+        time.sleep(wait)
+    while spin_ns and now_ns() < due_ns:
+        pass
 
 
 def run_stepped(
