@@ -333,7 +333,7 @@ def _wait_until(due_ns: int, spin_ns: int = 0) -> None:
     if wait > 0:
         time.sleep(wait)
     while spin_ns and now_ns() < due_ns:
-        pass
+        time.sleep(0)  # yields the GIL (capture and transcriber threads run) but not the CPU
 
 
 def run_stepped(
