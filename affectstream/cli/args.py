@@ -4,9 +4,9 @@ a transcriber config). Each command module adds its own flags beside these."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from affectstream.core import jsonio
 from affectstream.core.config import BACKEND_NAMES, DEVICE_NAMES
 
 
@@ -202,8 +202,7 @@ def transcriber_config(args):
     return cfg
 
 
-def write_json(path: str | None, data: dict) -> None:
-    """`--json OUT`: write `data` there (parent folders made); nothing without a path."""
+def write_json(path: str | Path | None, data: dict) -> None:
+    """`--json OUT`: core.jsonio.write_json there (parent folders made); nothing without a path."""
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        jsonio.write_json(path, data)

@@ -6,7 +6,6 @@ Defaults come from the checkout's `../shared/media` (resolved when the command r
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -54,6 +53,8 @@ def run_bench(args: argparse.Namespace) -> int:
     for name, s in rows.items():
         table.add_row(name, str(s["calls"]), f"{s['median_ms']:.3f}", f"{s['p95_ms']:.3f}")
     Console().print(table)
-    args.out.write_text(json.dumps(result, indent=2))
+    from affectstream.cli.args import write_json
+
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

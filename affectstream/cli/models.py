@@ -6,8 +6,6 @@ Nothing heavy is imported here at import time; see `affectstream.bench.models`.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def _ints(text: str) -> list[int]:
@@ -139,8 +137,9 @@ def run_bench(args: argparse.Namespace) -> int:
     for what, why in result.get("skipped", {}).items():
         console.print(f"[yellow]skipped[/] {what}: {why}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        from affectstream.cli.args import write_json
+
+        write_json(args.json, result)
         console.print(f"wrote {args.json}")
     return 0
 

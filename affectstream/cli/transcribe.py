@@ -9,7 +9,6 @@ latency a CPU that keeps up would give).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def _segment_dict(seg, t0_ns: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectstream.cli.args import transcriber_config
+    from affectstream.cli.args import transcriber_config, write_json
     from affectstream.core.errors import UsageError
     from affectstream.realtime.sources.array_replay import load_audio
     from affectstream.realtime.transcribe_file import stream_array
@@ -93,6 +92,5 @@ def run(args: argparse.Namespace) -> int:
             "stats": result.stats,
             "segments": [_segment_dict(s, result.t0_ns) for s in result.segments],
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+        write_json(args.json, data)
     return 0

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from affectstream.core.jsonio import write_json
 from affectstream.export import registry
 from affectstream.export.base import BackendError, Signature
 
@@ -254,7 +255,7 @@ def export_all(
         manifest["models"][name] = export_in_subprocess(
             name, path, weights.get(name), opset=opset, threads=threads, fp16=fp16
         )
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from affectstream.core.jsonio import write_json
 from affectstream.export.base import Backend, BackendError, BackendUnavailable, Signature
 from affectstream.export.shapes import bucket_sizes, pad_feed, profile_shapes, unpad
 
@@ -267,7 +268,7 @@ def engine_for(
     data = build_engine(source, signature, plan, timing_cache_path(cache_dir, gpu, trt.__version__))
     cache_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, data)
-    path.with_suffix(".json").write_text(json.dumps(asdict(key), indent=1) + "\n")
+    write_json(path.with_suffix(".json"), asdict(key), indent=1)
     return path, key
 
 

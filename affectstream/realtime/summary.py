@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affectstream.core.jsonio import write_json
 from affectstream.core.labels import MODALITIES
 from affectstream.core.messages import Estimate
 from affectstream.core.stats import percentiles
@@ -73,7 +73,7 @@ class RunSummary:
         return t
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
 
 def _fmt(x) -> str:
