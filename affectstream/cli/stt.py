@@ -6,12 +6,9 @@ Nothing heavy is imported at module import time: faster-whisper loads inside the
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from affectstream.cli.args import add_model_arguments, transcriber_config, write_json
-
-_SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-DEFAULT_AUDIO = _SHARED / "media" / "speech" / "librivox"
+from affectstream.cli.defaults import shared_dir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -94,9 +91,9 @@ def run_eval(args: argparse.Namespace) -> int:
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--audio",
-        default=str(DEFAULT_AUDIO),
         metavar="DIR",
-        help="clips to join (default: librivox)",
+        help="clips to join (default: the checkout's ../shared/media/speech/librivox, resolved "
+        "when the command runs)",
     )
     p.add_argument(
         "--transcripts", metavar="FILE", help="transcription file (default: the one in DIR)"
@@ -139,6 +136,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.pause < 0:
         raise UsageError("--runs must be >= 1 and --pause >= 0")
+    if args.audio is None:
+        args.audio = str(shared_dir() / "media" / "speech" / "librivox")
     cfg = transcriber_config(args)
     clips = _clips(args)
     audio, _ = clips.joined()

