@@ -143,3 +143,32 @@ def test_eval_onnx_int8(fer_slice, tmp_path, capsys):
     bad.write_bytes(b"junk")
     assert main([*args, "--onnx", str(bad)]) == 2
     assert "unusable" in capsys.readouterr().err
+
+
+def test_train_face_int8_writes_a_runnable_int8_model(fer_slice, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from affectstream.export.onnxrt import OnnxRuntimeBackend
+    from affectstream.export.predictors import open_eval_predictor
+    from affectstream.models.face.data import load_fer
+    from affectstream.models.face.evaluate import predict_probs
+
+    out = tmp_path / "sub" / "face.int8.onnx"  # a folder that does not exist yet
+    args = ["train", "face-int8", "--data", str(fer_slice), "--calib", "20", "--out", str(out)]
+    assert main(args) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    predictor = open_eval_predictor("face", onnx_file=out)
+    assert isinstance(predictor.backend, OnnxRuntimeBackend)
+    faces = load_fer(fer_slice / "PublicTest.npz").images[:16]
+    probs = predict_probs(predictor, faces)
+    assert probs.shape == (16, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # quantised, not the float graph
+
+
+def test_train_face_int8_missing_data_is_usage_error(tmp_path, capsys):
+    assert main(["train", "face-int8", "--data", str(tmp_path / "none")]) == 2
+    assert "Training.npz" in capsys.readouterr().err

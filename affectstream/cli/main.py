@@ -18,6 +18,7 @@ from affectstream.cli import (
     devices,
     export,
     face,
+    face_int8,
     run,
     serve,
     soak,
@@ -36,7 +37,7 @@ COMMANDS = {
     "bench": bench,
     "soak": soak,
 }
-TRAIN = {"face": face, "voice": voice, "text": text}
+TRAIN = {"face": face, "face-int8": face_int8, "voice": voice, "text": text}
 EVAL = {"face": face, "voice": voice, "text": text, "stt": stt}
 
 

@@ -5,6 +5,10 @@ the exporter is slow to import, holds memory it never gives back, and a failure 
 must not take the others down. Every file is checked after export (onnx.checker, then ONNX
 Runtime against the PyTorch module on fresh inputs of a size other than the trace's), and
 the manifest records hashes, signature, opset and the weights it came from.
+
+The `__main__` entry (`_main`) is that internal subprocess worker, started by
+`export_in_subprocess`; it is not a user command. Users run `affectstream export`
+(cli/export.py), which calls `export_all`.
 """
 
 from __future__ import annotations
@@ -284,6 +288,8 @@ def find_exported(onnx_dir: str | Path, name: str, check_hash: bool = True) -> t
 
 
 def _main(argv: list[str] | None = None) -> int:
+    """The subprocess worker behind `export_in_subprocess` (not a user command): export one
+    model, verify it, print its manifest record as one JSON line on stdout."""
     p = argparse.ArgumentParser(description="Export one model to ONNX (used as a subprocess).")
     p.add_argument("model")
     p.add_argument("out")

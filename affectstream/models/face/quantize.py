@@ -2,20 +2,19 @@
 
 Static quantisation (QDQ, int8 weights per channel, uint8 activations) calibrated with
 min/max on a seeded sample of FER2013 *training* faces, so PublicTest stays unseen. The
-input and outputs are those of `FaceEncoder.export_onnx` (float32 [0, 1] in). Run:
-
-    python3 -m affectstream.models.face.quantize --data ../shared/data/fer2013 \
-        --out affectstream/models/weights/face.int8.onnx
+input and outputs are those of `FaceEncoder.export_onnx` (float32 [0, 1] in). The command
+is `affectstream train face-int8 --data DIR` (cli/face_int8.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from affectstream.core.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ def quantize_int8(encoder, calib_images: np.ndarray, out: str | Path) -> Path:
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as e:
-        raise RuntimeError("int8 export needs onnxruntime and onnx (pip install onnx)") from e
+        raise SetupError("int8 export needs onnxruntime and onnx (pip install onnx)") from e
 
     from affectstream.models.face.predictor import INPUT, to_input
 
@@ -51,6 +50,7 @@ def quantize_int8(encoder, calib_images: np.ndarray, out: str | Path) -> Path:
             return next(self._it, None)
 
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = encoder.export_onnx(Path(tmp) / "face.onnx")
         pre = Path(tmp) / "face.pre.onnx"
@@ -67,26 +67,3 @@ def quantize_int8(encoder, calib_images: np.ndarray, out: str | Path) -> Path:
         )
     log.info("wrote %s", out)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from affectstream.models.face.data import find_split, load_fer
-    from affectstream.models.face.encoder import FaceEncoder
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="folder with Training.npz (calibration faces)")
-    p.add_argument("--weights", default=None, help="face checkpoint (default: the shipped one)")
-    p.add_argument("--out", default=str(default_int8_path()))
-    p.add_argument("--calib", type=int, default=300, help="number of calibration faces")
-    args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    train = load_fer(find_split(args.data, "Training")).subset(args.calib, seed=1)
-    quantize_int8(FaceEncoder.load(args.weights), train.images, args.out)
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
