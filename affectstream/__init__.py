@@ -2,7 +2,7 @@
 
 The public API::
 
-    from affectstream import AffectStream, Estimate, load_config, LABELS
+    from affectstream import Recognizer, AffectStream, Estimate, load_config, LABELS
 
 Importing the package is cheap: the names below load their modules on first use (PEP 562), and
 heavy dependencies (torch, onnxruntime, faster-whisper, sounddevice) are imported where they
@@ -20,10 +20,12 @@ from affectstream.core.version import __version__
 if TYPE_CHECKING:
     from affectstream.core.config import Config, load_config
     from affectstream.core.messages import Estimate
+    from affectstream.realtime.recognizer import Recognizer
     from affectstream.realtime.stream import AffectStream, Inputs
 
 # public name -> module that defines it
 _LAZY = {
+    "Recognizer": "affectstream.realtime.recognizer",
     "AffectStream": "affectstream.realtime.stream",
     "Inputs": "affectstream.realtime.stream",
     "Estimate": "affectstream.core.messages",
@@ -34,6 +36,7 @@ _LAZY = {
 __all__ = [
     "LABELS",
     "__version__",
+    "Recognizer",
     "AffectStream",
     "Inputs",
     "Estimate",

@@ -22,6 +22,15 @@ def test_public_names_resolve_to_their_modules():
     assert {"AffectStream", "Estimate", "load_config", "LABELS"} <= set(dir(affectstream))
 
 
+def test_recognizer_is_public_and_lazy():
+    from affectstream import Recognizer
+    from affectstream.realtime.recognizer import Recognizer as RecognizerClass
+
+    assert Recognizer is RecognizerClass
+    assert "Recognizer" in affectstream.__all__ and "Recognizer" in dir(affectstream)
+    assert callable(Recognizer.on_estimate) and callable(Recognizer.push_transcript)
+
+
 def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'Recogniser'"):
         affectstream.Recogniser  # noqa: B018

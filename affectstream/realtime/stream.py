@@ -43,6 +43,7 @@ class Inputs:
     audio: str | Path | None = None
     push_video: bool = False
     push_audio: bool = False
+    push_transcript: bool = False  # the host pushes its own words (`push_transcript`); no STT
     no_video: bool = False
     no_audio: bool = False
     transcribe: bool = True
@@ -68,6 +69,7 @@ class AffectStream:
         self.video_source: Source | None = None
         self.audio_source: Source | None = None
         self.transcriber = None
+        self.words = None  # what the text stage reads: the transcriber, or the pushed words
         self.stages = []
         self._stop = False
         try:
@@ -109,6 +111,8 @@ class AffectStream:
             self._build_video()
         if audio_inputs:
             self._build_audio()
+        if inp.push_transcript:
+            self._build_pushed_words()
         if not self.sources:
             raise ValueError(
                 "no input: give a camera, a video/audio/media file, a microphone, or push data"
@@ -117,8 +121,8 @@ class AffectStream:
             stage.warmup()
         counters = [self._source_counters]
         transcript = None
-        if self.transcriber is not None:
-            transcript = lambda t: self.transcriber.recent_text(t, cfg.transcriber.context_s)  # noqa: E731
+        if self.words is not None:
+            transcript = lambda t: self.words.recent_text(t, cfg.transcriber.context_s)  # noqa: E731
         self.pipeline = Pipeline(
             self.stages, cfg.scheduler, counters=counters, transcript=transcript
         )
@@ -189,7 +193,7 @@ class AffectStream:
         for stage in self.stages:
             if stage.name == "voice":
                 stage.problem = lambda src=self.audio_source: source_problem(src)
-        if inp.transcribe and cfg.transcriber.enabled:
+        if inp.transcribe and not inp.push_transcript and cfg.transcriber.enabled:
             self._build_words(vad)
 
     def _build_words(self, vad=None) -> None:
@@ -201,11 +205,22 @@ class AffectStream:
         )
         self.transcriber.open()  # a missing model fails here, before any thread starts
         self.sources.append(self.transcriber)
+        self._build_text(self.transcriber, self.audio_source)
+
+    def _build_pushed_words(self) -> None:
+        """Words from the host's own speech-to-text (`push_transcript`), not from ours."""
+        from affectstream.realtime.sources.push_transcript import PushTranscript
+
+        self.sources.append(PushTranscript())
+        self._build_text(self.sources[-1], None)
+
+    def _build_text(self, words, audio: Source | None) -> None:
+        cfg = self.config
+        self.words = words
         if cfg.text.enabled:
             from affectstream.realtime.stages.text import TextStage
 
-            stage = TextStage(self.transcriber, self._predictor("text"), cfg.transcriber.context_s)
-            audio, words = self.audio_source, self.transcriber
+            stage = TextStage(words, self._predictor("text"), cfg.transcriber.context_s)
             stage.problem = lambda: source_problem(audio) or words.problem()
             self.stages.append(stage)
 
@@ -223,8 +238,8 @@ class AffectStream:
         if a is not None:
             out["audio_overflows"] = int(getattr(a, "overflows", 0))
             out["audio_dropped_samples"] = int(getattr(a, "dropped_samples", 0))
-        if self.transcriber is not None:
-            out.update(self.transcriber.counters())
+        if self.words is not None:
+            out.update(self.words.counters())
         return out
 
     # -- host-facing ------------------------------------------------------------------
@@ -234,6 +249,7 @@ class AffectStream:
         inp = self.inputs
         has_file = any(x is not None for x in (inp.video, inp.audio, inp.media))
         live = inp.camera is not None or inp.use_mic or inp.push_video or inp.push_audio
+        live = live or inp.push_transcript
         return has_file and not inp.realtime and not live
 
     def push_frame(self, image, t_ns: int | None = None) -> None:
@@ -247,6 +263,14 @@ class AffectStream:
         if not isinstance(self.audio_source, PushAudioSource):
             raise RuntimeError("push_audio needs Inputs(push_audio=True)")
         self.audio_source.push(samples, sample_rate, t_ns)
+
+    def push_transcript(self, text: str, start_ns: int, end_ns: int) -> None:
+        """Words the host's speech-to-text committed, spoken from `start_ns` to `end_ns`."""
+        from affectstream.realtime.sources.push_transcript import PushTranscript
+
+        if not isinstance(self.words, PushTranscript):
+            raise RuntimeError("push_transcript needs Inputs(push_transcript=True)")
+        self.words.push(text, start_ns, end_ns)
 
     def _file_sources(self) -> list[Source]:
         return [
