@@ -301,3 +301,32 @@ def test_onnx_dir_from_other_weights_is_refused(face_onnx, tmp_path):
     with pytest.raises(ExportError, match="exported from other weights"):
         exported_model("face", tmp_path / "onnx")
     assert exported_model("face", path.parent)[0] == path
+
+
+def test_auto_pick_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch, face_onnx):
+    """The second `auto` open on the same machine and options opens only the winner; other
+    options (threads) measure again."""
+    from affectstream.export import select
+    from affectstream.export.select import open_backend
+
+    monkeypatch.setenv("AFFECTSTREAM_CACHE", str(tmp_path))
+    first = open_backend("voice", "auto", threads=1)
+    assert "cached" not in first.auto and set(first.auto["median_ms_batch1"]) >= {"torch"}
+    assert len(list((tmp_path / "auto").glob("*.json"))) == 1
+
+    def no_timing(*a, **k):
+        raise AssertionError("auto measured again although the pick was cached")
+
+    monkeypatch.setattr(select, "time_backend", no_timing)
+    second = open_backend("voice", "auto", threads=1)
+    assert second.auto["cached"] is True and second.name == first.name
+    assert second.auto["median_ms_batch1"] == first.auto["median_ms_batch1"]
+    monkeypatch.undo()  # real timing again
+    monkeypatch.setenv("AFFECTSTREAM_CACHE", str(tmp_path))
+    third = open_backend("voice", "auto", threads=2)
+    assert "cached" not in third.auto
+    assert len(list((tmp_path / "auto").glob("*.json"))) == 2
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("AFFECTSTREAM_CACHE", str(blocker))  # a cache that cannot be written
+    assert open_backend("voice", "auto", threads=1).name in ("torch", "onnxruntime")

@@ -4,7 +4,10 @@
 at batch 1 on the model's example inputs, and the fastest wins; the choice and the timings
 are logged and kept on the backend (`backend.auto`). A measurement, not a rule, because the
 winner depends on the model, the CPU and the thread count (on 1-2 CPU threads ONNX Runtime
-usually wins; on a GPU it is TensorRT or PyTorch with CUDA graphs).
+usually wins; on a GPU it is TensorRT or PyTorch with CUDA graphs). The pick is measured once
+per machine and kept in the cache (`<cache>/auto/`, keyed by the model's code and weights, the
+options, the CPU and the runtime versions): later starts open only the winner, which is what
+makes a start take about a second rather than four. Delete the folder to measure again.
 
 ONNX Runtime and TensorRT need the exported ONNX file: from `onnx_dir` (written by
 `affectstream export`) or, failing that, exported once into the user cache (in a
@@ -235,6 +238,23 @@ def open_backend(
         return _open_one(backend, *args)
 
     reasons = {k: v for k, v in availability(device).items() if v}
+    key = _auto_key(entry, weights, threads, device, fp16, cuda_graphs)
+    known = _read_auto(key)
+    if known is not None and known.get("picked") not in reasons:
+        try:
+            chosen = _open_one(known["picked"], *args)
+        except (BackendError, FileNotFoundError, OSError) as e:
+            log.info("auto: the cached pick %s failed (%s); measuring again", known["picked"], e)
+        else:
+            chosen.auto = dict(known, cached=True)
+            log.info(
+                "backend auto for %s on %s: %s (measured before on this machine, cached in %s)",
+                model_name,
+                device,
+                known["picked"],
+                _auto_path(key),
+            )
+            return chosen
     timings: dict[str, float] = {}
     opened: dict[str, Backend] = {}
     for name in BACKENDS:
@@ -258,6 +278,7 @@ def open_backend(
             b.close()
     chosen = opened[best]
     chosen.auto = {"picked": best, "median_ms_batch1": timings, "unavailable": reasons}
+    _write_auto(key, chosen.auto)
     log.info(
         "backend auto for %s on %s: picked %s (%s)",
         model_name,
@@ -266,3 +287,69 @@ def open_backend(
         ", ".join(f"{k} {v:.2f} ms" for k, v in timings.items()),
     )
     return chosen
+
+
+# -- the auto pick, measured once per machine ------------------------------------------------
+def _auto_key(entry, weights, threads, device, fp16, cuda_graphs) -> str:
+    """What the measurement depends on: the model (code and weights), the options, this
+    machine's CPU and the installed runtimes. Any change measures again."""
+    from importlib import metadata
+
+    from affectstream.core.version import __version__
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    parts = [
+        entry.name,
+        _weights_identity(entry, weights),
+        entry.source_hash(),
+        threads,
+        device,
+        fp16,
+        cuda_graphs,
+        _cpu_model(),
+        os.cpu_count(),
+        __version__,
+        {d: version(d) for d in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _auto_path(key: str) -> Path:
+    return cache_root() / "auto" / f"{key}.json"
+
+
+def _read_auto(key: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(_auto_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("picked") in BACKENDS else None
+
+
+def _write_auto(key: str, record: dict[str, Any]) -> None:
+    """Best effort: a cache that cannot be written only means measuring again next time."""
+    path = _auto_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(path)
+    except OSError as e:
+        log.info("auto: cannot cache the pick in %s: %s", path, e)
