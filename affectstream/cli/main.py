@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=f"{verb} a model")
         msub = p.add_subparsers(dest="modality", required=True)
         for m, mod in group.items():
-            mp = msub.add_parser(m, help=f"{verb} the {m} model")
+            default = f"{verb} the {m} model"
+            mp = msub.add_parser(m, help=getattr(mod, f"{verb.upper()}_HELP", default))
             getattr(mod, f"add_{verb}_arguments")(mp)
             mp.set_defaults(func=getattr(mod, f"run_{verb}"))
     return parser
