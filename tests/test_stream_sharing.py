@@ -36,3 +36,18 @@ def test_looped_media_runs_past_the_end_of_the_file(megamind):
     )
     seen = _face_present(stream, 14.0)  # the file is 11.3 s long
     assert len(seen) >= 140 and sum(seen[-20:]) > 10  # still ticking, and on the face again
+
+
+def test_streams_share_one_whisper_model_and_both_hear_the_words(megamind):
+    config = load_config()
+    first = AffectStream(config, Inputs(media=megamind, realtime=False))
+    shared = dict(first.predictors)
+    assert {"face", "voice", "text", "stt"} <= set(shared)
+    second = AffectStream(config, Inputs(media=megamind, realtime=False), predictors=shared)
+    assert second.transcriber.decoder is first.transcriber.decoder
+    said = []
+    for stream in (first, second):
+        ests = list(stream.estimates())
+        said.append(" ".join(e.transcript for e in ests[-5:]))
+        assert any(e.present["text"] for e in ests)
+    assert said[0].strip() and said[0] == said[1]  # the same words from the one model

@@ -57,9 +57,9 @@ class AffectStream:
     def __init__(
         self, config: Config, inputs: Inputs, predictors: Mapping[str, Any] | None = None
     ) -> None:
-        """`predictors`: models already open (`export.predictors.open_predictor`), by name,
-        shared with other streams in the process (server sessions, `bench pipeline`); the
-        others are opened from `config`."""
+        """`predictors`: models already open (`export.predictors.open_predictor`, and "stt":
+        a loaded whisper decoder), by name, shared with other streams in the process (server
+        sessions, `bench pipeline`); the others are opened from `config` and added."""
         self.config = config
         self.inputs = inputs
         self.predictors = dict(predictors or {})
@@ -201,9 +201,15 @@ class AffectStream:
         from affectstream.realtime.transcriber import Transcriber
 
         self.transcriber = Transcriber(
-            self.audio_ring, cfg.transcriber, from_start=True, stepped=self.stepped, vad=vad
+            self.audio_ring,
+            cfg.transcriber,
+            decoder=self.predictors.get("stt"),  # a whisper model shared by the host's streams
+            from_start=True,
+            stepped=self.stepped,
+            vad=vad,
         )
         self.transcriber.open()  # a missing model fails here, before any thread starts
+        self.predictors.setdefault("stt", self.transcriber.decoder)
         self.sources.append(self.transcriber)
         self._build_text(self.transcriber, self.audio_source)
 
