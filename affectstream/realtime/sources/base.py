@@ -134,3 +134,17 @@ class Source:
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; returns True if a stop was requested."""
         return self._stop_event.wait(seconds)
+
+
+class PushSource(Source):
+    """A source the host feeds by calling its `push`: no thread. `start` marks it running,
+    `stop` marks it stopped; subclasses that hold state flush it in `stop` first."""
+
+    def start(self) -> PushSource:
+        self._set_status(SourceState.RUNNING)
+        return self
+
+    def stop(self, timeout: float = 0.0) -> bool:
+        if self.status.state is SourceState.RUNNING:
+            self._set_status(SourceState.STOPPED)
+        return True

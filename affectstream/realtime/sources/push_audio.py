@@ -16,12 +16,12 @@ import numpy as np
 from affectstream.core.audio import TimedResampler, to_mono_float32
 from affectstream.core.clock import now_ns
 from affectstream.core.ringbuffer import SampleRing
-from affectstream.realtime.sources.base import Source, SourceState
+from affectstream.realtime.sources.base import PushSource, SourceState
 
 log = logging.getLogger(__name__)
 
 
-class PushAudioSource(Source):
+class PushAudioSource(PushSource):
     """PCM pushed by a host into `ring`; no thread of its own.
 
     `sample_rate` is the rate pushes have when they do not say (default: the ring's rate).
@@ -47,19 +47,13 @@ class PushAudioSource(Source):
         self._next_t_ns: int | None = None  # where the previous push ended, on the stream clock
         self._lock = threading.Lock()
 
-    def start(self) -> PushAudioSource:
-        self._set_status(SourceState.RUNNING)
-        return self
-
     def stop(self, timeout: float = 0.0) -> bool:
         with self._lock:
             if self._writer is not None:
                 self._writer.flush()
             self._writer = None
             self._next_t_ns = None
-        if self.status.state is SourceState.RUNNING:
-            self._set_status(SourceState.STOPPED)
-        return True
+        return super().stop(timeout)
 
     def push(
         self,

@@ -17,10 +17,10 @@ from collections import deque
 from affectstream.core.clock import now_ns
 from affectstream.core.messages import Word
 from affectstream.models.stt.local_agreement import join_words
-from affectstream.realtime.sources.base import Source, SourceState
+from affectstream.realtime.sources.base import PushSource, SourceState
 
 
-class PushTranscript(Source):
+class PushTranscript(PushSource):
     """Committed words pushed by a host; no thread of its own. `push` is thread-safe."""
 
     name = "push-transcript"
@@ -35,15 +35,6 @@ class PushTranscript(Source):
         self.pushed = 0
         self.dropped = 0  # pieces overwritten by newer ones (the deque is full)
         self.refused = 0  # pieces pushed while the stream was not running
-
-    def start(self) -> PushTranscript:
-        self._set_status(SourceState.RUNNING)
-        return self
-
-    def stop(self, timeout: float = 0.0) -> bool:
-        if self.status.state is SourceState.RUNNING:
-            self._set_status(SourceState.STOPPED)
-        return True
 
     def push(self, text: str, start_ns: int, end_ns: int) -> bool:
         """Add `text`, spoken from `start_ns` to `end_ns` (stream clock). Returns False when

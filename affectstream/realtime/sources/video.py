@@ -15,7 +15,7 @@ from affectstream.core.clock import now_ns
 from affectstream.core.config import VideoConfig
 from affectstream.core.messages import VideoFrame
 from affectstream.core.ringbuffer import RingBuffer
-from affectstream.realtime.sources.base import Source, SourceError, SourceState
+from affectstream.realtime.sources.base import PushSource, Source, SourceError, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class VideoFileSource(Source):
             self._cap = None
 
 
-class PushVideoSource(Source):
+class PushVideoSource(PushSource):
     """Frames handed in by a host application (an agent that already has video).
 
     `push` may be called from any one thread; it validates the frame and stamps it with the
@@ -233,15 +233,6 @@ class PushVideoSource(Source):
         super().__init__()
         self.ring = ring
         self._index = 0
-
-    def start(self) -> PushVideoSource:
-        self._set_status(SourceState.RUNNING)
-        return self
-
-    def stop(self, timeout: float = 0.0) -> bool:
-        if self.status.state is SourceState.RUNNING:
-            self._set_status(SourceState.STOPPED)
-        return True
 
     def push(self, image: np.ndarray, t_ns: int | None = None) -> None:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
