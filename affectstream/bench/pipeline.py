@@ -25,6 +25,7 @@ from typing import Any
 
 from affectstream.core.config import Config
 from affectstream.core.labels import MODALITIES
+from affectstream.core.machine import cpu_model
 from affectstream.core.stats import percentiles
 from affectstream.core.version import __version__
 
@@ -63,7 +64,7 @@ def machine_info(config: Config) -> dict[str, Any]:
     info: dict[str, Any] = {
         "affectstream": __version__,
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "device": config.backend.device,
         "backend": config.backend.name,
@@ -80,16 +81,6 @@ def machine_info(config: Config) -> dict[str, Any]:
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class ResourceSampler:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from affectstream.core.config import BACKEND_NAMES
+from affectstream.core.machine import cpu_model
 from affectstream.export import registry
 from affectstream.export.base import Backend, BackendError, BackendUnavailable, Signature
 
@@ -311,24 +312,12 @@ def _auto_key(entry, weights, threads, device, fp16, cuda_graphs) -> str:
         device,
         fp16,
         cuda_graphs,
-        _cpu_model(),
+        cpu_model(),
         os.cpu_count(),
         __version__,
         {d: version(d) for d in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
     ]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def _auto_path(key: str) -> Path:
