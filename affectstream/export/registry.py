@@ -49,6 +49,15 @@ class Built:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, read once per process while its size and mtime stay the same:
+    opening one model asks for it several times (export cache, auto cache, manifest)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256_of(p, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
