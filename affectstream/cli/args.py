@@ -68,6 +68,20 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_arguments(p)
 
 
+def positive_ints(text: str, what: str = "sizes", empty: bool = True) -> list[int]:
+    """A comma-separated list of integers >= 1 (`--batches 1,8,64`, `--streams 1,2,4`), for
+    argparse's `type=`; `empty=False` also refuses a list with none."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if any(v < 1 for v in values) or (not empty and not values):
+        raise argparse.ArgumentTypeError(f"{what} must be >= 1, got {text!r}")
+    return values
+
+
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """`--backend`, `--device`, `--onnx-dir`, `--threads`: for every command that runs models."""
     p.add_argument(

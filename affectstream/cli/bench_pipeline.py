@@ -8,21 +8,15 @@ runs); the file is looped for as long as `--seconds` asks.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
-from affectstream.cli.args import add_backend_arguments, apply_backend_arguments, write_json
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"stream counts must be >= 1, got {text!r}")
-    return values
+from affectstream.cli.args import (
+    add_backend_arguments,
+    apply_backend_arguments,
+    positive_ints,
+    write_json,
+)
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +29,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="per run (60)")
     p.add_argument(
         "--streams",
-        type=_counts,
+        type=functools.partial(positive_ints, what="stream counts", empty=False),
         default=[1],
         metavar="LIST",
         help="stream counts to run, e.g. 1,2,4: that many streams in one process sharing "

@@ -7,17 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
-    return values
+from affectstream.cli.args import positive_ints
 
 
 def _names(text: str) -> list[str]:
@@ -42,7 +32,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch",
-        type=_ints,
+        type=positive_ints,
         default=[1, 8, 32],
         metavar="LIST",
         help="batch sizes (default 1,8,32)",
@@ -62,7 +52,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--streams",
-        type=_ints,
+        type=positive_ints,
         default=[],
         metavar="LIST",
         help="simulated 10 Hz streams per batched tick, e.g. 1,64,512",
