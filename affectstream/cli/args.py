@@ -114,21 +114,52 @@ def has_input(args: argparse.Namespace) -> bool:
     return args.camera is not None or args.mic is not None or any(files)
 
 
+def config_from_args(args: argparse.Namespace):
+    """`--config FILE` loaded, then `--backend/--device/--onnx-dir/--threads` and, where the
+    command has it, `--rate` applied over it."""
+    from affectstream.core.config import load_config
+    from affectstream.core.errors import UsageError
+
+    config = load_config(args.config)
+    apply_backend_arguments(config, args)
+    rate = getattr(args, "rate", None)
+    if rate is not None:
+        if rate <= 0:
+            raise UsageError(f"--rate must be positive, got {rate}")
+        config.scheduler.rate_hz = rate
+    return config
+
+
+def add_looped_media_argument(p: argparse.ArgumentParser) -> None:
+    """`--media FILE` for the commands that loop one file (bench pipeline, soak)."""
+    p.add_argument(
+        "--media",
+        type=Path,
+        help="video with an audio track, looped (default: the checkout's "
+        "../shared/media/Megamind.avi, resolved when the command runs)",
+    )
+
+
+def looped_media(args: argparse.Namespace) -> Path:
+    """`--media`, or the checkout's Megamind.avi; UsageError when the file is not there."""
+    from affectstream.cli.defaults import shared_dir
+    from affectstream.core.errors import UsageError
+
+    media = Path(args.media or shared_dir() / "media" / "Megamind.avi")
+    if not media.is_file():
+        raise UsageError(f"--media: file not found: {media}")
+    return media
+
+
 def build_stream(args: argparse.Namespace, push: bool = False):
     """An `AffectStream` from the flags of `add_input_arguments`.
 
     `push`: with no input flag, take pushed frames and audio (`serve`) instead of failing.
     """
-    from affectstream.core.config import load_config
     from affectstream.core.errors import UsageError
     from affectstream.realtime.stream import AffectStream, Inputs
 
-    config = load_config(args.config)
-    apply_backend_arguments(config, args)
-    if args.rate is not None:
-        if args.rate <= 0:
-            raise UsageError(f"--rate must be positive, got {args.rate}")
-        config.scheduler.rate_hz = args.rate
+    config = config_from_args(args)
     files = {"--video": args.video, "--audio": args.audio, "--media": args.media}
     pushed = push and not has_input(args)
     if not pushed and not has_input(args):

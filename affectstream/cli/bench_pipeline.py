@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 
 from affectstream.cli.args import (
     add_backend_arguments,
-    apply_backend_arguments,
+    add_looped_media_argument,
+    config_from_args,
+    looped_media,
     positive_ints,
     write_json,
 )
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--media",
-        type=Path,
-        help="video with an audio track, looped (default: the checkout's "
-        "../shared/media/Megamind.avi, resolved when the command runs)",
-    )
+    add_looped_media_argument(p)
     p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="per run (60)")
     p.add_argument(
         "--streams",
@@ -57,21 +53,12 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from affectstream.bench import pipeline
-    from affectstream.cli.defaults import shared_dir
-    from affectstream.core.config import load_config
     from affectstream.core.errors import UsageError
 
-    media = args.media or shared_dir() / "media" / "Megamind.avi"
-    if not Path(media).is_file():
-        raise UsageError(f"--media: file not found: {media}")
+    media = looped_media(args)
     if args.seconds <= 0:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
-    config = load_config(args.config)
-    apply_backend_arguments(config, args)
-    if args.rate is not None:
-        if args.rate <= 0:
-            raise UsageError(f"--rate must be positive, got {args.rate}")
-        config.scheduler.rate_hz = args.rate
+    config = config_from_args(args)
 
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())

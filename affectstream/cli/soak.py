@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from affectstream.cli.args import add_backend_arguments, apply_backend_arguments, write_json
+from affectstream.cli.args import (
+    add_backend_arguments,
+    add_looped_media_argument,
+    config_from_args,
+    looped_media,
+    write_json,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--media",
-        type=Path,
-        help="video with an audio track, looped (default: the checkout's "
-        "../shared/media/Megamind.avi, resolved when the command runs)",
-    )
+    add_looped_media_argument(p)
     p.add_argument("--minutes", type=float, default=30.0, metavar="M", help="how long (30)")
     p.add_argument(
         "--cpu-hog", type=int, default=0, metavar="N", help="N busy processes beside it (0)"
@@ -33,17 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from affectstream.bench import soak
-    from affectstream.cli.defaults import shared_dir
-    from affectstream.core.config import load_config
     from affectstream.core.errors import UsageError
 
-    media = args.media or shared_dir() / "media" / "Megamind.avi"
-    if not Path(media).is_file():
-        raise UsageError(f"--media: file not found: {media}")
+    media = looped_media(args)
     if args.minutes <= 0 or args.cpu_hog < 0 or args.sample_s <= 0:
         raise UsageError("--minutes and --sample-s must be positive, --cpu-hog >= 0")
-    config = load_config(args.config)
-    apply_backend_arguments(config, args)
+    config = config_from_args(args)
     seconds = args.minutes * 60
     columns = (TextColumn("soak"), BarColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
