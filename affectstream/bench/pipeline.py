@@ -53,10 +53,16 @@ class StreamTrace:
             self.age_ms[m].append(est.age_ms.get(m))
         self.overruns += int(est.overrun)
         self.dropped = dict(est.dropped)
-        for m, s in est.status.items():
-            word = s.split(":")[0]
-            counts = self.status.setdefault(m, {})
-            counts[word] = counts.get(word, 0) + 1
+        count_status(self.status, est)
+
+
+def count_status(counts: dict[str, dict[str, int]], est) -> None:
+    """Add one estimate's status words (ok, stale, absent, missing, timeout, error, off) to
+    per-modality counts; the reason after the colon is left out."""
+    for m, s in est.status.items():
+        word = s.split(":")[0]
+        per = counts.setdefault(m, {})
+        per[word] = per.get(word, 0) + 1
 
 
 def machine_info(config: Config) -> dict[str, Any]:
@@ -87,13 +93,20 @@ class ResourceSampler:
     """Samples this process's CPU % (of one core: 200 means two busy cores), resident memory
     and, on a GPU, memory in use and utilisation, every `interval_s`, on its own thread."""
 
-    def __init__(self, interval_s: float = 0.5, gpu: bool = False) -> None:
+    def __init__(
+        self,
+        interval_s: float = 0.5,
+        gpu: bool = False,
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """`extra`: more fields for each sample (soak adds the estimate count)."""
         import psutil
 
         self.proc = psutil.Process()
         self.interval_s = interval_s
         self.gpu = gpu
-        self.samples: list[dict[str, float]] = []
+        self.extra = extra
+        self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resource-sampler", daemon=True)
         self._t0 = time.monotonic()
@@ -112,10 +125,12 @@ class ResourceSampler:
             s = {
                 "t": round(time.monotonic() - self._t0, 2),
                 "cpu_percent": self.proc.cpu_percent(None),
-                "rss_mb": self.proc.memory_info().rss / 2**20,
+                "rss_mb": round(self.proc.memory_info().rss / 2**20, 2),
             }
             if self.gpu:
                 s.update(_gpu_sample())
+            if self.extra is not None:
+                s.update(self.extra())
             self.samples.append(s)
 
     def summary(self) -> dict[str, Any]:
@@ -323,14 +338,9 @@ def measure(
 
 def plot(result: dict[str, Any], out: str | Path) -> Path:
     """Latency over time (stream 0 of the first run) and the CDF of each stage's time."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     tr = result["trace"]
     fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(13, 4.8))
     t = np.asarray(tr["t"])
@@ -355,6 +365,26 @@ def plot(result: dict[str, Any], out: str | Path) -> Path:
         f"{m['cpu']} ({m['cores']} cores), backend {m['backend']} on {m['device']}",
         fontsize=9,
     )
+    return save(fig, out)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or an ImportError saying what to
+    install (matplotlib is the `plot` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: str | Path) -> Path:
+    """Lay out, write the PNG (parent folders made) and free the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ a counter, so the measurement itself does not grow the process.
 from __future__ import annotations
 
 import multiprocessing as mp
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.bench.pipeline import machine_info
+from affectstream.bench.pipeline import ResourceSampler, count_status, machine_info, pyplot, save
 from affectstream.core.config import Config
 from affectstream.core.labels import MODALITIES
 from affectstream.core.stats import percentiles
@@ -72,8 +71,6 @@ def soak(
     `warmup_s` (default: 10% of the run, at most 120 s) is excluded from the memory growth:
     models, caches and allocator pools settle first.
     """
-    import psutil
-
     from affectstream.realtime.stream import AffectStream, Inputs
 
     if minutes <= 0:
@@ -88,29 +85,15 @@ def soak(
     overruns = 0
     last_dropped: dict[str, int] = {}
     status_counts: dict[str, dict[str, int]] = {m: {} for m in MODALITIES}
-    proc = psutil.Process()
-    memory: list[dict[str, float]] = []
     t0 = time.monotonic()
-    stop_sampling = threading.Event()
-
-    def sample() -> None:
-        proc.cpu_percent(None)
-        while not stop_sampling.wait(sample_s):
-            memory.append(
-                {
-                    "t": round(time.monotonic() - t0, 1),
-                    "rss_mb": round(proc.memory_info().rss / 2**20, 2),
-                    "cpu_percent": proc.cpu_percent(None),
-                    "estimates": n,
-                }
-            )
+    sampler = ResourceSampler(
+        sample_s, gpu=config.backend.device.startswith("cuda"), extra=lambda: {"estimates": n}
+    )
 
     stream = AffectStream(
         config, Inputs(media=media, realtime=True, loop=True, transcribe=transcribe)
     )
-    sampler = threading.Thread(target=sample, name="soak-sampler", daemon=True)
-    with CpuHogs(cpu_hogs):
-        sampler.start()
+    with CpuHogs(cpu_hogs), sampler:
         last_t = 0.0
         for est in stream.estimates():
             if n < cap:
@@ -121,16 +104,13 @@ def soak(
             n += 1
             overruns += int(est.overrun)
             last_dropped = est.dropped
-            for m, s in est.status.items():
-                word = s.split(":")[0]
-                status_counts[m][word] = status_counts[m].get(word, 0) + 1
+            count_status(status_counts, est)
             last_t = est.t
             if progress is not None and n % 10 == 0:
                 progress(est.t)
             if est.t >= seconds:
                 stream.stop()
-        stop_sampling.set()
-        sampler.join(timeout=sample_s + 1)
+    memory = sampler.samples
     elapsed = time.monotonic() - t0
 
     after = [m for m in memory if m["t"] >= warmup_s]
@@ -173,13 +153,7 @@ def soak(
 
 def plot(result: dict[str, Any], out: str | Path) -> Path:
     """Resident memory and CPU over the run."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     mem = result["memory"]
     t = [m["t"] / 60 for m in mem]
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -197,9 +171,4 @@ def plot(result: dict[str, Any], out: str | Path) -> Path:
         f"{result['rss_mb']['growth_percent_after_warmup']}%",
         fontsize=9,
     )
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)
