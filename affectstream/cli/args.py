@@ -130,14 +130,20 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
-def add_looped_media_argument(p: argparse.ArgumentParser) -> None:
-    """`--media FILE` for the commands that loop one file (bench pipeline, soak)."""
+def add_looped_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """`--media FILE`, `--no-transcribe`, `--config` and the backend flags: for the commands
+    that run the pipeline on a loop of one file (bench pipeline, soak)."""
     p.add_argument(
         "--media",
         type=Path,
         help="video with an audio track, looped (default: the checkout's "
         "../shared/media/Megamind.avi, resolved when the command runs)",
     )
+    p.add_argument(
+        "--no-transcribe", action="store_true", help="no speech-to-text, no text modality"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    add_backend_arguments(p)
 
 
 def looped_media(args: argparse.Namespace) -> Path:

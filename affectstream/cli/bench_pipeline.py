@@ -11,8 +11,7 @@ import argparse
 import functools
 
 from affectstream.cli.args import (
-    add_backend_arguments,
-    add_looped_media_argument,
+    add_looped_stream_arguments,
     config_from_args,
     looped_media,
     positive_ints,
@@ -21,7 +20,7 @@ from affectstream.cli.args import (
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    add_looped_media_argument(p)
+    add_looped_stream_arguments(p)
     p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="per run (60)")
     p.add_argument(
         "--streams",
@@ -39,11 +38,6 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="p99 estimate age a stream count must keep to count as sustained (150)",
     )
-    p.add_argument(
-        "--no-transcribe", action="store_true", help="no speech-to-text, no text modality"
-    )
-    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
-    add_backend_arguments(p)
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="latency over time and CDF per stage")
 

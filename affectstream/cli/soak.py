@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from affectstream.cli.args import (
-    add_backend_arguments,
-    add_looped_media_argument,
+    add_looped_stream_arguments,
     config_from_args,
     looped_media,
     write_json,
@@ -14,15 +13,12 @@ from affectstream.cli.args import (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_looped_media_argument(p)
+    add_looped_stream_arguments(p)
     p.add_argument("--minutes", type=float, default=30.0, metavar="M", help="how long (30)")
     p.add_argument(
         "--cpu-hog", type=int, default=0, metavar="N", help="N busy processes beside it (0)"
     )
     p.add_argument("--sample-s", type=float, default=5.0, metavar="S", help="memory every S s")
-    p.add_argument("--no-transcribe", action="store_true", help="no speech-to-text, no text")
-    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
-    add_backend_arguments(p)
     p.add_argument("--json", metavar="OUT", help="write the record (with memory over time)")
     p.add_argument("--plot", metavar="OUT.png", help="resident memory and CPU over time")
 
