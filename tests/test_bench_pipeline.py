@@ -74,3 +74,37 @@ def test_bench_pipeline_usage_errors(args, message):
         cwd=REPO,
     )
     assert r.returncode == 2 and message in r.stderr
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "affectstream", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def test_bench_scheduler_prints_and_writes_its_cost(tmp_path):
+    out = tmp_path / "s.json"
+    r = _cli("bench", "scheduler", "--ticks", "300", "--json", out)
+    assert r.returncode == 0, r.stderr
+    assert "stages on worker threads" in r.stdout
+    d = json.loads(out.read_text())
+    w, i = d["tick_ms_workers"], d["stage_calls_ms_inline"]
+    assert d["ticks"] == 300 and d["stages"] == 3
+    assert 0 < i["p50"] <= i["p99"] and 0 < w["p50"] <= w["p99"]
+    assert d["scheduler_ms_per_tick_p50"] == round(w["p50"] - i["p50"], 4)
+
+
+def test_bench_startup_times_the_first_estimate(megamind, tmp_path):
+    out = tmp_path / "st.json"
+    r = _cli(
+        "bench", "startup", "--media", megamind, "--runs", "1", "--no-transcribe", "--json", out
+    )
+    assert r.returncode == 0, r.stderr
+    assert "first estimate" in r.stdout
+    d = json.loads(out.read_text())
+    assert d["flags"] == ["--no-transcribe"] and len(d["first_estimate_s"]) == 1
+    assert 0 < d["first_estimate_s"][0] < 120

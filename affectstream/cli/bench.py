@@ -1,10 +1,11 @@
-"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio, pipeline)."""
+"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio, pipeline, scheduler, startup)."""
 
 from __future__ import annotations
 
 import argparse
 
 from affectstream.cli import bench_audio, bench_pipeline, face, models, stt, text, voice
+from affectstream.cli.bench_runtime import Scheduler, Startup
 
 # bench target -> module providing add_bench_arguments / run_bench
 TARGETS = {
@@ -15,6 +16,8 @@ TARGETS = {
     "models": models,
     "audio": bench_audio,
     "pipeline": bench_pipeline,
+    "scheduler": Scheduler,
+    "startup": Startup,
 }
 
 
