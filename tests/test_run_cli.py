@@ -41,6 +41,10 @@ def check_estimate(d):
         assert (d["age_ms"][m] is not None) == d["present"][m]
         if not d["present"][m]:
             assert d["relevance"][m] == 0
+    assert set(d["modalities"]) == set(present)  # each present modality's own view
+    for view in d["modalities"].values():
+        assert view["emotion"] == max(view["probs"], key=view["probs"].get)
+        assert abs(sum(view["probs"].values()) - 1) < 1e-3
     assert "total" in d["stages_ms"] and isinstance(d["dropped"], dict)
 
 

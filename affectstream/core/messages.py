@@ -55,7 +55,9 @@ class Estimate:
     """The rolling output, one per scheduler tick.
 
     `relevance` sums to 1 over the present modalities (0 for absent ones); `age_ms` is emit
-    time minus the capture time of the newest input used, per modality (None when absent).
+    time minus the capture time of the newest input used, per modality (None when absent);
+    `modalities` holds each present modality's own probabilities, so a user sees who says
+    what beside the fused result (a polite smile over an angry voice).
     """
 
     t: float
@@ -77,6 +79,8 @@ class Estimate:
     # words), missing (no recent input), timeout (its stage did not answer in time), error:
     # ... (its stage raised or gave NaN), off (not configured)
     status: dict[str, str] = field(default_factory=dict)
+    # each present modality's own view, beside the fused one: who says what
+    modalities: dict[str, dict] = field(default_factory=dict)
 
     @property
     def emotion(self) -> str:
@@ -96,6 +100,14 @@ class Estimate:
             "stale": {m: bool(self.stale.get(m, False)) for m in MODALITIES},
             "age_ms": {m: _round(self.age_ms.get(m), 2) for m in MODALITIES},
             "status": {m: self.status.get(m, "off") for m in MODALITIES},
+            "modalities": {
+                m: {
+                    "emotion": LABELS[int(np.argmax(v["probs"]))],
+                    "probs": {k: _round(p) for k, p in zip(LABELS, v["probs"], strict=True)},
+                    "confidence": _round(float(np.max(v["probs"]))),
+                }
+                for m, v in self.modalities.items()
+            },
             "stages_ms": {k: _round(v, 3) for k, v in self.stages_ms.items()},
             "dropped": dict(self.dropped),
             "overrun": self.overrun,

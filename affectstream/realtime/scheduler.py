@@ -240,6 +240,7 @@ class Pipeline:
             tick=self.ticks,
             emitted_ns=emit_ns,
             status=status,
+            modalities={m: {"probs": r.probs} for m, r in present.items()},
         )
         self.ticks += 1
         return est
