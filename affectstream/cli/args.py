@@ -46,6 +46,11 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--media", metavar="FILE", help="replay the video and audio tracks of one file"
     )
+    src.add_argument(
+        "--sample",
+        action="store_true",
+        help="replay the bundled sample clip (a face and speech; as --media FILE)",
+    )
     src.add_argument("--no-video", action="store_true", help="ignore video inputs")
     src.add_argument("--no-audio", action="store_true", help="ignore audio inputs")
     words = p.add_mutually_exclusive_group()
@@ -108,10 +113,28 @@ def apply_backend_arguments(config, args: argparse.Namespace) -> None:
     b.threads = args.threads or b.threads
 
 
+def sample_media() -> Path:
+    """The bundled sample clip (`affectstream/media/sample.mp4`; README.md beside it has the
+    licences of its parts)."""
+    return Path(__file__).resolve().parents[1] / "media" / "sample.mp4"
+
+
 def has_input(args: argparse.Namespace) -> bool:
     """Whether the command line names a camera, microphone or file input."""
-    files = (args.video, args.audio, args.media)
+    files = (args.video, args.audio, args.media, getattr(args, "sample", False))
     return args.camera is not None or args.mic is not None or any(files)
+
+
+def apply_sample(args: argparse.Namespace) -> None:
+    """`--sample`: the bundled clip as `--media`; with another file input it is a UsageError."""
+    from affectstream.core.errors import UsageError
+
+    if not getattr(args, "sample", False):
+        return
+    given = [f for f in ("video", "audio", "media") if getattr(args, f) is not None]
+    if given:
+        raise UsageError(f"--sample replaces --{given[0]}: give one of them")
+    args.media = str(sample_media())
 
 
 def config_from_args(args: argparse.Namespace):
@@ -165,12 +188,13 @@ def build_stream(args: argparse.Namespace, push: bool = False):
     from affectstream.core.errors import UsageError
     from affectstream.realtime.stream import AffectStream, Inputs
 
+    apply_sample(args)
     config = config_from_args(args)
     files = {"--video": args.video, "--audio": args.audio, "--media": args.media}
     pushed = push and not has_input(args)
     if not pushed and not has_input(args):
         raise UsageError(
-            "no input: give --camera N, --mic, --video FILE, --audio FILE or --media FILE"
+            "no input: give --camera N, --mic, --video FILE, --audio FILE, --media FILE or --sample"
         )
     for flag, path in files.items():
         if path is not None and not Path(path).is_file():

@@ -1,0 +1,57 @@
+"""The bundled sample clip: `affectstream run --sample` works with nothing beside the package,
+the face tracker finds the face, whisper hears the words, and the clip is package data."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+
+import cv2
+import tomllib
+
+from affectstream.cli.args import sample_media
+from tests.conftest import REPO
+from tests.test_run_cli import affectstream, check_estimate, read_estimates
+
+SAMPLE = sample_media()
+
+
+def test_sample_is_small_and_packaged():
+    assert SAMPLE.is_file() and SAMPLE.stat().st_size < 400_000
+    cap = cv2.VideoCapture(str(SAMPLE))
+    assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 100
+    ok, frame = cap.read()
+    assert ok and frame.shape == (360, 480, 3)
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = package_data["package-data"]["affectstream"]
+    for name in ("sample.mp4", "README.md"):  # the clip and the licences of its parts
+        path = (SAMPLE.parent / name).relative_to(REPO / "affectstream").as_posix()
+        assert any(fnmatch.fnmatch(path, p) for p in patterns), (path, patterns)
+    licences = (SAMPLE.parent / "README.md").read_text()
+    assert "public domain" in licences and "espeak" in licences.lower()
+
+
+def test_run_sample_fast_sees_the_face_and_hears_the_words(tmp_path):
+    out, summary = tmp_path / "est.jsonl", tmp_path / "summary.json"
+    r = affectstream("run", "--sample", "--fast", "--out", out, "--summary-json", summary)
+    assert r.returncode == 0, r.stderr
+    ests = read_estimates(out)
+    for d in ests:
+        check_estimate(d)
+    s = json.loads(summary.read_text())
+    assert len(ests) >= 120  # 14 s at 10 Hz, less ticks a slow one covered
+    assert s["present_fraction"]["face"] >= 0.9, s["present_fraction"]
+    assert s["present_fraction"]["voice"] >= 0.5, s["present_fraction"]
+    heard = " ".join(d["transcript"] for d in ests).lower()
+    for word in ("happy", "wonderful", "sad", "lonely", "angry"):
+        assert word in heard, heard[-300:]
+    # the words' own emotion follows the three sentences, in order
+    text_views = [d["modalities"]["text"]["emotion"] for d in ests if "text" in d["modalities"]]
+    firsts = [text_views.index(e) for e in ("happy", "sad", "angry")]
+    assert firsts == sorted(firsts), text_views
+
+
+def test_sample_with_another_file_is_one_line(tmp_path):
+    r = affectstream("run", "--sample", "--video", SAMPLE, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "affectstream: error: --sample replaces --video: give one of them"
