@@ -164,6 +164,8 @@ class Pipeline:
             if st.worker is None:
                 st.worker = StageWorker(st.stage)
             stages_ms[name] = 0.0
+            if st.stage.model_problem():  # its model is still loading (or failed to): not run
+                continue
             if st.worker.busy:  # a call from an earlier tick has not come back: a hang
                 st.timeouts += 1
                 st.status = f"timeout: no answer for {(time.perf_counter_ns() - st.started_ns) / 1e6:.0f} ms"
@@ -286,8 +288,12 @@ def _finite(r: ModalityResult) -> bool:
 
 
 def _status(st: _StageState, present: bool, stale: dict[str, bool]) -> str:
-    """One word and a reason per modality: ok, stale, absent, missing, timeout, error."""
+    """One word and a reason per modality: loading, ok, stale, absent, missing, timeout,
+    error."""
     name = st.stage.name
+    model = st.stage.model_problem()
+    if model:
+        return model  # "loading", or "error: ..." for a model that could not be opened
     if st.status.startswith(("timeout", "error")):
         return st.status
     problem = st.stage.input_problem()

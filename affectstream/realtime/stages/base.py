@@ -36,14 +36,22 @@ class Stage:
 
     `problem`, when the stream sets it, says what is wrong with the stage's input right now
     ("" when nothing is: a camera reconnecting, a transcriber that failed or stalls); the
-    estimate's `status` gives it as the reason a modality is missing or stale.
+    estimate's `status` gives it as the reason a modality is missing or stale. `model_status`
+    likewise says whether the stage's model is open yet (`model_problem`).
     """
 
     name = "stage"
     problem: Callable[[], str] | None = None
+    model_status: Callable[[], str] | None = None
 
     def input_problem(self) -> str:
         return self.problem() if self.problem is not None else ""
+
+    def model_problem(self) -> str:
+        """"" when the stage's model is open; "loading" while the stream opens it in the
+        background, "error: ..." when it could not (the stream sets `model_status`). The
+        scheduler does not run a stage whose model is not open."""
+        return self.model_status() if self.model_status is not None else ""
 
     def run(self, now_ns: int) -> ModalityResult | _Absent | None:  # pragma: no cover
         raise NotImplementedError
