@@ -108,3 +108,5 @@ def test_bench_startup_times_the_first_estimate(megamind, tmp_path):
     d = json.loads(out.read_text())
     assert d["flags"] == ["--no-transcribe"] and len(d["first_estimate_s"]) == 1
     assert 0 < d["first_estimate_s"][0] < 120
+    assert d["first_estimate_s"][0] <= d["joined_s"][0]["face"] <= d["all_loaded_s"][0]
+    assert "all loaded" in r.stdout and d["joined_s"][0].keys() == {"face", "voice"}

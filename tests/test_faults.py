@@ -136,6 +136,7 @@ def test_transcriber_that_raises_drops_one_utterance_and_goes_on(three_utterance
 def test_transcriber_that_stalls_is_reported_while_the_tick_goes_on(three_utterances):
     config = load_config()
     stream = AffectStream(config, Inputs(audio=three_utterances, realtime=True))
+    assert stream.wait_models(60)  # a live stream opens whisper in the background
     stream.transcriber.decoder = FlakyDecoder(stream.transcriber.decoder, stall_s=2.5)
     stream.transcriber.stall_s = 1.0
     ests = []

@@ -177,6 +177,7 @@ def run_streams(
     streams = []
     for _ in range(n):
         streams.append(AffectStream(config, inputs, predictors=predictors))
+        streams[-1].wait_models()  # open once, in the first stream; the others share them
         predictors.update(streams[-1].predictors)
     traces = [StreamTrace() for _ in streams]
     errors: list[BaseException] = []

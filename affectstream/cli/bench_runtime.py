@@ -64,7 +64,11 @@ class Startup:
             if value is not None:
                 extra += [f"--{flag.replace('_', '-')}", str(value)]
         r = measure(looped_media(args), args.runs, extra)
-        for i, s in enumerate(r["first_estimate_s"], 1):
-            print(f"launch {i}: first estimate {s:.2f} s after launch")
+        for i, (s, joined, loaded) in enumerate(
+            zip(r["first_estimate_s"], r["joined_s"], r["all_loaded_s"], strict=True), 1
+        ):
+            joins = ", ".join(f"{m} {t:.2f} s" for m, t in joined.items())
+            done = "not all loaded" if loaded is None else f"all loaded {loaded:.2f} s"
+            print(f"launch {i}: first estimate {s:.2f} s after launch ({joins}; {done})")
         write_json(args.json, r)
         return 0

@@ -7,8 +7,10 @@
         rec.push_audio(pcm_int16, 48000, t=time.monotonic())
         for est in rec: ...                        # or `async for`, rec.on_estimate(fn), rec.latest()
 
-It wraps one `AffectStream`: the stream is built (models loaded, devices and files opened) in
-the constructor, so a bad config, no input or a missing file raises there, in the caller.
+It wraps one `AffectStream`: the stream is built (devices and files opened, named weights
+checked) in the constructor, so a bad config, no input or a missing file raises there, in the
+caller; the models open in the background and each modality joins when its model is ready
+(status `loading` until then).
 `__enter__` (or `start()`) runs the stream on a background thread, which iterates
 `AffectStream.estimates()` and hands each estimate to the three ways of receiving it:
 

@@ -3,6 +3,12 @@
 This is the library entry point for hosts (agents, the CLI, the server): build one from a
 config and inputs, iterate `estimates()`, stop it. Missing inputs are ordinary states.
 
+Models load in the background (`realtime/loading.py`): a live stream ticks at once, and each
+modality joins when its model is open (status `loading` until then, `error: ...` if it cannot
+be opened). Stepped file replay (`realtime=False`) opens them all before the first tick, so
+its results do not depend on load timing. A weights file or speech model the config names
+explicitly is checked at construction: a missing one fails there, before any thread starts.
+
     stream = AffectStream(load_config(), Inputs(push_video=True, push_audio=True))
     stream.push_frame(bgr_image); stream.push_audio(pcm, 48000)
     for est in stream.estimates(): ...
@@ -11,6 +17,8 @@ config and inputs, iterate `estimates()`, stop it. Missing inputs are ordinary s
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +28,7 @@ from affectstream.core.clock import now_ns
 from affectstream.core.config import Config
 from affectstream.core.messages import Estimate, VideoFrame
 from affectstream.core.ringbuffer import RingBuffer, SampleRing
+from affectstream.realtime.loading import ModelLoader
 from affectstream.realtime.scheduler import Pipeline, run_realtime, run_stepped
 from affectstream.realtime.sources.base import Source, SourceError, SourceState
 from affectstream.realtime.sources.video import CameraSource, PushVideoSource, VideoFileSource
@@ -59,10 +68,16 @@ class AffectStream:
     ) -> None:
         """`predictors`: models already open (`export.predictors.open_predictor`, and "stt":
         a loaded whisper decoder), by name, shared with other streams in the process (server
-        sessions, `bench pipeline`); the others are opened from `config` and added."""
+        sessions, `bench pipeline`): those are used at once. The others are opened from
+        `config` (in the background unless stepped) and added as they open; a host that
+        shares them with its next streams waits for them first (`wait_models`)."""
         self.config = config
         self.inputs = inputs
         self.predictors = dict(predictors or {})
+        self.loader = ModelLoader()
+        self._words_lock = threading.Lock()
+        self._running = False  # estimates() has started the sources
+        self._words_started = False
         self.sources: list[Source] = []
         self.video_ring: RingBuffer[VideoFrame] | None = None
         self.audio_ring: SampleRing | None = None
@@ -81,7 +96,6 @@ class AffectStream:
     # -- construction -----------------------------------------------------------------
     def _build(self) -> None:
         cfg, inp = self.config, self.inputs
-        _set_torch_threads(cfg.backend.threads)
         video_inputs = [
             x for x in (inp.camera, inp.video, inp.media, inp.push_video or None) if x is not None
         ]
@@ -117,8 +131,10 @@ class AffectStream:
             raise ValueError(
                 "no input: give a camera, a video/audio/media file, a microphone, or push data"
             )
-        for stage in self.stages:
-            stage.warmup()
+        if self.stepped:
+            self.loader.load_all()  # before the first tick: results independent of timing
+        else:
+            self.loader.start()
         counters = [self._source_counters]
         transcript = None
         if self.words is not None:
@@ -146,8 +162,8 @@ class AffectStream:
             from affectstream.models.face.detect import FaceTracker
             from affectstream.realtime.stages.face import FaceStage
 
-            predictor = self._predictor("face")
-            stage = FaceStage(self.video_ring, FaceTracker(cfg.face), predictor)
+            stage = FaceStage(self.video_ring, FaceTracker(cfg.face), None)
+            self._attach("face", stage)
             stage.problem = lambda src=self.video_source: source_problem(src)
             self.stages.append(stage)
 
@@ -179,17 +195,16 @@ class AffectStream:
 
             history_s = max(60.0, cfg.audio.ring_seconds + 1.0)  # all the transcriber can read
             vad = VoiceActivity(threshold=cfg.voice.vad_threshold, history_s=history_s)
-            predictor = self._predictor("voice")
             src = self.audio_source
-            self.stages.append(
-                VoiceStage(
-                    self.audio_ring,
-                    vad,
-                    predictor,
-                    window_s=cfg.voice.window_s,
-                    available=lambda: src.status.state is not SourceState.RECONNECTING,
-                )
+            stage = VoiceStage(
+                self.audio_ring,
+                vad,
+                None,
+                window_s=cfg.voice.window_s,
+                available=lambda: src.status.state is not SourceState.RECONNECTING,
             )
+            self._attach("voice", stage)
+            self.stages.append(stage)
         for stage in self.stages:
             if stage.name == "voice":
                 stage.problem = lambda src=self.audio_source: source_problem(src)
@@ -208,8 +223,9 @@ class AffectStream:
             stepped=self.stepped,
             vad=vad,
         )
-        self.transcriber.open()  # a missing model fails here, before any thread starts
-        self.predictors.setdefault("stt", self.transcriber.decoder)
+        if self.transcriber.decoder is None:
+            check_speech_model(cfg)
+            self.loader.add("stt", self._open_words)
         self.sources.append(self.transcriber)
         self._build_text(self.transcriber, self.audio_source)
 
@@ -226,17 +242,60 @@ class AffectStream:
         if cfg.text.enabled:
             from affectstream.realtime.stages.text import TextStage
 
-            stage = TextStage(words, self._predictor("text"), cfg.transcriber.context_s)
+            stage = TextStage(words, None, cfg.transcriber.context_s)
+            self._attach("text", stage)
             stage.problem = lambda: source_problem(audio) or words.problem()
+            if words is self.transcriber:  # no words before the whisper model is open either
+                stage.model_status = lambda: self.loader.status("text", "stt")
             self.stages.append(stage)
 
-    def _predictor(self, name: str):
-        """The shared predictor of `name` if the host gave one, else one opened here."""
-        if name not in self.predictors:
+    def _attach(self, name: str, stage) -> None:
+        """Give `stage` its predictor: the host's shared one at once, else a load job that
+        opens it, warms it up and hands it over (the stage is not run until then)."""
+        shared = self.predictors.get(name)
+        if shared is not None:
+            _set_torch_threads(self.config.backend.threads)
+            stage.predictor = shared
+            stage.warmup()
+            return
+        check_weights(self.config, name)
+
+        def load() -> None:
             from affectstream.export.predictors import open_predictor
 
-            self.predictors[name] = open_predictor(name, self.config)
-        return self.predictors[name]
+            predictor = open_predictor(name, self.config)
+            _set_torch_threads(self.config.backend.threads)
+            stage.predictor = predictor
+            stage.warmup()
+            self.predictors[name] = predictor
+
+        self.loader.add(name, load)
+        stage.model_status = lambda: self.loader.status(name)
+
+    def _open_words(self) -> None:
+        """The whisper model's load job; a live stream's transcriber starts once it is open."""
+        self.transcriber.open()
+        self.predictors.setdefault("stt", self.transcriber.decoder)
+        self._start_words()
+
+    def _start_words(self) -> None:
+        """Start the transcriber's thread once both the stream runs and its model is open
+        (whichever comes last calls this). It reads the audio ring from its start, so the
+        words said while the model loaded are transcribed too."""
+        with self._words_lock:
+            t = self.transcriber
+            if self._words_started or not self._running or self._stop:
+                return
+            if t.decoder is None:
+                return
+            self._words_started = True
+            t.start()
+
+    def wait_models(self, timeout: float | None = None) -> bool:
+        """Wait until every model this stream opens is open (or failed: its status says why);
+        False if `timeout` (s) passed first. Hosts that share `predictors` between streams
+        call it before handing them on."""
+        return self.loader.wait(timeout)
 
     def _source_counters(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -290,7 +349,7 @@ class AffectStream:
         files = self._file_sources()
         if not files or not all(s.done for s in files):
             return False
-        if self.transcriber is None or self.transcriber.done:
+        if self.transcriber is None or self.transcriber.done or self.loader.failed("stt"):
             return True
         if self.stepped:
             self.transcriber.drain()  # commits the last words at once; one more tick shows them
@@ -309,6 +368,9 @@ class AffectStream:
         self._stop = True
 
     def close(self) -> None:
+        self.loader.close()
+        with self._words_lock:
+            self._stop = True  # a whisper model that opens after this starts no thread
         for s in self.sources:
             s.stop()
         pipeline = getattr(self, "pipeline", None)
@@ -329,7 +391,12 @@ class AffectStream:
                 )
             else:
                 for s in self.sources:
-                    s.start()
+                    if s is not self.transcriber:
+                        s.start()
+                if self.transcriber is not None:
+                    with self._words_lock:
+                        self._running = True
+                    self._start_words()
                 yield from run_realtime(self.pipeline, self._done, stop=lambda: self._stop)
         finally:
             self.close()
@@ -358,12 +425,38 @@ def source_problem(source: Source | None) -> str:
     return ""
 
 
+def check_weights(config: Config, name: str) -> None:
+    """A weights file the config names for model `name` must be there: WeightsError at
+    construction, before any thread starts, rather than an `error:` status later. (The
+    shipped defaults are opened by the load job, in the background.)"""
+    from affectstream.core.errors import WeightsError
+    from affectstream.export.predictors import resolve_weights
+
+    weights = resolve_weights(getattr(config, name).weights)
+    if weights and not Path(weights).is_file():
+        raise WeightsError(f"{name}.weights: file not found: {weights}")
+
+
+def check_speech_model(config: Config) -> None:
+    """A speech model the config names (`transcriber.model`) must be there: SourceError at
+    construction, as a missing model always failed (the default is opened in the background)."""
+    if not config.transcriber.model:
+        return
+    from affectstream.models.stt.whisper_model import SttModelError, resolve_model_path
+
+    try:
+        resolve_model_path(config.transcriber.model)
+    except SttModelError as e:
+        raise SourceError(str(e)) from None
+
+
 def _set_torch_threads(n: int) -> None:
     """Encoders run on the scheduler thread beside capture and transcription: keep torch's
-    intra-op pool small (on a 2-core machine, more threads only contend)."""
-    import torch
-
-    if torch.get_num_threads() != n:
+    intra-op pool small (on a 2-core machine, more threads only contend). Called after a
+    model opens, before its first call; a model that does not import torch (the shipped int8
+    face model) does not pay the 0.8 s torch import."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 

@@ -48,9 +48,9 @@ class Stage:
         return self.problem() if self.problem is not None else ""
 
     def model_problem(self) -> str:
-        """"" when the stage's model is open; "loading" while the stream opens it in the
-        background, "error: ..." when it could not (the stream sets `model_status`). The
-        scheduler does not run a stage whose model is not open."""
+        """Why the stage's model is not open: "loading" while the stream opens it in the
+        background, "error: ..." when it could not; "" once it is open (the stream sets
+        `model_status`). The scheduler does not run a stage whose model is not open."""
         return self.model_status() if self.model_status is not None else ""
 
     def run(self, now_ns: int) -> ModalityResult | _Absent | None:  # pragma: no cover
