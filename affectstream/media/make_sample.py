@@ -58,10 +58,10 @@ def frames(image: np.ndarray, n: int):
     h, w = image.shape[:2]
     for i in range(n):
         s = i / max(1, n - 1)
-        crop_w = 440 - 60 * (0.5 - 0.5 * math.cos(2 * math.pi * s))  # zoom in and back out
+        crop_w = 380 - 50 * (0.5 - 0.5 * math.cos(2 * math.pi * s))  # zoom in and back out
         crop_h = crop_w * HEIGHT / WIDTH
-        cx = w / 2 + 20 * math.sin(2 * math.pi * s)  # a gentle pan left and right
-        cy = 200 + 10 * math.sin(4 * math.pi * s)
+        cx = 215 + 15 * math.sin(2 * math.pi * s)  # a gentle pan; the shuttle on the right
+        cy = 180 + 8 * math.sin(4 * math.pi * s)  # stays mostly out (Haar takes it for a face)
         x0 = min(max(0.0, cx - crop_w / 2), w - crop_w)
         y0 = min(max(0.0, cy - crop_h / 2), h - crop_h)
         # an affine map from the crop to the output keeps sub-pixel motion smooth
