@@ -15,6 +15,7 @@ import sys
 
 from affectstream.cli import (
     bench,
+    demo,
     devices,
     export,
     face,
@@ -30,6 +31,7 @@ from affectstream.cli import (
 
 COMMANDS = {
     "run": run,
+    "demo": demo,
     "devices": devices,
     "transcribe": transcribe,
     "export": export,
