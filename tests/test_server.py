@@ -18,6 +18,7 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
+from affectstream.realtime.io.session import SessionFactory
 from affectstream.realtime.io.websocket import Client, StreamServer
 from tests.conftest import MEDIA, REPO
 from tests.test_run_cli import check_estimate
@@ -35,11 +36,14 @@ def push_server():
     import torch
 
     from affectstream.core.config import load_config
-    from affectstream.realtime.stream import AffectStream, Inputs
 
     torch.set_num_threads(1)
-    stream = AffectStream(load_config(), Inputs(push_video=True, push_audio=True, transcribe=False))
-    server = StreamServer(stream, port=0, status_every_s=1.0)
+    sessions = SessionFactory(load_config(), transcribe=False)
+    yield from serving(StreamServer(sessions=sessions, port=0, status_every_s=1.0))
+
+
+def serving(server: StreamServer):
+    """Run `server` on its own thread and loop; yield it once bound, stop it after."""
     bound = threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(lambda s: bound.set())))
     thread.start()
@@ -121,15 +125,19 @@ def test_push_frames_and_audio_receive_estimates(push_server, megamind):
 
 
 BAD = [
-    (b"\x01not an image", "cannot decode"),
-    (b"\x09abc", "unknown binary kind 0x09"),
-    (b"", "empty binary message"),
-    (b"\x02\x80", "too short"),
-    (b"\x02" + struct.pack("<I", 16000) + b"\x00\x00\x00", "not whole int16"),
-    (b"\x02" + struct.pack("<I", 0) + b"\x00\x00", "sample rate 0"),
-    ("{not json", "malformed JSON"),
-    ("[1, 2]", "JSON object"),
-    ('{"type": "dance"}', 'unknown message type "dance"'),
+    (b"\x01not an image", "bad_image", "not a JPEG or PNG"),
+    (b"\x01" + (MEDIA / "messi5.jpg").read_bytes()[:600], "bad_image", "cannot decode"),
+    (b"\x09abc", "unknown_kind", "unknown binary kind 0x09"),
+    (b"", "unknown_kind", "empty binary message"),
+    (b"\x02\x80", "bad_audio", "too short"),
+    (b"\x02" + struct.pack("<I", 16000) + b"\x00\x00\x00", "bad_audio", "not whole int16"),
+    (b"\x02" + struct.pack("<I", 0) + b"\x00\x00", "bad_audio", "sample rate 0"),
+    (b"\x11\x00\x00", "bad_time", "too short for its 8-byte time"),
+    ("{not json", "bad_json", "malformed JSON"),
+    ("[1, 2]", "bad_json", "JSON object"),
+    ('{"type": "dance"}', "unknown_type", 'unknown message type "dance"'),
+    ('{"type": "hello", "x": 1}', "invalid", "'x' was unexpected"),
+    ('{"type": "session.update", "rate_hz": 0}', "invalid", "rate_hz: 0 is less than"),
 ]
 
 
@@ -140,13 +148,13 @@ def test_bad_messages_get_errors_and_the_stream_goes_on(push_server, megamind):
         async with connect(f"ws://127.0.0.1:{push_server.port}") as ws:
             before = [m for m in await collect(ws, 0.5) if is_estimate(m)]
             errors = []
-            for message, _ in BAD:
+            for message, _, _ in BAD:
                 await ws.send(message)
                 await ws.send(good)  # the stream keeps taking frames between bad messages
                 while True:
                     m = json.loads(await asyncio.wait_for(ws.recv(), 10))
                     if m.get("type") == "error":
-                        errors.append(m["message"])
+                        errors.append(m)
                         break
             after = await collect(ws, 1.0)
             await ws.send(json.dumps({"type": "status"}))
@@ -155,8 +163,8 @@ def test_bad_messages_get_errors_and_the_stream_goes_on(push_server, megamind):
 
     before, errors, after, status = asyncio.run(main())
     assert len(errors) == len(BAD)
-    for (_, expected), got in zip(BAD, errors, strict=True):
-        assert expected in got, (expected, got)
+    for (_, code, expected), got in zip(BAD, errors, strict=True):
+        assert got["code"] == code and expected in got["message"], (code, expected, got)
     after_ests = [m for m in after if is_estimate(m)]
     assert before and after_ests  # still streaming, same connection
     assert after_ests[0]["tick"] > before[-1]["tick"]
@@ -189,6 +197,7 @@ def test_json_the_parser_refuses_is_an_error_reply_and_the_session_goes_on(
 
     before, error, after = asyncio.run(main())
     assert "malformed JSON" in error["message"], error
+    assert error["code"] == ("bad_json" if text.startswith("1") else "too_deep")
     assert [m for m in after if m.get("type") == "hello"]  # same connection, still served
     after_ests = [m for m in after if is_estimate(m)]
     assert before and after_ests and after_ests[0]["tick"] > before[-1]["tick"]

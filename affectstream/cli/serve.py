@@ -1,15 +1,36 @@
-"""Serve live estimates over a websocket; clients may push video frames and audio."""
+"""Serve live estimates over a websocket: one session per connection in push mode (clients
+send video frames and audio), or the server's own inputs streamed to every client."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+TOKEN_ENV = "AFFECTSTREAM_TOKEN"
+
+
+# The Limits fields the command line sets, with their types and what they bound.
+LIMIT_FLAGS = (
+    ("max_sessions", int, "connections at once; the next is closed with 1013 server busy"),
+    ("max_message_bytes", int, "largest binary message; one over twice this closes with 1009"),
+    ("max_fps", float, "frames a session may push per second"),
+    ("max_audio_rate", float, "audio seconds a session may push per second"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from affectstream.realtime.io.protocol import Limits
+
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument(
+        "--token",
+        metavar="T",
+        help=f"clients must send 'Authorization: Bearer T' (default: ${TOKEN_ENV}); "
+        "needed to bind beyond loopback",
+    )
     p.add_argument(
         "--queue",
         type=int,
@@ -24,19 +45,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="send each client a status message every S seconds (default 5)",
     )
+    lim = p.add_argument_group("limits (past one, the message is refused with an error code)")
+    for name, kind, what in LIMIT_FLAGS:
+        default = getattr(Limits(), name)
+        lim.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            metavar="N",
+            help=f"{what} (default {default})",
+        )
     from affectstream.cli.args import add_input_arguments
 
     add_input_arguments(p)
-    p.epilog = "With no input flag the server is in push mode: clients send frames and audio."
+    p.epilog = (
+        "With no input flag the server is in push mode: every connection is its own session "
+        "and sends its own frames and audio. Protocol: docs/server.md."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
+    from dataclasses import replace
 
-    from affectstream.cli.args import build_stream
+    from affectstream.cli.args import build_stream, config_from_args, has_input
     from affectstream.core.errors import UsageError
-    from affectstream.realtime.io.websocket import StreamServer
+    from affectstream.realtime.io.protocol import Limits
+    from affectstream.realtime.io.session import SessionFactory
+    from affectstream.realtime.io.websocket import StreamServer, exposure_problem
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535, got {args.port}")
@@ -44,13 +81,37 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--queue must be at least 1, got {args.queue}")
     if args.status_every <= 0:
         raise UsageError(f"--status-every must be positive, got {args.status_every}")
-    stream = build_stream(args, push=True)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    problem = exposure_problem(args.host, token)
+    if problem:
+        raise UsageError(f"--host {args.host}: {problem} (--token T, or ${TOKEN_ENV})")
+    try:
+        limits = replace(Limits(), **{name: getattr(args, name) for name, _, _ in LIMIT_FLAGS})
+    except ValueError as e:
+        raise UsageError(str(e).replace("limit ", "--").replace("_", "-")) from None
+    stream = sessions = None
+    if has_input(args):
+        stream = build_stream(args)
+    else:
+        sessions = SessionFactory(
+            config_from_args(args),
+            video=not args.no_video,
+            audio=not args.no_audio,
+            transcribe=args.transcribe,
+        )
+        try:
+            sessions.open()  # every model loads (or fails) before the server listens
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     server = StreamServer(
         stream,
+        sessions=sessions,
         host=args.host,
         port=args.port,
         queue_size=args.queue,
         status_every_s=args.status_every,
+        token=token,
+        limits=limits,
     )
 
     bound = []
@@ -73,5 +134,6 @@ def run(args: argparse.Namespace) -> int:
         # the port is taken, or the host is not ours
         raise UsageError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
     return 0

@@ -1,38 +1,48 @@
-"""`StreamServer`: one websocket endpoint that fans an `AffectStream`'s estimates out to clients.
+"""`StreamServer`: one websocket endpoint for live estimates, in one of two modes.
 
-Interactive agents (voice bots, avatars) connect, receive every estimate as a JSON text
-message, and in push mode send their own video frames and audio. The estimate generator
-blocks, so it runs in a thread and hands each estimate to the asyncio loop; every client has
-its own bounded queue and sender task, so a slow client drops its own oldest estimates
-(counted) and never holds up the stream or the others. The protocol is in docs/server.md.
+- **push mode** (`StreamServer(sessions=SessionFactory(config))`): every connection is its
+  own session with its own stream (`session.py`); the client pushes frames and audio and
+  receives the estimates of its own stream only. The models are opened once and shared.
+- **inputs mode** (`StreamServer(stream)`): the server reads its own inputs (camera, files)
+  and every client receives every estimate of that one stream.
+
+Every client has its own bounded queue and sender task, so a slow client drops its own
+oldest estimates (counted) and never holds up a stream or the other clients. What clients
+send is checked by `protocol.py` (sizes, depth, schemas, rates) before it reaches a stream;
+a refused message gets an error reply with a code and the session goes on. With a token,
+the handshake of a client without `Authorization: Bearer <token>` is refused (HTTP 401).
+The protocol is in docs/server.md; its JSON Schema files are in `schemas/`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
+import ipaddress
+import itertools
 import json
 import logging
-import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-
-import numpy as np
+from http import HTTPStatus
 
 from affectstream.core.clock import now_ns
 from affectstream.core.version import __version__
+from affectstream.realtime.io.protocol import (
+    CLOSE_BUSY,
+    CLOSE_NORMAL,
+    CLOSE_SESSION_FAILED,
+    PROTOCOL_VERSION,
+    Limits,
+    MessageError,
+    parse_control,
+    split_binary,
+)
+from affectstream.realtime.io.session import Session, SessionFactory
 
 log = logging.getLogger(__name__)
-
-KIND_VIDEO = 0x01  # then JPEG or PNG bytes
-KIND_AUDIO = 0x02  # then uint32 LE sample rate, then int16 LE mono PCM
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-MAX_SAMPLE_RATE = 384_000
-CLOSE_NORMAL = 1000
-
-
-class MessageError(ValueError):
-    """A client message the server cannot use; its text goes back in an error reply."""
 
 
 class Client:
@@ -42,10 +52,13 @@ class Client:
         self.ws = ws
         self.size = size
         self.queue: deque[str] = deque()
-        self.dropped = 0  # estimates this client lost because it read too slowly
+        self.dropped = 0  # messages this client lost because it read too slowly
         self.closing = False
+        self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
+        self.session: Session | None = None
         self.task: asyncio.Task | None = None  # the pump, once connected
         self._wake = asyncio.Event()
+        self._sent = asyncio.Event()
 
     def offer(self, text: str, droppable: bool = True) -> None:
         """Queue `text`; replies (not droppable) may overfill the queue, but only up to twice
@@ -56,10 +69,27 @@ class Client:
         self.queue.append(text)
         self._wake.set()
 
-    def close(self) -> None:
-        """Send what is queued, then close with a normal close code."""
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "stream ended") -> None:
+        """Send what is queued, then close with `code`."""
+        if not self.closing:
+            self.close_code, self.close_reason = code, reason
         self.closing = True
         self._wake.set()
+
+    async def settle(self, timeout_s: float = 1.0) -> None:
+        """Before the next message is read, let the pump send the replies queued so far: a
+        client that floods is slowed to the pace at which it reads its answers (TCP pushes
+        back on it) instead of losing them. Waits at most `timeout_s` for one that does not
+        read at all; its replies then drop oldest as its estimates do."""
+        await asyncio.sleep(0)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(self.queue) >= self.size and not self.closing:
+            self._sent.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._sent.wait(), max(0.0, left))
+            except TimeoutError:
+                return
 
     async def pump(self) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -68,8 +98,9 @@ class Client:
             while True:
                 while self.queue:
                     await self.ws.send(self.queue.popleft())
+                    self._sent.set()
                 if self.closing:
-                    await self.ws.close(CLOSE_NORMAL, "stream ended")
+                    await self.ws.close(self.close_code, self.close_reason)
                     return
                 self._wake.clear()
                 await self._wake.wait()
@@ -77,55 +108,65 @@ class Client:
             pass  # the client went away; its handler cleans up
 
 
-def decode_image(payload: bytes) -> np.ndarray:
-    import cv2
-
-    if not payload:
-        raise MessageError("video message has no image bytes")
-    image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise MessageError(f"video message: cannot decode {len(payload)} bytes as JPEG or PNG")
-    return image
-
-
-def parse_audio(payload: bytes) -> tuple[bytes, int]:
-    """`payload` after the kind byte: uint32 LE sample rate, then int16 LE mono samples."""
-    if len(payload) < 4:
-        raise MessageError(f"audio message too short: {len(payload)} bytes, need a 4-byte rate")
-    (rate,) = struct.unpack_from("<I", payload)
-    pcm = payload[4:]
-    if not 0 < rate <= MAX_SAMPLE_RATE:
-        raise MessageError(f"audio message: sample rate {rate} out of range 1..{MAX_SAMPLE_RATE}")
-    if len(pcm) % 2:
-        raise MessageError(f"audio message: {len(pcm)} PCM bytes is not whole int16 samples")
-    return pcm, rate
+def exposure_problem(host: str, token: str | None) -> str:
+    """Why serving on `host` without a token is refused ("" when it is not): an address
+    beyond loopback (another machine could connect) needs a token."""
+    if token:
+        return ""
+    if host == "localhost":
+        return ""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return ""
+    except ValueError:
+        pass  # a host name, or "" (every interface): reachable from elsewhere
+    return f"{host or 'every interface'} is reachable from other machines: serving it needs a token"
 
 
 class StreamServer:
-    """Serve `stream` on ws://host:port until its inputs end or `stop()`.
+    """Serve on ws://host:port until `stop()` (or, in inputs mode, until the stream ends).
 
-    `queue_size`: estimates held per client before its oldest are dropped. `status_every_s`:
-    how often each client gets a status message (its drop count, the client count).
+    Give `stream` (inputs mode) or `sessions` (push mode). `queue_size`: messages held per
+    client before its oldest estimates are dropped. `status_every_s`: how often each client
+    gets a status message. `token`: clients must send `Authorization: Bearer <token>`; a
+    host beyond loopback without one is a ValueError. `limits`: what a client may send.
     """
 
     def __init__(
         self,
-        stream,
+        stream=None,
+        *,
+        sessions: SessionFactory | None = None,
         host: str = "127.0.0.1",
         port: int = 8765,
         queue_size: int = 32,
         status_every_s: float = 5.0,
+        token: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        if (stream is None) == (sessions is None):
+            raise ValueError("give a stream (inputs mode) or sessions=SessionFactory (push mode)")
+        if stream is not None and (stream.inputs.push_video or stream.inputs.push_audio):
+            raise ValueError(
+                "a pushed stream would be shared by every client: for push mode give "
+                "sessions=SessionFactory(config), one stream per connection"
+            )
+        problem = exposure_problem(host, token)
+        if problem:
+            raise ValueError(problem)
         self.stream = stream
+        self.sessions = sessions
         self.host = host
         self.port = port
         self.queue_size = queue_size
         self.status_every_s = status_every_s
-        inp = stream.inputs
-        self.push = bool(inp.push_video or inp.push_audio)
+        self.token = token or None
+        self.limits = limits or Limits()
+        self.push = sessions is not None
         self.clients: set[Client] = set()
-        self.estimates = 0
+        self.estimates = 0  # inputs mode: estimates of the shared stream
         self.error: BaseException | None = None
+        self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: asyncio.Event | None = None
         self._stop_requested = False
@@ -136,38 +177,55 @@ class StreamServer:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def serve(self, ready: Callable[[StreamServer], None] | None = None) -> None:
-        """Bind, run the stream, and return once it has ended and clients are closed.
+        """Bind, run, and return once stopped (or the inputs ended) and clients are closed.
 
-        `ready(server)` is called once bound (`server.port` is then the real port).
+        In push mode the models are opened first. `ready(server)` is called once bound
+        (`server.port` is then the real port).
         """
         from websockets.asyncio.server import serve
 
         self._loop = asyncio.get_running_loop()
         self._ended = asyncio.Event()
-        async with serve(self._handle, self.host, self.port, max_size=MAX_MESSAGE_BYTES) as server:
+        if self.sessions is not None:
+            await asyncio.to_thread(self.sessions.open)
+        async with serve(
+            self._handle,
+            self.host,
+            self.port,
+            max_size=2 * self.limits.max_message_bytes,  # beyond: closed with 1009
+            process_request=self._authorize if self.token else None,
+        ) as server:
             self.port = server.sockets[0].getsockname()[1]
             log.info("serving on ws://%s:%d (%s mode)", self.host, self.port, self.mode)
-            thread = threading.Thread(target=self._run_stream, name="affectstream-serve")
-            thread.start()
+            thread = None
+            if self.stream is not None:
+                thread = threading.Thread(target=self._run_stream, name="affectstream-serve")
+                thread.start()
             status = asyncio.create_task(self._status_loop())
             try:
                 if ready is not None:
                     ready(self)
                 if self._stop_requested:
-                    self.stream.stop()
+                    self.stop()
                 await self._ended.wait()
             finally:
-                self.stream.stop()
+                if self.stream is not None:
+                    self.stream.stop()
                 status.cancel()
-                await asyncio.to_thread(thread.join)
+                if thread is not None:
+                    await asyncio.to_thread(thread.join)
                 await self._close_clients()
         if self.error is not None:
             raise self.error
 
     def stop(self) -> None:
-        """End the stream after its current tick; safe from any thread or a signal handler."""
+        """End serving after the current ticks; safe from any thread or a signal handler."""
         self._stop_requested = True
-        self.stream.stop()
+        if self.stream is not None:
+            self.stream.stop()  # inputs mode: the stream's end ends serve()
+        elif self._loop is not None and self._ended is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: serving is over already
+                self._loop.call_soon_threadsafe(self._ended.set)
 
     def _run_stream(self) -> None:
         loop = self._loop
@@ -182,11 +240,27 @@ class StreamServer:
 
     async def _close_clients(self, timeout_s: float = 5.0) -> None:
         clients = list(self.clients)
+        sessions = [c.session.stop() for c in clients if c.session is not None]
+        if sessions:
+            await asyncio.gather(*sessions)
         for c in clients:
             c.close()
         waiters = [c.task for c in clients if c.task is not None]
         if waiters:
             await asyncio.wait(waiters, timeout=timeout_s)
+
+    def _authorize(self, connection, request):
+        """The handshake check with a token: HTTP 401 unless the right bearer token came."""
+        got = request.headers.get("Authorization", "")
+        if hmac.compare_digest(got.encode(), f"Bearer {self.token}".encode()):
+            return None
+        log.info("refused a client without the token: %s", connection.remote_address)
+        response = connection.respond(
+            HTTPStatus.UNAUTHORIZED,
+            "missing or wrong token: send the header Authorization: Bearer <token>\n",
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="affectstream"'
+        return response
 
     # -- outgoing -----------------------------------------------------------------------
     def _broadcast(self, text: str) -> None:
@@ -195,12 +269,33 @@ class StreamServer:
             c.offer(text)
 
     def status(self, client: Client) -> dict:
+        s = client.session
         return {
             "type": "status",
             "mode": self.mode,
             "clients": len(self.clients),
-            "estimates": self.estimates,
+            "estimates": s.estimates if s is not None else self.estimates,
             "dropped": client.dropped,
+        }
+
+    def hello(self, client: Client) -> dict:
+        s = client.session
+        if s is not None:
+            rate, video, audio = s.options.rate_hz, self.sessions.video, self.sessions.audio
+        else:
+            rate = self.stream.config.scheduler.rate_hz
+            video = self.stream.video_source is not None
+            audio = self.stream.audio_source is not None
+        return {
+            "type": "hello",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "mode": self.mode,
+            "rate_hz": rate,
+            "video": video,
+            "audio": audio,
+            "session": s.describe() if s is not None else None,
+            "limits": self.limits.to_dict(),
         }
 
     async def _status_loop(self) -> None:
@@ -213,73 +308,70 @@ class StreamServer:
     async def _handle(self, ws) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        n = self.limits.max_sessions
+        if len(self.clients) >= n:
+            log.info("refused a client, server busy: %s", ws.remote_address)
+            await ws.close(CLOSE_BUSY, f"server busy: {n} sessions at once (--max-sessions {n})")
+            return
         client = Client(ws, self.queue_size)
         client.task = asyncio.create_task(client.pump())
         self.clients.add(client)
         log.info("client connected: %s", ws.remote_address)
         try:
+            if self.sessions is not None:
+                client.session = Session(
+                    str(next(self._ids)),
+                    self.sessions,
+                    self.limits,
+                    deliver=client.offer,
+                    failed=lambda reason: client.close(CLOSE_SESSION_FAILED, reason),
+                )
+                await client.session.start()
             async for message in ws:
                 try:
                     reply = await self._on_message(client, message)
                 except MessageError as e:
-                    reply = {"type": "error", "message": str(e)}
+                    reply = e.reply()
                 if reply is not None:
                     client.offer(json.dumps(reply), droppable=False)
+                    await client.settle()
         except ConnectionClosed:
             pass
         finally:
             self.clients.discard(client)
+            if client.session is not None:
+                await client.session.stop()
             if not client.closing:
                 client.task.cancel()
             log.info("client left: %s (dropped %d)", ws.remote_address, client.dropped)
 
     async def _on_message(self, client: Client, message: str | bytes) -> dict | None:
         if isinstance(message, str):
-            return self._on_control(client, message)
-        if not message:
-            raise MessageError("empty binary message: need a kind byte (0x01 video, 0x02 audio)")
-        kind, payload = message[0], message[1:]
-        if kind not in (KIND_VIDEO, KIND_AUDIO):
-            raise MessageError(f"unknown binary kind 0x{kind:02x}: 0x01 video, 0x02 audio")
-        if not self.push:
-            raise MessageError("this server reads its own inputs (mode inputs): no pushing")
-        t_ns = now_ns()  # received now; stamped before decoding
-        try:
-            if kind == KIND_VIDEO:
-                if self.stream.video_source is None:
-                    raise MessageError("video is off on this server (--no-video)")
-                image = await asyncio.to_thread(decode_image, payload)
-                self.stream.push_frame(image, t_ns)
-            else:
-                if self.stream.audio_source is None:
-                    raise MessageError("audio is off on this server (--no-audio)")
-                pcm, rate = parse_audio(payload)
-                self.stream.push_audio(pcm, rate)
-        except MessageError:
-            raise
-        except (ValueError, RuntimeError) as e:
-            raise MessageError(str(e)) from None
+            return await self._on_control(client, parse_control(message, self.limits))
+        arrived_ns = now_ns()  # received now; stamped before decoding
+        if len(message) > self.limits.max_message_bytes:
+            raise MessageError(
+                "too_big",
+                f"binary message of {len(message)} bytes: at most "
+                f"{self.limits.max_message_bytes} (--max-message-bytes)",
+            )
+        kind, t, payload = split_binary(message)
+        if client.session is None:
+            raise MessageError(
+                "not_push_mode", "this server reads its own inputs (mode inputs): no pushing"
+            )
+        await client.session.push(kind, t, payload, arrived_ns)
         return None
 
-    def _on_control(self, client: Client, text: str) -> dict:
-        try:
-            msg = json.loads(text)
-        except RecursionError:  # "[" * 10000: the parser recurses once per level
-            raise MessageError("malformed JSON: nested too deeply") from None
-        except ValueError as e:  # JSONDecodeError, or an integer of over 4300 digits
-            raise MessageError(f"malformed JSON: {e}") from None
-        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            raise MessageError('a text message must be a JSON object with a "type"')
+    async def _on_control(self, client: Client, msg: dict) -> dict:
         kind = msg["type"]
         if kind == "hello":
-            return {
-                "type": "hello",
-                "version": __version__,
-                "mode": self.mode,
-                "rate_hz": self.stream.config.scheduler.rate_hz,
-                "video": self.stream.video_source is not None,
-                "audio": self.stream.audio_source is not None,
-            }
+            return self.hello(client)
         if kind == "status":
             return self.status(client)
-        raise MessageError(f'unknown message type "{kind}": use "hello" or "status"')
+        # session.update, the one other type the schemas know
+        if client.session is None:
+            raise MessageError(
+                "not_push_mode", "session.update: clients share this server's one stream"
+            )
+        return await client.session.update(msg)
