@@ -455,8 +455,11 @@ def _set_torch_threads(n: int) -> None:
     intra-op pool small (on a 2-core machine, more threads only contend). Called after a
     model opens, before its first call; a model that does not import torch (the shipped int8
     face model) does not pay the 0.8 s torch import."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != n:
+    if "torch" not in sys.modules:
+        return
+    import torch  # waits for an import another thread has begun (sys.modules has it early)
+
+    if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 

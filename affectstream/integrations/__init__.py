@@ -1,0 +1,1 @@
+"""Adapters that put affectstream inside other frameworks (pipecat), each an optional extra."""
