@@ -380,3 +380,58 @@ def test_binding_beyond_loopback_without_a_token_is_refused_at_start():
     assert r.returncode == 2
     assert "0.0.0.0 is reachable from other machines: serving it needs a token" in r.stderr
     assert "--token" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- the README's server example and examples/client.py -----------------------------------
+def readme_server_commands() -> tuple[list[str], list[str]]:
+    """The two commands of the README's "Serve agents over a websocket" block."""
+    import re
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Serve agents over a websocket", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    serve, client = (shlex.split(line.rstrip(" &")) for line in block.strip().splitlines())
+    return serve, client
+
+
+def test_the_readme_server_example_and_the_example_client():
+    """The README's commands as written, with a free port (`--port 0`, then `--url`)."""
+    serve, client = readme_server_commands()
+    assert serve[:2] == ["affectstream", "serve"] and client[:2] == [
+        "python3",
+        "examples/client.py",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "AFFECTSTREAM_TOKEN"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "affectstream", *serve[1:], "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "(push mode)" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        ws_url = line.split()[2]
+        run = [sys.executable, *client[1:], "--url", ws_url]
+        r = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=90, env=env)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        hello = json.loads(next(x for x in lines if x.startswith("hello ")).split(" ", 1)[1])
+        check_schema(hello, validators())
+        assert hello["mode"] == "push" and not hello["session"]["modalities"]["text"]
+        ests = [x for x in lines if " s  " in x and "face=" in x]
+        assert len(ests) >= 30, r.stdout  # 5 s at 10 Hz, less the start
+        assert sum("face=ok" in x for x in ests) > len(ests) / 2  # Megamind's face
+        assert any("voice=ok" in x for x in ests)  # the librivox speech
+        assert lines[-1] == f"{len(ests)} estimates, 0 errors"
+        # without the token: refused at the handshake
+        i = run.index("--token")
+        nope = run[:i] + run[i + 2 :]
+        r = subprocess.run(nope, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 1 and "refused the connection: HTTP 401" in r.stderr
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
