@@ -278,6 +278,7 @@ def test_serve_video_file_mode_until_the_server_closes(megamind, tmp_path):
             async with connect(url) as ws:
                 await ws.send(json.dumps({"type": "hello"}))
                 await ws.send(b"\x01abc")  # pushing is refused in file mode
+                await ws.send(json.dumps({"type": "session.update", "rate_hz": 5}))  # and this
                 try:
                     async for text in ws:
                         msgs.append(json.loads(text))
@@ -289,8 +290,12 @@ def test_serve_video_file_mode_until_the_server_closes(megamind, tmp_path):
         assert code == 1000
         hello = next(m for m in msgs if m.get("type") == "hello")
         assert hello["mode"] == "inputs" and hello["video"] and not hello["audio"]
-        errors = [m["message"] for m in msgs if m.get("type") == "error"]
-        assert errors == ["this server reads its own inputs (mode inputs): no pushing"]
+        assert hello["session"] is None  # every client shares the one stream
+        errors = [(m["code"], m["message"]) for m in msgs if m.get("type") == "error"]
+        assert errors == [
+            ("not_push_mode", "this server reads its own inputs (mode inputs): no pushing"),
+            ("not_push_mode", "session.update: clients share this server's one stream"),
+        ]
         ests = [m for m in msgs if is_estimate(m)]
         assert len(ests) >= 50  # most of the 11 s clip at 10 Hz
         for d in ests:

@@ -37,6 +37,12 @@ CLOSE_TOO_BIG = 1009  # a message over twice --max-message-bytes (the transport'
 CLOSE_SESSION_FAILED = 1011  # the session's stream failed (the reason says how)
 CLOSE_BUSY = 1013  # "try again later": --max-sessions connections are open already
 
+
+def close_reason(text: str) -> str:
+    """`text` cut to the 123 UTF-8 bytes a close frame's reason may hold."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 # Error codes of {"type": "error", "code": ...}: the message is dropped, the session goes on.
 ERROR_CODES = {
     "bad_json": "a text message that is not a JSON object with a string `type`",

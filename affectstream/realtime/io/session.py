@@ -26,6 +26,7 @@ from affectstream.realtime.io.protocol import (
     Budget,
     Limits,
     MessageError,
+    close_reason,
     decode_image,
     parse_audio,
 )
@@ -213,7 +214,7 @@ class Session:
                 loop.call_soon_threadsafe(self._count_and_deliver, est.to_json())
         except Exception as e:
             log.exception("session %s: the stream failed", self.id)
-            reason = f"session stream failed: {type(e).__name__}: {e}"[:120]
+            reason = close_reason(f"session stream failed: {type(e).__name__}: {e}")
             loop.call_soon_threadsafe(self._failed, reason)
 
     def _count_and_deliver(self, text: str) -> None:

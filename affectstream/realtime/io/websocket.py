@@ -37,6 +37,7 @@ from affectstream.realtime.io.protocol import (
     PROTOCOL_VERSION,
     Limits,
     MessageError,
+    close_reason,
     parse_control,
     split_binary,
 )
@@ -326,7 +327,15 @@ class StreamServer:
                     deliver=client.offer,
                     failed=lambda reason: client.close(CLOSE_SESSION_FAILED, reason),
                 )
-                await client.session.start()
+                try:
+                    await client.session.start()
+                except Exception as e:  # this connection ends; the server and others go on
+                    log.exception("session %s could not start", client.session.id)
+                    client.close(
+                        CLOSE_SESSION_FAILED, close_reason(f"session failed to start: {e}")
+                    )
+                    client.session = None
+                    return
             async for message in ws:
                 try:
                     reply = await self._on_message(client, message)
