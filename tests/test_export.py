@@ -24,7 +24,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA, MEDIA = SHARED / "data", SHARED / "media"
 pytestmark = pytest.mark.slow  # exporting MiniLM alone takes about a minute here
 
-MODELS = ["face", "voice", "text"]
+MODELS = ["face", "voice", "text", "fusion"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import numpy as np
 
 from affectstream.core.config import SchedulerConfig
 from affectstream.core.labels import LABELS
-from affectstream.realtime.scheduler import Pipeline, confidence_fusion, run_realtime, run_stepped
+from affectstream.realtime.fusion import confidence_fusion
+from affectstream.realtime.scheduler import Pipeline, run_realtime, run_stepped
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
 HAPPY = np.eye(len(LABELS), dtype=np.float32)[1] * 0.7 + 0.3 / len(LABELS)
@@ -75,11 +76,11 @@ def test_realtime_driver_skips_ticks_when_behind_and_keeps_rate():
     cfg = SchedulerConfig(rate_hz=50)
     fused = []
 
-    def slow_fusion(results):
+    def slow_fusion(results, emit_ns):
         fused.append(1)
         if len(fused) == 3:
             time.sleep(0.1)  # one very slow tick: 5 periods (fusion runs on the tick itself)
-        return confidence_fusion(results)
+        return confidence_fusion(results, emit_ns)
 
     face = Scripted("face", lambda t: ModalityResult(HAPPY, t_ns=t, confidence=0.5))
     p = Pipeline([face], cfg, fuse=slow_fusion)

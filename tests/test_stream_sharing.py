@@ -18,7 +18,7 @@ def test_two_streams_share_one_set_of_predictors(megamind):
     config = load_config()
     first = AffectStream(config, Inputs(media=megamind, realtime=False, transcribe=False))
     shared = dict(first.predictors)
-    assert set(shared) == {"face", "voice"}
+    assert set(shared) == {"face", "voice", "fusion"}
     second = AffectStream(
         config, Inputs(media=megamind, realtime=False, transcribe=False), predictors=shared
     )

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from affectstream.core import jsonio
-from affectstream.core.config import BACKEND_NAMES, DEVICE_NAMES
+from affectstream.core.config import BACKEND_NAMES, DEVICE_NAMES, FUSION_METHODS
 
 
 def add_pace_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,8 +69,18 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_pace_arguments(p)
     p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
+    add_fusion_argument(p)
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
     add_backend_arguments(p)
+
+
+def add_fusion_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fusion",
+        choices=FUSION_METHODS,
+        help="learned: the temporal-attention fusion model (default); confidence: each "
+        "modality weighted by its own top probability, the earlier rule, for comparison",
+    )
 
 
 def positive_ints(text: str, what: str = "sizes", empty: bool = True) -> list[int]:
@@ -150,6 +160,8 @@ def config_from_args(args: argparse.Namespace):
         if rate <= 0:
             raise UsageError(f"--rate must be positive, got {rate}")
         config.scheduler.rate_hz = rate
+    if getattr(args, "fusion", None):
+        config.fusion.method = args.fusion
     return config
 
 

@@ -1,10 +1,10 @@
-"""Benchmarks: print a table and write JSON (face, voice, text, stt, models, audio, pipeline, scheduler, startup)."""
+"""Benchmarks: print a table and write JSON (face, voice, text, fusion, stt, models, audio, pipeline, scheduler, startup)."""
 
 from __future__ import annotations
 
 import argparse
 
-from affectstream.cli import bench_audio, bench_pipeline, face, models, stt, text, voice
+from affectstream.cli import bench_audio, bench_pipeline, face, fusion, models, stt, text, voice
 from affectstream.cli.bench_runtime import Scheduler, Startup
 
 # bench target -> module providing add_bench_arguments / run_bench
@@ -12,6 +12,7 @@ TARGETS = {
     "face": face,
     "voice": voice,
     "text": text,
+    "fusion": fusion,
     "stt": stt,
     "models": models,
     "audio": bench_audio,

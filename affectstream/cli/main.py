@@ -20,6 +20,7 @@ from affectstream.cli import (
     export,
     face,
     face_int8,
+    fusion,
     run,
     serve,
     soak,
@@ -38,9 +39,10 @@ COMMANDS = {
     "serve": serve,
     "bench": bench,
     "soak": soak,
+    "scenario": fusion,
 }
-TRAIN = {"face": face, "face-int8": face_int8, "voice": voice, "text": text}
-EVAL = {"face": face, "voice": voice, "text": text, "stt": stt}
+TRAIN = {"face": face, "face-int8": face_int8, "voice": voice, "text": text, "fusion": fusion}
+EVAL = {"face": face, "voice": voice, "text": text, "stt": stt, "stream": fusion}
 
 
 def _summary(module) -> str | None:

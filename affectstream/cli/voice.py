@@ -25,7 +25,8 @@ def _usage(msg: str):
     return UsageError(msg)
 
 
-def _actors(text: str) -> tuple[int, ...]:
+def actors_arg(text: str) -> tuple[int, ...]:
+    """`--actors 1,2,5-8` as actor numbers; a bad list is a usage error naming it."""
     from affectstream.models.voice.data import DataError, parse_actors
 
     try:
@@ -119,8 +120,8 @@ def run_train(args: argparse.Namespace) -> int:
     if unknown:
         raise _usage(f"unknown recipe {unknown[0]} (known: {', '.join(T.RECIPES)})")
     recipes = [T.RECIPES[r] for r in args.recipes.split(",")]
-    test_actors = _actors(args.test_actors)
-    val_actors = _actors(args.val_actors) if args.val_actors else ()
+    test_actors = actors_arg(args.test_actors)
+    val_actors = actors_arg(args.val_actors) if args.val_actors else ()
     if set(val_actors) & set(test_actors):
         raise _usage("--val-actors and --test-actors overlap")
 
@@ -144,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
     bank = T.MelBank(cache, args.device)
     all_actors = sorted({int(a) for a in bank.actors})
     if args.actors:
-        all_actors = [a for a in all_actors if a in set(_actors(args.actors))]
+        all_actors = [a for a in all_actors if a in set(actors_arg(args.actors))]
     fit_actors = [a for a in all_actors if a not in test_actors]
     if not fit_actors:
         raise _usage("no actors left to train on after holding out --test-actors")
@@ -258,7 +259,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     clips = _scan(args.ravdess)
     if args.actors:
-        keep = set(_actors(args.actors))
+        keep = set(actors_arg(args.actors))
         clips = [c for c in clips if c.actor in keep]
         if not clips:
             raise _usage(f"{args.ravdess}: no clips of actors {sorted(keep)}")

@@ -112,6 +112,18 @@ class TextConfig:
     weights: str = ""
 
 
+FusionMethod = typing.Literal["learned", "confidence"]
+FUSION_METHODS: tuple[str, ...] = typing.get_args(FusionMethod)
+
+
+@dataclass
+class FusionConfig:
+    # learned: the temporal-attention fusion model (models/cards/fusion.md); confidence: each
+    # present modality weighted by its own top probability (the earlier rule, for comparison)
+    method: FusionMethod = "learned"
+    weights: str = ""  # empty: the shipped weights
+
+
 # The one set of inference backend names: config, command-line flags and selection use these.
 BackendName = typing.Literal["auto", "torch", "onnxruntime", "tensorrt"]
 BACKEND_NAMES: tuple[str, ...] = typing.get_args(BackendName)
@@ -136,6 +148,7 @@ class Config:
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     transcriber: TranscriberConfig = field(default_factory=TranscriberConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
 
 

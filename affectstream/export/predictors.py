@@ -69,6 +69,21 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
 
         spec, info = read_header(weights or default_weights_path())
         return TextPredictor(backend, spec, info)
+    if name == "fusion":
+        from affectstream.models.fusion.predictor import (
+            FusionPredictor,
+            default_weights_path,
+            read_header,
+        )
+        from affectstream.models.fusion.tokens import HistorySpec
+
+        path = weights or default_weights_path()
+        if Path(path).is_file():
+            spec, history, _ = read_header(path)
+            return FusionPredictor(backend, spec.embed_dims, history)
+        from affectstream.models.fusion.net import FusionSpec
+
+        return FusionPredictor(backend, FusionSpec().embed_dims, HistorySpec.default())
     from affectstream.export import registry
 
     registry.get(name)  # unknown names: RegistryError naming the known ones

@@ -24,6 +24,7 @@ import numpy as np
 
 from affectstream.export.base import DimRange, Signature, TensorSpec
 from affectstream.models.face import predictor as face_predictor
+from affectstream.models.fusion import predictor as fusion_predictor
 from affectstream.models.text import predictor as text_predictor
 from affectstream.models.voice import predictor as voice_predictor
 
@@ -284,7 +285,66 @@ class TextEntry(ModelEntry):
         return dict(zip(text_predictor.INPUTS, (ids, mask, types), strict=True))
 
 
-_ENTRIES: tuple[type[ModelEntry], ...] = (FaceEntry, VoiceEntry, TextEntry)
+class FusionEntry(ModelEntry):
+    """Temporal-attention fusion: per modality tokens `{m}_x` (batch, K_m, E_m + 7), ages and
+    masks (batch, K_m) -> fused logits (batch, 7), relevance (batch, 3), auxiliary logits
+    (batch, 3, 7). K_m are fixed by the weights' history spec; only the batch axis is dynamic."""
+
+    name = "fusion"
+    sources = ("affectstream.models.fusion.net", "affectstream.models.fusion.predictor")
+    weights_file = fusion_predictor.WEIGHTS_FILE
+    atol = 1e-4
+    history = None
+
+    def _build(self, path: Path | None):
+        from affectstream.models.fusion.tokens import HistorySpec
+
+        module = fusion_predictor.build_net(path)
+        self.history = fusion_predictor.read_header(path)[1] if path else HistorySpec.default()
+        return module
+
+    def signature(self, module) -> Signature:
+        from affectstream.core.labels import LABELS, MODALITIES
+        from affectstream.models.fusion.tokens import HistorySpec
+
+        history = self.history or HistorySpec.default()
+        inputs = []
+        for m in MODALITIES:
+            k, dim = history.max_tokens[m], module.spec.embed_dims[m] + len(LABELS)
+            inputs += [
+                TensorSpec(f"{m}_x", ("batch", k, dim)),
+                TensorSpec(f"{m}_age", ("batch", k)),
+                TensorSpec(f"{m}_mask", ("batch", k)),
+            ]
+        n = len(MODALITIES)
+        return Signature(
+            inputs=tuple(inputs),
+            outputs=(
+                TensorSpec(fusion_predictor.LOGITS, ("batch", 7)),
+                TensorSpec(fusion_predictor.RELEVANCE, ("batch", n)),
+                TensorSpec(fusion_predictor.AUX, ("batch", n, 7)),
+            ),
+            dims={"batch": BATCH},
+        )
+
+    def example(self, sizes, rng, signature):
+        """Random tokens, ages of 0-3 s, and masks that leave some slots (and modalities) empty."""
+        feed = {}
+        for spec in signature.inputs:
+            shape = _resolve(spec.shape, sizes, signature)
+            if spec.name.endswith("_mask"):
+                filled = rng.integers(0, shape[1] + 1, size=shape[0])
+                feed[spec.name] = (np.arange(shape[1])[None] >= shape[1] - filled[:, None]).astype(
+                    np.float32
+                )
+            elif spec.name.endswith("_age"):
+                feed[spec.name] = (3 * rng.random(shape)).astype(np.float32)
+            else:
+                feed[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        return feed
+
+
+_ENTRIES: tuple[type[ModelEntry], ...] = (FaceEntry, VoiceEntry, TextEntry, FusionEntry)
 
 
 def names() -> list[str]:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-ORDER = ("face", "voice", "text", "stt")  # names not listed load after these
+ORDER = ("face", "voice", "fusion", "text", "stt")  # names not listed load after these
 LOADING = "loading"
 
 

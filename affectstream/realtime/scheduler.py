@@ -18,14 +18,14 @@ import numpy as np
 
 from affectstream.core.clock import now_ns
 from affectstream.core.config import SchedulerConfig
-from affectstream.core.labels import LABELS, MODALITIES, valence_arousal
+from affectstream.core.labels import MODALITIES, valence_arousal
 from affectstream.core.messages import Estimate
+from affectstream.realtime.fusion import confidence_fusion
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STALE_MS, DEFAULT_MISSING_MS = 500.0, 1000.0  # for stages the config does not name
-UNIFORM = np.full(len(LABELS), 1.0 / len(LABELS), dtype=np.float32)
 
 
 class StageWorker:
@@ -111,21 +111,6 @@ class _StageState:
     started_ns: int = 0  # perf_counter time the running call began
 
 
-def confidence_fusion(results: dict[str, ModalityResult]) -> tuple[np.ndarray, dict[str, float]]:
-    """Interim late fusion: present modalities weighted by their own confidence.
-
-    Stands in until the learned temporal-attention fusion model exists; relevance is the
-    normalised weight, so it sums to 1 over the present modalities.
-    """
-    if not results:
-        return UNIFORM.copy(), {}
-    w = {m: max(r.confidence, 1e-3) for m, r in results.items()}
-    total = sum(w.values())
-    rel = {m: v / total for m, v in w.items()}
-    probs = sum(rel[m] * results[m].probs for m in results)
-    return np.asarray(probs, dtype=np.float32), rel
-
-
 @dataclass
 class Pipeline:
     """Stages plus fusion, called once per tick. Not thread-safe: one scheduler thread."""
@@ -134,7 +119,7 @@ class Pipeline:
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
     counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
     transcript: Callable[[int], str] | None = None
-    fuse: Callable = confidence_fusion
+    fuse: Callable = confidence_fusion  # (present results, emit_ns) -> (probs, relevance)
     start_ns: int | None = None
 
     def __post_init__(self) -> None:
@@ -202,7 +187,7 @@ class Pipeline:
             present[name] = r
             age_ms[name] = age
             stale[name] = age > self.config.stale_ms.get(name, DEFAULT_STALE_MS)
-        probs, relevance = self.fuse(present)
+        probs, relevance = self.fuse(present, emit_ns)
         valence, arousal = valence_arousal(probs)
         confidence = float(np.max(probs)) if present else 0.0
         stages_ms["fusion"] = (time.perf_counter_ns() - f0) / 1e6

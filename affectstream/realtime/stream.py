@@ -131,6 +131,7 @@ class AffectStream:
             raise ValueError(
                 "no input: give a camera, a video/audio/media file, a microphone, or push data"
             )
+        fuse = self._fusion()
         if self.stepped:
             self.loader.load_all()  # before the first tick: results independent of timing
         else:
@@ -140,7 +141,11 @@ class AffectStream:
         if self.words is not None:
             transcript = lambda t: self.words.recent_text(t, cfg.transcriber.context_s)  # noqa: E731
         self.pipeline = Pipeline(
-            self.stages, cfg.scheduler, counters=counters, transcript=transcript
+            self.stages,
+            cfg.scheduler,
+            counters=counters,
+            transcript=transcript,
+            fuse=fuse,
         )
 
     def _build_video(self) -> None:
@@ -248,6 +253,28 @@ class AffectStream:
             if words is self.transcriber:  # no words before the whisper model is open either
                 stage.model_status = lambda: self.loader.status("text", "stt")
             self.stages.append(stage)
+
+    def _fusion(self):
+        """This stream's fusion step. The learned model opens in the background like the
+        encoders (after the voice model); until it is open the confidence rule fuses."""
+        from affectstream.realtime.fusion import LearnedFusion, make_fusion
+
+        method = self.config.fusion.method
+        if method != "learned":
+            return make_fusion(method)
+        fusion = LearnedFusion(self.predictors.get("fusion"))
+        if fusion.predictor is None:
+            check_weights(self.config, "fusion")
+
+            def load() -> None:
+                from affectstream.export.predictors import open_predictor
+
+                predictor = open_predictor("fusion", self.config)
+                self.predictors["fusion"] = predictor
+                fusion.attach(predictor)
+
+            self.loader.add("fusion", load)
+        return fusion
 
     def _attach(self, name: str, stage) -> None:
         """Give `stage` its predictor: the host's shared one at once, else a load job that

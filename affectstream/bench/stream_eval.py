@@ -1,0 +1,174 @@
+"""Scoring a labelled stream replayed through the real pipeline (`affectstream eval stream`).
+
+The stream's `video.avi` and `audio.wav` go through the same sources, encoders, transcriber,
+scheduler and fusion as `affectstream run --fast`; every tick is scored against the label of
+the segment it falls in. Beside the fused result the same ticks are scored for each modality
+alone (absent: predicts neutral), the plain mean of the present modalities' probabilities
+(`average`) and the earlier confidence-weighted rule (`confidence_weighted`). The fusion's
+recorded inputs are replayed with one modality removed for the ablation.
+
+Relevance by kind: over the ticks where a modality is present in the estimate, the mean weight
+it gets, grouped by what its content is in that segment (agreeing, conflicting, or absent
+content that the pipeline still shows: a face held a moment after it left, words that linger).
+Lag: from each segment change to the first tick whose fused class is the new target (a
+segment never reached counts its whole length).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from affectstream.core.config import Config
+from affectstream.core.labels import LABELS, MODALITIES
+from affectstream.core.stats import percentiles
+from affectstream.models.fusion import scenario as sc
+from affectstream.models.metrics import classification_report
+from affectstream.realtime.fusion import LearnedFusion, confidence_fusion
+from affectstream.realtime.stages.base import ModalityResult
+
+NEUTRAL = LABELS.index("neutral")
+ECE_BINS = 15
+
+
+def expected_calibration_error(
+    conf: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by their size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def _scores(y: np.ndarray, pred: np.ndarray) -> dict:
+    r = classification_report(y, pred, LABELS)
+    return {"accuracy": round(r.accuracy, 4), "macro_f1": round(r.macro_f1, 4)}
+
+
+def segment_index(starts: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(starts) - 1)
+
+
+def replay(stream) -> tuple[list, list | None]:
+    """Run the stream to its end: its estimates, and the learned fusion's recorded inputs."""
+    fuse = stream.pipeline.fuse
+    record = None
+    if isinstance(fuse, LearnedFusion):
+        fuse.record = record = []
+    estimates = list(stream.estimates())
+    return estimates, record
+
+
+def ablate(predictor, record: list, drop: str) -> np.ndarray:
+    """Fused classes per tick with modality `drop` removed from the recorded inputs."""
+    fusion = LearnedFusion(predictor)
+    out = []
+    for emit_ns, tokens in record:
+        probs, _ = fusion.step({m: v for m, v in tokens.items() if m != drop}, emit_ns)
+        out.append(int(np.argmax(probs)))
+    return np.asarray(out)
+
+
+def score(labels: dict, estimates: list, record: list | None, predictor=None) -> dict:
+    segments = labels["segments"]
+    starts = np.array([s["start_s"] for s in segments])
+    ends = np.array([s["end_s"] for s in segments])
+    targets = np.array([LABELS.index(s["target"]) for s in segments])
+    t = np.array([e.t for e in estimates])
+    keep = t < ends[-1]
+    seg = segment_index(starts, t)
+    y = targets[seg]
+    probs = np.stack([e.probs for e in estimates])
+    fused = probs.argmax(1)
+    out: dict = {"ticks": int(keep.sum()), "segments": len(segments)}
+    out["fused"] = _scores(y[keep], fused[keep])
+    conf = probs.max(1)
+    out["fused"]["ece"] = round(expected_calibration_error(conf[keep], (fused == y)[keep]), 4)
+    report = classification_report(y[keep], fused[keep], LABELS)
+    out["fused"]["recall"] = {k: round(v, 4) for k, v in zip(LABELS, report.recall, strict=True)}
+    out["fused"]["confusion"] = [list(r) for r in report.confusion]
+
+    views = [e.modalities for e in estimates]
+    for m in MODALITIES:
+        pred = np.array([int(np.argmax(v[m]["probs"])) if m in v else NEUTRAL for v in views])
+        out[m] = _scores(y[keep], pred[keep])
+        out[m]["present"] = round(float(np.mean([m in v for v in views])), 4)
+    avg, cw = [], []
+    for v in views:
+        if not v:
+            avg.append(NEUTRAL)
+            cw.append(NEUTRAL)
+            continue
+        avg.append(int(np.argmax(np.mean([v[m]["probs"] for m in v], axis=0))))
+        results = {
+            m: ModalityResult(np.asarray(v[m]["probs"]), 0, confidence=float(np.max(v[m]["probs"])))
+            for m in v
+        }
+        cw.append(int(np.argmax(confidence_fusion(results)[0])))
+    out["average"] = _scores(y[keep], np.array(avg)[keep])
+    out["confidence_weighted"] = _scores(y[keep], np.array(cw)[keep])
+
+    kinds = {"agrees": "agreeing", "conflicts": "conflicting", "absent": "absent"}
+    weights: dict[str, list[float]] = {k: [] for k in kinds.values()}
+    for i, e in enumerate(estimates):
+        if not keep[i]:
+            continue
+        s = segments[seg[i]]
+        for m in MODALITIES:
+            if e.present.get(m):
+                weights[kinds[s[m]["relation"]]].append(float(e.relevance.get(m, 0.0)))
+    out["relevance"] = {k: round(float(np.mean(v)), 4) if v else None for k, v in weights.items()}
+    out["relevance_ticks"] = {k: len(v) for k, v in weights.items()}
+
+    lags = []
+    for j in range(1, len(segments)):
+        sel = np.flatnonzero((seg == j) & (fused == targets[j]))
+        lags.append(float(t[sel[0]] - starts[j]) if sel.size else float(ends[j] - starts[j]))
+    lag = percentiles(lags, (50, 90), 3)
+    out["lag_s"] = {"median": lag["p50"], "p90": lag["p90"]}
+    fusion_ms = percentiles([e.stages_ms.get("fusion") for e in estimates], (50, 99), 4)
+    out["fusion_ms"] = {"p50": fusion_ms["p50"], "p99": fusion_ms["p99"]}
+
+    out["ablation"] = {}
+    for m in MODALITIES:
+        if record is not None and predictor is not None:
+            pred = ablate(predictor, record, m)
+        else:  # the confidence rule: the same rule over the other modalities' own views
+            pred = []
+            for v in views:
+                rest = {
+                    k: ModalityResult(
+                        np.asarray(x["probs"]), 0, confidence=float(np.max(x["probs"]))
+                    )
+                    for k, x in v.items()
+                    if k != m
+                }
+                pred.append(int(np.argmax(confidence_fusion(rest)[0])) if rest else NEUTRAL)
+            pred = np.asarray(pred)
+        out["ablation"][f"no_{m}"] = {"accuracy": _scores(y[keep], pred[keep])["accuracy"]}
+    return out
+
+
+def evaluate_stream(folder: str | Path, config: Config, predictors: dict | None = None) -> dict:
+    """Replay the labelled stream in `folder` through the real pipeline and score it."""
+    from affectstream.realtime.stream import AffectStream, Inputs
+
+    labels = sc.read_labels(folder)
+    folder = Path(folder)
+    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
+    stream = AffectStream(config, inputs, predictors=predictors)
+    estimates, record = replay(stream)
+    result = score(labels, estimates, record, stream.predictors.get("fusion"))
+    result["fusion"] = config.fusion.method
+    result["stream"] = {
+        "folder": str(folder),
+        "stats": labels.get("stats"),
+        "source": labels.get("source"),
+    }
+    return result

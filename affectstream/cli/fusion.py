@@ -1,0 +1,318 @@
+"""`affectstream scenario make`, `train fusion`, `eval stream`, `bench fusion`.
+
+Argument parsing, defaults (the corpora in `../shared/data`) and printing; the work is in
+`models/fusion/` (streams, bank, training) and `bench/stream_eval.py` (scoring a replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from affectstream.cli.args import add_backend_arguments, add_fusion_argument, write_json
+from affectstream.cli.defaults import shared_dir
+from affectstream.cli.voice import actors_arg
+
+log = logging.getLogger(__name__)
+
+TRAIN_HELP = "train the fusion model on simulated token streams of the training corpora"
+EVAL_HELP = "replay a labelled stream through the real pipeline and score every tick"
+EVAL_ACTORS, TRAIN_ACTORS = "17,18,19,20", ",".join(str(a) for a in range(1, 17))
+
+
+def _data(*parts: str) -> str:
+    return str(shared_dir().joinpath("data", *parts))
+
+
+def _usage(msg: str):
+    from affectstream.core.errors import UsageError
+
+    return UsageError(msg)
+
+
+def _add_corpora(p: argparse.ArgumentParser, split: str) -> None:
+    held = split == "eval"
+    p.add_argument(
+        "--faces",
+        default=_data("fer2013", "PublicTest.npz" if held else "Training.npz"),
+        metavar="NPZ",
+        help="faces in FER2013's npz format (default: FER2013 %(default)s)",
+    )
+    p.add_argument(
+        "--ravdess",
+        default=_data("ravdess_speech"),
+        metavar="DIR",
+        help="RAVDESS-layout speech folder (default: %(default)s)",
+    )
+    p.add_argument(
+        "--actors",
+        default=EVAL_ACTORS if held else TRAIN_ACTORS,
+        help="RAVDESS actors to draw voices from (default: %(default)s, "
+        + (
+            "the voice model's unseen test actors)"
+            if held
+            else "the voice model's training actors)"
+        ),
+    )
+    p.add_argument(
+        "--text",
+        default=_data("meld_text", "dev_sent_emo.csv" if held else "train_sent_emo.csv"),
+        metavar="CSV",
+        help="sentences in MELD's CSV format (default: %(default)s)",
+    )
+
+
+def _pools(args, speaker):
+    from affectstream.models.face.data import FerFormatError
+    from affectstream.models.fusion import scenario as sc
+    from affectstream.models.text.data import DataError as TextDataError
+    from affectstream.models.voice.data import DataError
+
+    try:
+        return sc.load_pools(args.faces, args.ravdess, args.text, actors_arg(args.actors), speaker)
+    except (sc.ScenarioError, FerFormatError, DataError, TextDataError) as e:
+        raise _usage(str(e)) from None
+
+
+# -- scenario make ----------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    mp = sub.add_parser("make", help="compose a labelled stream (video + audio + labels.json)")
+    _add_corpora(mp, "eval")
+    mp.add_argument("--out", required=True, metavar="DIR", help="folder to write the stream to")
+    mp.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    mp.add_argument("--minutes", type=float, default=10.0, help="length of the stream (default 10)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectstream.models.fusion import scenario as sc
+
+    if args.minutes <= 0:
+        raise _usage(f"--minutes must be positive, got {args.minutes}")
+    try:
+        speaker = sc.Speaker(seed=args.seed)
+    except sc.ScenarioError as e:
+        raise _usage(str(e)) from None
+    pools = _pools(args, speaker)
+    segments = sc.plan_stream(pools, args.minutes, seed=args.seed)
+    info = {
+        "faces": args.faces,
+        "ravdess": args.ravdess,
+        "actors": args.actors,
+        "text": args.text,
+        "seed": args.seed,
+        "minutes": args.minutes,
+    }
+    try:
+        out = sc.write_stream(segments, pools, speaker, args.out, info)
+    except sc.ScenarioError as e:
+        from affectstream.core.errors import OutputError
+
+        raise OutputError(str(e)) from None
+    stats = sc.mix_stats(segments)
+    print(
+        f"wrote {out}: {stats['segments']} segments, {stats['seconds']:.0f} s; conflicting "
+        f"content in {stats['conflicting']:.0%}, an absent modality in {stats['absent']:.0%}"
+    )
+    print(f"replay it: affectstream run --video {out / 'video.avi'} --audio {out / 'audio.wav'}")
+    return 0
+
+
+# -- train fusion -----------------------------------------------------------------------------
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from affectstream.models.fusion.train import TrainOptions
+
+    d = TrainOptions()
+    _add_corpora(p, "train")
+    p.add_argument(
+        "--out", metavar="FILE", help="weights file (default: the shipped fusion.pt, replaced)"
+    )
+    p.add_argument("--streams", type=int, default=d.streams, help="training streams (%(default)s)")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="per stream (%(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="(default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="(default %(default)s)")
+    p.add_argument(
+        "--faces-per-class", type=int, default=600, help="faces encoded per class (%(default)s)"
+    )
+    p.add_argument(
+        "--sentences-per-class", type=int, default=150, help="sentences per class (%(default)s)"
+    )
+    p.add_argument(
+        "--bank",
+        metavar="FILE",
+        help="cache of the encoders' outputs (default: in the user cache, keyed by the "
+        "encoders' weights and the data; delete it after changing an encoder's code)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the training record as JSON")
+    add_backend_arguments(p)
+
+
+def _bank_path(args, predictors) -> Path:
+    import hashlib
+
+    from affectstream.export.registry import file_sha256
+    from affectstream.export.select import cache_root
+
+    h = hashlib.sha256()
+    for m in ("face", "voice", "text"):
+        h.update(repr(predictors[m].describe()).encode())
+    for m, name in (
+        ("face", "face.int8.onnx"),
+        ("voice", "voice.pt"),
+        ("text", "text.safetensors"),
+    ):
+        from affectstream.export.predictors import shipped
+
+        w = shipped(name)
+        h.update((file_sha256(w) if w else m).encode())
+    for v in (args.faces, args.ravdess, args.actors, args.text, args.seed):
+        h.update(str(v).encode())
+    h.update(f"{args.faces_per_class}/{args.sentences_per_class}".encode())
+    return cache_root() / "fusion" / f"bank-{h.hexdigest()[:16]}.pkl"
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import pickle
+
+    from affectstream.cli.args import config_from_args
+    from affectstream.export.predictors import open_predictor
+    from affectstream.models.fusion import bank as bk
+    from affectstream.models.fusion import scenario as sc
+    from affectstream.models.fusion.predictor import default_weights_path, save_weights
+    from affectstream.models.fusion.train import TrainOptions, train
+
+    args.config = None
+    config = config_from_args(args)
+    t0 = time.perf_counter()
+    predictors = {m: open_predictor(m, config) for m in ("face", "voice", "text")}
+    speaker = sc.Speaker(seed=args.seed)
+    path = Path(args.bank) if args.bank else _bank_path(args, predictors)
+    if path.is_file():
+        print(f"encoder outputs: {path} (cached)")
+        with open(path, "rb") as f:
+            bank, pools = pickle.load(f)
+    else:
+        pools = _pools(args, speaker)
+        print("encoding the training corpora with the runtime encoders ...", flush=True)
+        bank, pools = bk.build(
+            pools,
+            speaker,
+            predictors,
+            faces_per_class=args.faces_per_class,
+            sentences_per_class=args.sentences_per_class,
+            seed=args.seed,
+            progress=lambda what, c: log.info("encoded %s of class %d", what, c),
+        )
+        pools.speech_s = None  # not picklable; set again below
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            pickle.dump((bank, pools), f)
+        print(f"encoder outputs cached in {path} ({time.perf_counter() - t0:.0f} s)")
+    pools.speech_s = speaker.seconds
+    opts = TrainOptions(
+        streams=args.streams, minutes=args.minutes, epochs=args.epochs, seed=args.seed
+    )
+
+    def progress(rec: dict) -> None:
+        print(
+            f"epoch {rec['epoch']:2d}  loss {rec['loss']:.3f}  val acc {rec['accuracy']:.3f}  "
+            f"relevance agreeing {rec['relevance_agreeing']:.2f} "
+            f"conflicting {rec['relevance_conflicting']:.2f}",
+            flush=True,
+        )
+
+    net, record = train(pools, bank, opts, progress=progress)
+    record["command"] = "affectstream train fusion " + " ".join(
+        sys.argv[sys.argv.index("fusion") + 1 :] if "fusion" in sys.argv else []
+    )
+    record["data"] = {
+        "faces": args.faces,
+        "ravdess": args.ravdess,
+        "actors": args.actors,
+        "text": args.text,
+    }
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    out = save_weights(net, opts.history, record, args.out or default_weights_path())
+    print(f"temperature {record['temperature']:.3f}; wrote {out} ({record['seconds']:.0f} s)")
+    write_json(args.json, record)
+    return 0
+
+
+# -- eval stream ------------------------------------------------------------------------------
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scenario",
+        required=True,
+        metavar="DIR",
+        help="a stream from `affectstream scenario make`",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
+    add_fusion_argument(p)
+    add_backend_arguments(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from affectstream.bench.stream_eval import evaluate_stream
+    from affectstream.cli.args import config_from_args
+    from affectstream.models.fusion.scenario import ScenarioError
+
+    config = config_from_args(args)
+    try:
+        result = evaluate_stream(args.scenario, config)
+    except ScenarioError as e:
+        raise _usage(str(e)) from None
+    print_eval(result)
+    write_json(args.json, result)
+    return 0
+
+
+def print_eval(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        title=f"eval stream: {r['ticks']} ticks, {r['segments']} segments ({r['fusion']} fusion)"
+    )
+    for col in ("predictor", "accuracy", "macro-F1"):
+        t.add_column(col, justify="right" if col != "predictor" else "left")
+    for k in ("fused", "face", "voice", "text", "average", "confidence_weighted"):
+        t.add_row(k, f"{r[k]['accuracy']:.3f}", f"{r[k]['macro_f1']:.3f}")
+    for k, v in r["ablation"].items():
+        t.add_row(f"fused, {k.replace('_', ' ')}", f"{v['accuracy']:.3f}", "")
+    console = Console()
+    console.print(t)
+    rel = r["relevance"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    console.print(
+        f"ECE {r['fused']['ece']:.3f}   relevance: agreeing {fmt(rel['agreeing'])}, "
+        f"conflicting {fmt(rel['conflicting'])}, absent {fmt(rel['absent'])}   "
+        f"lag median {r['lag_s']['median']} s, p90 {r['lag_s']['p90']} s   "
+        f"fusion p50 {r['fusion_ms']['p50']} ms, p99 {r['fusion_ms']['p99']} ms"
+    )
+
+
+# -- bench fusion -----------------------------------------------------------------------------
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calls", type=int, default=2000, help="calls per backend (%(default)s)")
+    p.add_argument(
+        "--backends",
+        default="torch,onnxruntime",
+        help="comma-separated backends to time (default %(default)s)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the table as JSON")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from affectstream.bench.fusion import bench_fusion, print_bench
+
+    if args.calls < 1:
+        raise _usage(f"--calls must be at least 1, got {args.calls}")
+    result = bench_fusion([b for b in args.backends.split(",") if b], calls=args.calls)
+    print_bench(result)
+    write_json(args.json, result)
+    return 0

@@ -1,0 +1,1 @@
+"""The learned temporal-attention fusion of face, voice and words (see `net.py`)."""

@@ -1,0 +1,122 @@
+"""FusionNet: temporal attention within each modality, a relevance weight per modality, a
+fused head for the 7 classes, unimodal auxiliary heads, and a temperature for calibration.
+
+Inputs per modality m (face, voice, text): `{m}_x` (B, K, E_m + 7): each token's embedding and
+class probabilities; `{m}_age` (B, K): seconds since its capture; `{m}_mask` (B, K): 1 for a
+token, 0 for an empty slot. A modality with no token is absent.
+
+1. Each token is projected to `d` (its embedding layer-normalised, its probabilities and a few
+   age features: the model learns how fast each modality's evidence goes stale).
+2. Temporal attention: a learned query per modality attends over that modality's tokens (age
+   enters each key), giving one summary vector per modality; an auxiliary head reads each summary
+   (the unimodal tasks trained beside the multimodal one).
+3. Relevance: an MLP over all summaries (so each modality is judged against the others: a face
+   that disagrees with an emotional voice) gives one logit per modality; a softmax over the
+   present modalities gives the weights, exactly 0 for absent ones. These are the estimate's
+   `relevance`.
+4. The fused head reads the relevance-weighted sum of summaries; its logits are divided by the
+   temperature fitted after training (`train.fit_temperature`) so the confidence is calibrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from affectstream.core.labels import LABELS, MODALITIES
+
+N_CLASSES = len(LABELS)
+AGE_SCALES_S = (0.3, 1.0, 3.0)  # exp(-age / s) features beside the raw age
+
+
+@dataclass
+class FusionSpec:
+    embed_dims: dict[str, int] = field(
+        default_factory=lambda: {"face": 256, "voice": 128, "text": 256}
+    )
+    d: int = 48
+    hidden: int = 64
+    dropout: float = 0.1
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> FusionSpec:
+        return cls(**d)
+
+
+def input_names() -> list[str]:
+    return [f"{m}_{k}" for m in MODALITIES for k in ("x", "age", "mask")]
+
+
+OUTPUTS = ("logits", "relevance", "aux_logits")
+
+
+class ModalityEncoder(nn.Module):
+    """Tokens of one modality -> one summary vector, by attention pooling over time."""
+
+    def __init__(self, embed_dim: int, d: int, dropout: float) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.norm = nn.LayerNorm(embed_dim)
+        n_in = embed_dim + N_CLASSES + 1 + len(AGE_SCALES_S)
+        self.proj = nn.Sequential(nn.Linear(n_in, d), nn.GELU(), nn.Dropout(dropout))
+        self.query = nn.Parameter(torch.zeros(d))
+        self.key = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+        self.out = nn.Sequential(nn.Linear(d, d), nn.GELU())
+        self.register_buffer("scales", torch.tensor(AGE_SCALES_S))
+
+    def forward(self, x: torch.Tensor, age: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        emb, probs = x[..., : self.embed_dim], x[..., self.embed_dim :]
+        a = age.unsqueeze(-1)
+        feats = torch.cat([self.norm(emb), probs, a, torch.exp(-a / self.scales)], dim=-1)
+        h = self.proj(feats)  # (B, K, d)
+        score = (self.key(h) * self.query).sum(-1) / h.shape[-1] ** 0.5  # (B, K)
+        score = score.masked_fill(mask < 0.5, -1e4)
+        w = torch.softmax(score, dim=-1) * mask  # empty rows: all zero
+        return self.out((w.unsqueeze(-1) * self.value(h)).sum(1))  # (B, d)
+
+
+class FusionNet(nn.Module):
+    def __init__(self, spec: FusionSpec | None = None) -> None:
+        super().__init__()
+        self.spec = spec or FusionSpec()
+        s = self.spec
+        self.encoders = nn.ModuleDict(
+            {m: ModalityEncoder(s.embed_dims[m], s.d, s.dropout) for m in MODALITIES}
+        )
+        self.aux = nn.ModuleDict({m: nn.Linear(s.d, N_CLASSES) for m in MODALITIES})
+        n = len(MODALITIES)
+        self.relevance = nn.Sequential(
+            nn.Linear(n * (s.d + 1), s.hidden), nn.GELU(), nn.Linear(s.hidden, n)
+        )
+        self.head = nn.Sequential(
+            nn.Linear(s.d, s.hidden),
+            nn.GELU(),
+            nn.Dropout(s.dropout),
+            nn.Linear(s.hidden, N_CLASSES),
+        )
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, *inputs: torch.Tensor):
+        """Inputs in `input_names()` order -> (logits / T (B, 7), relevance (B, 3),
+        auxiliary logits (B, 3, 7))."""
+        summaries, present = [], []
+        for i, m in enumerate(MODALITIES):
+            x, age, mask = inputs[3 * i : 3 * i + 3]
+            summaries.append(self.encoders[m](x, age, mask))
+            present.append((mask.sum(-1, keepdim=True) > 0).to(x.dtype))
+        s = torch.stack(summaries, 1)  # (B, 3, d)
+        p = torch.cat(present, 1)  # (B, 3)
+        s = s * p.unsqueeze(-1)
+        rel_in = torch.cat([s, p.unsqueeze(-1)], -1).flatten(1)
+        rel_logits = self.relevance(rel_in).masked_fill(p < 0.5, -1e4)
+        rel = torch.softmax(rel_logits, -1) * p  # absent: exactly 0; nothing present: all 0
+        fused = (rel.unsqueeze(-1) * s).sum(1)
+        logits = self.head(fused) / self.temperature
+        aux = torch.stack([self.aux[m](summaries[i]) for i, m in enumerate(MODALITIES)], 1)
+        return logits, rel, aux

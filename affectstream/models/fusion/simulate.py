@@ -1,0 +1,180 @@
+"""Token sequences for training: planned streams laid out tick by tick as the live stages do.
+
+For each tick (10 Hz) of a planned stream, each modality's newest result is decided the way
+the runtime produces it, then passed through the same `TokenHistory` the live fusion uses:
+
+- face: a token per tick while a detectable face is in frame (captured up to one video frame
+  earlier); when it leaves, the last result stays present, ageing, for the scheduler's
+  `missing_ms` (1 s), as the face stage keeps its last crop;
+- voice: a token per tick from about 0.3 s into an utterance until 0.3 s after it (the VAD's
+  hold), the window ending at the tick; nothing in silence;
+- text: the first half of an utterance's words, then all of them, each committed by the
+  transcriber `delay` seconds after they were spoken (capture time: the last word's end); the
+  words stay until `context_s` (8 s) after the last word, as the text stage keeps them.
+
+Encoders err on data they never saw far more than on their own training data, which the bank
+is made of; `substitute[m]` is the share of items whose outputs are swapped for those of an item
+of another class, so the fusion learns from errors at the rate it will meet them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from affectstream.core.labels import MODALITIES
+from affectstream.models.fusion import scenario as sc
+from affectstream.models.fusion.bank import HOP_S, Bank, face_key
+from affectstream.models.fusion.tokens import HistorySpec, TokenHistory
+
+RATE_HZ = 10.0
+FACE_HOLD_S = 1.0  # scheduler missing_ms for face
+VOICE_ON_S, VOICE_OFF_S = 0.3, 0.3
+TEXT_DELAY_S = (0.6, 1.8)
+TEXT_CONTEXT_S = 8.0
+
+
+@dataclass
+class Sequences:
+    """Per tick: bank row indices (N, K_m) (-1 empty), ages (N, K_m) per modality; the target
+    (N,); per modality whether its newest token agrees with the target (N, 3) and is present."""
+
+    idx: dict[str, np.ndarray]
+    age: dict[str, np.ndarray]
+    target: np.ndarray
+    agrees: np.ndarray
+    present: np.ndarray
+    content: np.ndarray  # (N, 3) class of each modality's newest content, -1 when absent
+
+    @staticmethod
+    def concat(parts: list[Sequences]) -> Sequences:
+        return Sequences(
+            {m: np.concatenate([p.idx[m] for p in parts]) for m in MODALITIES},
+            {m: np.concatenate([p.age[m] for p in parts]) for m in MODALITIES},
+            np.concatenate([p.target for p in parts]),
+            np.concatenate([p.agrees for p in parts]),
+            np.concatenate([p.present for p in parts]),
+            np.concatenate([p.content for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+class _Swapper:
+    """Which bank item stands for an item: itself, or (with probability q) one of another class."""
+
+    def __init__(self, bank: Bank, m: str, q: float, rng: np.random.Generator) -> None:
+        self.bank, self.m, self.q, self.rng = bank, m, q, rng
+        by_class: dict[int, list[str]] = {}
+        fixed = {f"text:{s}" for s in sc.RAVDESS_SENTENCES}  # real outputs, never swapped
+        for key, c in bank.labels[m].items():
+            if not key.startswith("speech:") and key not in fixed:
+                by_class.setdefault(c, []).append(key)
+        self.by_class = by_class
+        self.memo: dict[str, str] = {}
+
+    def __call__(self, key: str) -> str:
+        if key not in self.memo:
+            c = self.bank.labels[self.m].get(key)
+            others = [k for k in self.by_class if k != c]
+            if c is not None and others and self.rng.random() < self.q:
+                o = others[int(self.rng.integers(len(others)))]
+                self.memo[key] = self.by_class[o][int(self.rng.integers(len(self.by_class[o])))]
+            else:
+                self.memo[key] = key
+        return self.memo[key]
+
+
+def simulate(
+    segments: list[sc.Segment],
+    bank: Bank,
+    spec: HistorySpec,
+    substitute: dict[str, float],
+    seed: int = 0,
+) -> Sequences:
+    """The token sequence of one planned stream, one row per tick."""
+    rng = np.random.default_rng(seed)
+    swap = {m: _Swapper(bank, m, substitute.get(m, 0.0), rng) for m in MODALITIES}
+    total_s = segments[-1].end_s
+    n = int(total_s * RATE_HZ)
+    hist = TokenHistory(spec)
+    out_idx = {m: np.full((n, spec.max_tokens[m]), -1, np.int64) for m in MODALITIES}
+    out_age = {m: np.zeros((n, spec.max_tokens[m]), np.float32) for m in MODALITIES}
+    target = np.zeros(n, np.int64)
+    agrees = np.zeros((n, 3), bool)
+    present = np.zeros((n, 3), bool)
+    content = np.full((n, 3), -1, np.int64)
+
+    # words: (emit s, capture s, bank row, content class), in emit order
+    utterances = [u for s in segments for u in s.utterances]
+    text_events = []
+    for u in utterances:
+        c = u.label if u.kind == "speech" else sc.NEUTRAL
+        key = swap["text"](f"text:{u.text}") if u.kind == "speech" else f"text:{u.text}"
+        r0, _ = bank.rows["text"][key]
+        d1 = float(rng.uniform(*TEXT_DELAY_S))
+        d2 = max(d1, float(rng.uniform(*TEXT_DELAY_S)))
+        half = u.start_s + u.dur_s / 2
+        text_events.append((half + d1, half, r0, c))
+        text_events.append((u.start_s + u.dur_s + d2, u.start_s + u.dur_s, r0 + 1, c))
+    text_events.sort()
+    te = 0
+    cur_text = None
+    face_last: tuple[float, int, int] | None = None  # (capture s, row, class)
+    seg_i, utt_i = 0, 0
+    for k in range(n):
+        t = k / RATE_HZ
+        while seg_i + 1 < len(segments) and segments[seg_i].end_s <= t:
+            seg_i += 1
+        seg = segments[seg_i]
+        target[k] = seg.target
+        now: dict[str, tuple[int, int]] = {}
+        cls: dict[str, int] = {}
+        # face
+        if seg.face["image"] is not None and rng.random() > 0.03:
+            fkey = swap["face"](face_key(seg.face["image"]))
+            if fkey in bank.rows["face"]:
+                cap = t - float(rng.uniform(0, 1.0 / sc.FPS))
+                face_last = (cap, bank.rows["face"][fkey][0], seg.face["label"])
+        if face_last is not None and t - face_last[0] <= FACE_HOLD_S:
+            now["face"] = (int(face_last[0] * 1e9), face_last[1])
+            cls["face"] = face_last[2]
+        # voice
+        while (
+            utt_i < len(utterances)
+            and utterances[utt_i].start_s + utterances[utt_i].dur_s + VOICE_OFF_S < t
+        ):
+            utt_i += 1
+        if utt_i < len(utterances):
+            u = utterances[utt_i]
+            tau = t - u.start_s
+            if VOICE_ON_S <= tau <= u.dur_s + VOICE_OFF_S:
+                vkey = f"{u.kind}:{u.key}"
+                if u.kind == "ravdess":
+                    vkey = swap["voice"](vkey)
+                r0, r1 = bank.rows["voice"][vkey]
+                j = min(r1 - 1, r0 + max(0, int(round(tau / HOP_S)) - 1))
+                now["voice"] = (int(t * 1e9), j)
+                cls["voice"] = u.label if u.kind == "ravdess" else sc.NEUTRAL
+        # text
+        while te < len(text_events) and text_events[te][0] <= t:
+            cur_text = text_events[te]
+            te += 1
+        if cur_text is not None and t - cur_text[1] <= TEXT_CONTEXT_S:
+            now["text"] = (int(cur_text[1] * 1e9), cur_text[2])
+            cls["text"] = cur_text[3]
+        t_ns = int(t * 1e9)
+        hist.update(now, t_ns)
+        for j, m in enumerate(MODALITIES):
+            rows, ages, mask = hist.view(m, t_ns)
+            kk = spec.max_tokens[m]
+            if rows:
+                out_idx[m][k, kk - len(rows) :] = rows
+                out_age[m][k] = ages
+            present[k, j] = m in now
+            if m in cls:
+                content[k, j] = cls[m]
+                agrees[k, j] = cls[m] == seg.target
+    return Sequences(out_idx, out_age, target, agrees, present, content)

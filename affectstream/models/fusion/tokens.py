@@ -1,0 +1,83 @@
+"""The fusion model's view of the recent past: a bounded history of tokens per modality.
+
+Each new result of a modality stage (a face crop, a voice window, the words so far) becomes one
+token: its embedding and class probabilities, stamped with the capture time of its newest
+input. The fusion model reads, per modality, the newest `max_tokens` tokens not older than
+`window_s`, with their ages, and a mask for the slots that are empty. The same class builds the
+training sequences (with bank indices as payloads) and the live ones (with vectors), so what
+the model learns from is laid out exactly as what it sees at run time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from affectstream.core.labels import MODALITIES
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """How many tokens of each modality the model attends over, and how far back."""
+
+    max_tokens: dict[str, int]
+    window_s: dict[str, float]
+
+    @classmethod
+    def default(cls) -> HistorySpec:
+        # face and voice give a token per tick (10 Hz): about 1.2 s of them; words change a few
+        # times per utterance and stay meaningful for seconds.
+        return cls({"face": 12, "voice": 12, "text": 4}, {"face": 3.0, "voice": 3.0, "text": 10.0})
+
+    def to_json(self) -> dict:
+        return {"max_tokens": dict(self.max_tokens), "window_s": dict(self.window_s)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> HistorySpec:
+        return cls({k: int(v) for k, v in d["max_tokens"].items()}, dict(d["window_s"]))
+
+
+class TokenHistory:
+    """Per modality, the newest tokens as (capture t_ns, payload); bounded by the spec.
+
+    `update(present, now_ns)` is called once per tick with the present modalities' newest
+    (t_ns, payload); a token is added when its capture time is new. A modality that is not
+    present this tick is masked out entirely (the model never attends to an absent modality),
+    though its tokens stay until they are older than the window.
+    """
+
+    def __init__(self, spec: HistorySpec) -> None:
+        self.spec = spec
+        self._tokens: dict[str, deque] = {m: deque(maxlen=spec.max_tokens[m]) for m in MODALITIES}
+        self._present: dict[str, bool] = {m: False for m in MODALITIES}
+
+    def reset(self) -> None:
+        for q in self._tokens.values():
+            q.clear()
+
+    def update(self, present: dict[str, tuple[int, Any]], now_ns: int) -> None:
+        for m in MODALITIES:
+            q = self._tokens[m]
+            item = present.get(m)
+            self._present[m] = item is not None
+            if item is not None and (not q or q[-1][0] != item[0]):
+                q.append(item)
+            horizon = now_ns - int(self.spec.window_s[m] * 1e9)
+            while q and q[0][0] < horizon and len(q) > 1:
+                q.popleft()  # the newest token stays while the modality is present
+
+    def view(self, m: str, now_ns: int) -> tuple[list[Any], np.ndarray, np.ndarray]:
+        """(payloads newest last, ages in s (K,), mask (K,)); slots are left-padded."""
+        k = self.spec.max_tokens[m]
+        ages = np.zeros(k, np.float32)
+        mask = np.zeros(k, np.float32)
+        if not self._present[m]:
+            return [], ages, mask
+        items = list(self._tokens[m])
+        n = len(items)
+        ages[k - n :] = [max(0.0, (now_ns - t) / 1e9) for t, _ in items]
+        mask[k - n :] = 1.0
+        return [p for _, p in items], ages, mask

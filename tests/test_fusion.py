@@ -1,0 +1,264 @@
+"""The learned fusion: token history, labelled streams, the model at run time, the commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectstream.core.labels import LABELS, MODALITIES
+from affectstream.models.fusion import scenario as sc
+from affectstream.models.fusion.tokens import HistorySpec, TokenHistory
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = SHARED / "data"
+ESPEAK = pytest.mark.skipif(
+    __import__("shutil").which("espeak-ng") is None, reason="needs Debian's espeak-ng"
+)
+
+
+def affectstream(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "affectstream", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# -- token history ---------------------------------------------------------------------------
+def test_history_is_bounded_masks_absent_modalities_and_forgets_old_tokens():
+    spec = HistorySpec({"face": 3, "voice": 3, "text": 2}, {"face": 1.0, "voice": 1.0, "text": 5.0})
+    h = TokenHistory(spec)
+    for k in range(10):  # a face token every 0.1 s
+        h.update({"face": (int(k * 1e8), k)}, int(k * 1e8))
+    items, ages, mask = h.view("face", int(9e8))
+    assert items == [7, 8, 9] and mask.tolist() == [1, 1, 1]  # the newest 3, newest last
+    assert np.allclose(ages, [0.2, 0.1, 0.0])
+    h.update({"voice": (int(1e9), "v")}, int(1e9))  # face not present this tick
+    assert h.view("face", int(1e9))[2].sum() == 0  # masked out entirely
+    assert h.view("voice", int(1e9))[0] == ["v"] and h.view("voice", int(1e9))[2].tolist() == [
+        0,
+        0,
+        1,
+    ]
+    h.update({"face": (int(9e8), 9), "voice": (int(1e9), "v")}, int(5e9))  # 4 s later
+    items, ages, _ = h.view("face", int(5e9))
+    assert items == [9] and ages[-1] == pytest.approx(4.1)  # old ones dropped, newest kept
+    h.update({"voice": (int(1e9), "v")}, int(5e9))  # the same capture time: no new token
+    assert len(h.view("voice", int(5e9))[0]) == 1
+
+
+# -- labelled streams ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def eval_pools():
+    speaker = sc.Speaker() if __import__("shutil").which("espeak-ng") else None
+    if speaker is None:
+        pytest.skip("needs Debian's espeak-ng")
+    return sc.load_pools(
+        DATA / "fer2013" / "PublicTest.npz",
+        DATA / "ravdess_speech",
+        DATA / "meld_text" / "dev_sent_emo.csv",
+        (17, 18, 19, 20),
+        speaker,
+    )
+
+
+def test_default_mix_has_conflicts_absences_and_always_an_agreeing_modality(eval_pools):
+    segments = sc.plan_stream(eval_pools, minutes=10, seed=3)
+    stats = sc.mix_stats(segments)
+    assert stats["conflicting"] >= 0.25 and stats["absent"] >= 0.15
+    assert stats["seconds"] >= 600
+    for s in segments:
+        rel = {m: getattr(s, m)["relation"] for m in MODALITIES}
+        assert "agrees" in rel.values(), s  # the target is shown by some present modality
+        assert 3.0 <= s.end_s - s.start_s <= 8.0 or s.utterances  # longer only to fit speech
+        for u in s.utterances:
+            assert s.start_s <= u.start_s and u.start_s + u.dur_s <= s.end_s
+        if s.face["relation"] == "conflicts":
+            assert s.face["label"] != s.target
+        if s.face["image"] is not None:  # the face shown is of the class the label says
+            label = s.face["label"]
+            assert s.face["image"] in eval_pools.faces[label]
+    # the same seed draws the same stream; another seed another one
+    again = sc.plan_stream(eval_pools, minutes=10, seed=3)
+    assert [s.to_json() for s in again] == [s.to_json() for s in segments]
+    assert [s.target for s in sc.plan_stream(eval_pools, 10, seed=4)] != [
+        s.target for s in segments
+    ]
+
+
+@ESPEAK
+def test_scenario_make_writes_media_that_run_replays(tmp_path):
+    out = tmp_path / "stream"
+    r = affectstream("scenario", "make", "--out", out, "--minutes", "0.4", "--seed", "2")
+    assert r.returncode == 0, r.stderr
+    labels = sc.read_labels(out)
+    assert labels["segments"] and labels["labels"] == list(LABELS)
+    import cv2
+    import soundfile as sf
+
+    cap = cv2.VideoCapture(str(out / "video.avi"))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert frames == pytest.approx(labels["segments"][-1]["end_s"] * sc.FPS, abs=2)
+    info = sf.info(str(out / "audio.wav"))
+    assert info.samplerate == 16000 and info.duration >= labels["segments"][-1]["end_s"]
+    est = tmp_path / "est.jsonl"
+    r = affectstream(
+        "run", "--video", out / "video.avi", "--audio", out / "audio.wav", "--fast", "--out", est
+    )
+    assert r.returncode == 0, r.stderr
+    ticks = [json.loads(line) for line in est.read_text().splitlines()]
+    assert len(ticks) >= labels["segments"][-1]["end_s"] * 10 * 0.9
+    faces = [s for s in labels["segments"] if s["face"]["image"] is not None]
+    seen = [
+        t["present"]["face"]
+        for t in ticks
+        for s in faces
+        if s["start_s"] + 0.5 <= t["t"] < s["end_s"]
+    ]
+    assert np.mean(seen) > 0.8  # faces drawn are ones the live tracker finds
+
+
+def test_scenario_make_names_bad_input(tmp_path):
+    r = affectstream("scenario", "make", "--out", tmp_path, "--faces", tmp_path / "none.npz")
+    assert r.returncode == 2 and "none.npz" in r.stderr
+    r = affectstream("scenario", "make", "--out", tmp_path, "--actors", "99")
+    assert r.returncode == 2 and "99" in r.stderr
+    r = affectstream("eval", "stream", "--scenario", tmp_path)
+    assert r.returncode == 2 and "labels.json" in r.stderr
+
+
+# -- the model at run time -------------------------------------------------------------------
+def test_learned_fusion_weights_present_modalities_only_and_backends_agree():
+    from affectstream.export.predictors import open_eval_predictor
+    from affectstream.realtime.fusion import LearnedFusion
+    from affectstream.realtime.stages.base import ModalityResult
+
+    rng = np.random.default_rng(0)
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        fusion = LearnedFusion(open_eval_predictor("fusion", backend))
+        assert fusion.predictor.describe()["model"] == "fusion"
+        dims = fusion.predictor.embed_dims
+        seq = []
+        for k in range(30):
+            t = int(k * 1e8)
+            present = {
+                "face": ModalityResult(
+                    rng.dirichlet(np.ones(7)).astype(np.float32),
+                    t,
+                    rng.standard_normal(dims["face"]).astype(np.float32),
+                )
+            }
+            if k >= 10:  # the voice joins after a second
+                present["voice"] = ModalityResult(
+                    np.eye(7, dtype=np.float32)[3],
+                    t,
+                    rng.standard_normal(dims["voice"]).astype(np.float32),
+                )
+            probs, rel = fusion(present, t + int(5e6))
+            assert abs(float(probs.sum()) - 1) < 1e-4 and set(rel) == set(present)
+            assert abs(sum(rel.values()) - 1) < 1e-4 and all(0 <= v <= 1 for v in rel.values())
+            seq.append((probs, rel))
+        outs[backend] = seq
+        rng = np.random.default_rng(0)
+    for (pa, ra), (pb, rb) in zip(outs["torch"], outs["onnxruntime"], strict=True):
+        assert np.abs(pa - pb).max() < 1e-4
+        assert all(abs(ra[m] - rb[m]) < 1e-4 for m in ra)
+
+
+def test_wrong_embedding_size_is_a_clear_error():
+    from affectstream.export.predictors import open_eval_predictor
+
+    p = open_eval_predictor("fusion", "torch")
+    with pytest.raises(ValueError, match="face embedding has 5 values"):
+        p.token("face", np.zeros(5, np.float32), np.full(7, 1 / 7, np.float32))
+
+
+def test_shipped_weights_record_their_training():
+    from affectstream.models.fusion.predictor import default_weights_path, read_header
+
+    spec, history, info = read_header(default_weights_path())
+    assert info["command"].startswith("affectstream train fusion")
+    assert 0.3 < info["temperature"] < 5
+    assert set(info["substitute"]) == set(MODALITIES)
+    assert history.max_tokens.keys() == set(MODALITIES)
+
+
+# -- the commands ----------------------------------------------------------------------------
+@ESPEAK
+@pytest.mark.slow
+def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
+    out = tmp_path / "stream"
+    assert (
+        affectstream("scenario", "make", "--out", out, "--minutes", "0.5", "--seed", "5").returncode
+        == 0
+    )
+    scores = tmp_path / "scores.json"
+    r = affectstream("eval", "stream", "--scenario", out, "--json", scores)
+    assert r.returncode == 0, r.stderr
+    assert "eval stream" in r.stdout and "fused" in r.stdout
+    d = json.loads(scores.read_text())
+    for k in ("fused", "face", "voice", "text", "average", "confidence_weighted"):
+        assert 0 <= d[k]["accuracy"] <= 1 and 0 <= d[k]["macro_f1"] <= 1
+    assert 0 <= d["fused"]["ece"] <= 1
+    assert set(d["relevance"]) == {"agreeing", "conflicting", "absent"}
+    assert d["relevance"]["agreeing"] is not None
+    assert d["lag_s"]["median"] is not None and d["lag_s"]["p90"] >= d["lag_s"]["median"]
+    assert 0 < d["fusion_ms"]["p50"] <= d["fusion_ms"]["p99"]
+    assert set(d["ablation"]) == {"no_face", "no_voice", "no_text"}
+    assert d["ticks"] >= 250 and d["fusion"] == "learned"
+    # the earlier rule, for comparison: the same stream, the same keys
+    r = affectstream(
+        "eval", "stream", "--scenario", out, "--fusion", "confidence", "--json", scores
+    )
+    assert r.returncode == 0, r.stderr
+    c = json.loads(scores.read_text())
+    assert c["fusion"] == "confidence"
+    # with the confidence rule, the fused result is the confidence-weighted baseline itself
+    assert c["fused"]["accuracy"] == pytest.approx(c["confidence_weighted"]["accuracy"], abs=0.02)
+
+
+@ESPEAK
+@pytest.mark.slow
+def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
+    weights = tmp_path / "fusion.pt"
+    r = affectstream(
+        "train", "fusion", "--out", weights, "--bank", tmp_path / "bank.pkl",
+        "--actors", "1", "--faces-per-class", "4", "--sentences-per-class", "3",
+        "--streams", "3", "--minutes", "1", "--epochs", "1", "--json", tmp_path / "t.json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "bank.pkl").is_file() and "temperature" in r.stdout
+    from affectstream.models.fusion.predictor import read_header
+
+    _, _, info = read_header(weights)
+    assert info["options"]["streams"] == 3 and len(info["history"]) == 1
+    rec = json.loads((tmp_path / "t.json").read_text())
+    assert rec["train_ticks"] >= 3 * 60 * 10 * 0.9
+    # the run uses the weights it is given
+    r = affectstream(
+        "run", "--video", SHARED / "media" / "Megamind.avi", "--fast", "--no-transcribe",
+        "--duration", "2", "--config", _config_with(tmp_path, weights), "--out", tmp_path / "e.jsonl",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def _config_with(tmp_path: Path, weights: Path) -> Path:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"fusion:\n  weights: {weights}\n")
+    return cfg
+
+
+def test_bench_fusion_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "b.json"
+    r = affectstream("bench", "fusion", "--calls", "50", "--backends", "torch", "--json", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["rows"][0]["calls"] == 50 and d["rows"][0]["median_ms"] > 0
+    assert "bench fusion" in r.stdout
