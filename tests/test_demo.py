@@ -3,6 +3,10 @@ its pixels), the rolling history, and the stage taps on a real stream of the sam
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -26,6 +30,7 @@ from affectstream.realtime.demo.overlay import (
 from affectstream.realtime.demo.taps import tap_stages
 from affectstream.realtime.demo.window import DemoWindow
 from affectstream.realtime.stream import AffectStream, Inputs
+from tests.test_run_cli import affectstream
 
 SAMPLE = sample_media()
 
@@ -168,3 +173,23 @@ def test_keys_pause_toggle_and_quit(sample_stream):
     assert not win.key(ord("q")) and not win.key(27)
     for tap in win.taps.values():
         tap.remove()
+
+
+def test_demo_help_lists_the_keys_and_no_display_is_one_line():
+    r = affectstream("demo", "--help", timeout=60)
+    assert r.returncode == 0
+    for key in ("p or space pause", "f face", "v voice", "w words", "q or Esc quit"):
+        assert key in " ".join(r.stdout.split()), r.stdout
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run(
+        [sys.executable, "-m", "affectstream", "demo", "--sample"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "affectstream: error: no display: the demo opens a window (DISPLAY is not set); "
+        "use `affectstream run` for estimates as JSON lines"
+    ]

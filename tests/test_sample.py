@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import subprocess
+import sys
 
 import cv2
 import tomllib
@@ -49,6 +51,33 @@ def test_run_sample_fast_sees_the_face_and_hears_the_words(tmp_path):
     text_views = [d["modalities"]["text"]["emotion"] for d in ests if "text" in d["modalities"]]
     firsts = [text_views.index(e) for e in ("happy", "sad", "angry")]
     assert firsts == sorted(firsts), text_views
+
+
+def readme_run_commands() -> list[str]:
+    """The lines of the README's Run block, as a user types them."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Run\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.strip().splitlines()
+
+
+def test_readme_run_commands_as_written(tmp_path):
+    """Both Run commands use only the package (`--sample`); `run` runs here as written, in a
+    fresh folder (real time, 14 s), `demo` in tests/test_demo_xvfb.py under Xvfb."""
+    demo, run = readme_run_commands()
+    assert demo == "affectstream demo --sample"
+    assert run == "affectstream run --sample --out est.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-m", *run.split()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    ests = read_estimates(tmp_path / "est.jsonl")
+    assert 120 <= len(ests) <= 160 and ests[-1]["t"] >= 13.5  # 14 s at 10 Hz, real pace
+    assert "estimates" in r.stderr  # the summary table
+    assert sum(d["present"]["face"] for d in ests) >= 0.9 * len(ests)
 
 
 def test_sample_with_another_file_is_one_line(tmp_path):
