@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shutil
 import subprocess
 import sys
 
+import av
 import cv2
+import pytest
 import tomllib
 
 from affectstream.cli.args import sample_media
@@ -84,3 +87,18 @@ def test_sample_with_another_file_is_one_line(tmp_path):
     r = affectstream("run", "--sample", "--video", SAMPLE, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == "affectstream: error: --sample replaces --video: give one of them"
+
+
+def test_make_sample_speaks_the_sample_s_words():
+    """The rebuild script's speech is the committed clip's: same length, same sentences."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng (apt-get install espeak-ng)")
+    from affectstream.media import make_sample
+
+    pcm, rate = make_sample.speech()
+    with av.open(str(SAMPLE)) as c:
+        seconds = c.streams.audio[0].duration * c.streams.audio[0].time_base
+    assert abs(len(pcm) / rate - float(seconds)) < 0.15
+    ok, image = cv2.VideoCapture(str(SAMPLE)).read()
+    frames = list(make_sample.frames(image, 3))
+    assert [f.shape for f in frames] == [(make_sample.HEIGHT, make_sample.WIDTH, 3)] * 3

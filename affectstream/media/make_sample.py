@@ -1,4 +1,4 @@
-"""Rebuild `sample.mp4`, the bundled clip behind `--sample` (not part of the installed package).
+"""Rebuild `sample.mp4`, the bundled clip behind `--sample` (a maintainer's tool, not a command).
 
 A public-domain photograph (NASA, astronaut Eileen Collins, as shipped in scikit-image's
 `skimage/data/astronaut.png`) is filmed with a slow pan and zoom, and espeak-ng speaks three
