@@ -147,8 +147,48 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="cache of the encoders' outputs (default: in the user cache, keyed by the "
         "encoders' weights and the data; delete it after changing an encoder's code)",
     )
+    p.add_argument(
+        "--calibrate-on",
+        metavar="DIR",
+        help="a labelled stream (scenario make) replayed through the real pipeline after "
+        "training to refit the temperature on live outputs (never the evaluation stream)",
+    )
     p.add_argument("--json", metavar="OUT", help="write the training record as JSON")
     add_backend_arguments(p)
+
+
+def calibrate(weights: Path, stream_dir: str, config) -> dict:
+    """Refit the temperature of `weights` on a replay of a labelled stream: the temperature
+    fitted on simulated validation streams misses how the live encoders err."""
+    import numpy as np
+    import torch
+
+    from affectstream.bench.stream_eval import replay, segment_index
+    from affectstream.core.labels import LABELS
+    from affectstream.models.fusion import scenario as sc
+    from affectstream.models.fusion.predictor import load_weights
+    from affectstream.models.fusion.train import fit_temperature
+    from affectstream.realtime.stream import AffectStream, Inputs
+
+    labels = sc.read_labels(stream_dir)
+    config.fusion.method, config.fusion.weights = "learned", str(weights)
+    folder = Path(stream_dir)
+    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
+    estimates, _ = replay(AffectStream(config, inputs))
+    segments = labels["segments"]
+    starts = np.array([s["start_s"] for s in segments])
+    seg = segment_index(starts, np.array([e.t for e in estimates]))
+    y = np.array([LABELS.index(segments[i]["target"]) for i in seg])
+    live = np.array([any(e.present.values()) for e in estimates])
+    logp = np.log(np.stack([e.probs for e in estimates])[live] + 1e-9)
+    scale = fit_temperature(logp, y[live])
+    d = load_weights(weights)
+    old = float(d["state"]["temperature"])
+    d["state"]["temperature"] = torch.tensor(old * scale)
+    d["info"]["calibration"] = {"stream": str(folder), "ticks": int(live.sum()), "before": old}
+    d["info"]["temperature"] = old * scale
+    torch.save(d, weights)
+    return d["info"]
 
 
 def _bank_path(args, predictors) -> Path:
@@ -238,6 +278,9 @@ def run_train(args: argparse.Namespace) -> int:
     record["seconds"] = round(time.perf_counter() - t0, 1)
     out = save_weights(net, opts.history, record, args.out or default_weights_path())
     print(f"temperature {record['temperature']:.3f}; wrote {out} ({record['seconds']:.0f} s)")
+    if args.calibrate_on:
+        record = calibrate(out, args.calibrate_on, config)
+        print(f"temperature refitted on {args.calibrate_on}: {record['temperature']:.3f}")
     write_json(args.json, record)
     return 0
 

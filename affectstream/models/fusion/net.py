@@ -39,6 +39,9 @@ class FusionSpec:
     d: int = 48
     hidden: int = 64
     dropout: float = 0.1
+    # dropout on the embeddings in training: the bank holds a few thousand items, and without
+    # it the model learns to recognise items rather than what their embeddings say
+    embed_dropout: float = 0.3
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -58,10 +61,11 @@ OUTPUTS = ("logits", "relevance", "aux_logits")
 class ModalityEncoder(nn.Module):
     """Tokens of one modality -> one summary vector, by attention pooling over time."""
 
-    def __init__(self, embed_dim: int, d: int, dropout: float) -> None:
+    def __init__(self, embed_dim: int, d: int, dropout: float, embed_dropout: float = 0.0) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.norm = nn.LayerNorm(embed_dim)
+        self.embed_dropout = nn.Dropout(embed_dropout)
         n_in = embed_dim + N_CLASSES + 1 + len(AGE_SCALES_S)
         self.proj = nn.Sequential(nn.Linear(n_in, d), nn.GELU(), nn.Dropout(dropout))
         self.query = nn.Parameter(torch.zeros(d))
@@ -73,7 +77,9 @@ class ModalityEncoder(nn.Module):
     def forward(self, x: torch.Tensor, age: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         emb, probs = x[..., : self.embed_dim], x[..., self.embed_dim :]
         a = age.unsqueeze(-1)
-        feats = torch.cat([self.norm(emb), probs, a, torch.exp(-a / self.scales)], dim=-1)
+        feats = torch.cat(
+            [self.embed_dropout(self.norm(emb)), probs, a, torch.exp(-a / self.scales)], dim=-1
+        )
         h = self.proj(feats)  # (B, K, d)
         score = (self.key(h) * self.query).sum(-1) / h.shape[-1] ** 0.5  # (B, K)
         score = score.masked_fill(mask < 0.5, -1e4)
@@ -87,7 +93,10 @@ class FusionNet(nn.Module):
         self.spec = spec or FusionSpec()
         s = self.spec
         self.encoders = nn.ModuleDict(
-            {m: ModalityEncoder(s.embed_dims[m], s.d, s.dropout) for m in MODALITIES}
+            {
+                m: ModalityEncoder(s.embed_dims[m], s.d, s.dropout, s.embed_dropout)
+                for m in MODALITIES
+            }
         )
         self.aux = nn.ModuleDict({m: nn.Linear(s.d, N_CLASSES) for m in MODALITIES})
         n = len(MODALITIES)

@@ -304,9 +304,10 @@ def _trim(x: np.ndarray) -> tuple[int, int]:
 
 
 # RMS of speech in RAVDESS's neutral clips (median over training actors 1-16): the synthesised
-# sentences are brought to this level. RAVDESS clips keep their own: the voice model reads
-# loudness (angry is loud, sad is quiet), so levelling them cost 9 points of its accuracy on
-# actors 17-20 (0.708 -> 0.617, one 2 s window per clip).
+# sentences are brought to this level. RAVDESS clips keep their own level, as the voice model
+# was trained on them: bringing each to a peak of 0.5 cost 9 points of its accuracy on actors
+# 17-20 (0.708 -> 0.617, one 2 s window per clip; its per-window normalisation removes gain,
+# but not the log-mel floor's effect on quiet frames).
 SPEECH_RMS = 0.0058
 
 
