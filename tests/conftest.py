@@ -42,5 +42,5 @@ def exported_dir(tmp_path_factory) -> Path:
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("onnx")
-    assert main(["export", "--out", str(out), "--models", "face,voice,text"]) == 0
+    assert main(["export", "--out", str(out), "--models", "face,voice,text,fusion"]) == 0
     return out

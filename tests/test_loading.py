@@ -100,8 +100,9 @@ def test_named_files_that_are_missing_fail_before_any_thread(tmp_path):
 
 def test_shared_predictors_are_used_at_once():
     cfg = load_config()
-    face = predictor_factory.open_predictor("face", cfg)
-    stream = AffectStream(cfg, Inputs(push_video=True), predictors={"face": face})
+    shared = {m: predictor_factory.open_predictor(m, cfg) for m in ("face", "fusion")}
+    face = shared["face"]
+    stream = AffectStream(cfg, Inputs(push_video=True), predictors=shared)
     try:
         (stage,) = stream.stages
         assert stage.predictor is face and stage.model_problem() == ""

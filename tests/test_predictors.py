@@ -126,6 +126,7 @@ def test_eval_face_onnxruntime_runs_the_stage_predictor(tmp_path, monkeypatch):
     cfg.face.int8_on_cpu = False
     cfg.voice.enabled = False
     stream = AffectStream(cfg, Inputs(push_video=True, no_audio=True, transcribe=False))
+    assert stream.wait_models(60)  # a live stream opens its models in the background
     (stage,) = [s for s in stream.stages if s.name == "face"]
     assert isinstance(stage.predictor, FacePredictor)
     assert stage.predictor.backend_name == "onnxruntime"

@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 
 # Balanced accuracy of each encoder on data it never trained on, from its card's validation
 # figures (face: FER2013 PublicTest macro recall; voice: RAVDESS validation actors 13-16 with
-# the recipe trained on 1-12; text: MELD dev balanced accuracy). The bank's outputs are on the
+# the recipe trained on 1-12; text: MELD dev balanced accuracy is 0.41 on clean text, and the
+# live transcript of synthesised speech loses words: 0.30 did slightly better than 0.41 on the
+# development stream, 0.391 against 0.386 tick accuracy). The bank's outputs are on the
 # encoders' training data, where they are right far more often; items are swapped for other
 # classes' until the simulated tokens err at these rates.
-UNSEEN_BALANCED_ACCURACY = {"face": 0.66, "voice": 0.65, "text": 0.41}
+UNSEEN_BALANCED_ACCURACY = {"face": 0.66, "voice": 0.65, "text": 0.30}
 
 
 @dataclass
@@ -44,7 +46,7 @@ class TrainOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-3
     aux_weight: float = 0.3
-    relevance_weight: float = 1.0
+    relevance_weight: float = 2.0
     modality_dropout: float = 0.15
     seed: int = 0
     spec: FusionSpec = field(default_factory=FusionSpec)
