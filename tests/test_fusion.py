@@ -133,6 +133,42 @@ def test_scenario_make_names_bad_input(tmp_path):
     assert r.returncode == 2 and "labels.json" in r.stderr
 
 
+def test_a_replay_agrees_only_with_content_captured_in_its_segment():
+    from affectstream.models.fusion.bank import Bank
+    from affectstream.models.fusion.simulate import from_replay
+
+    labels = {
+        "segments": [
+            {"start_s": 0.0, "end_s": 1.0, "target": "happy",
+             "face": {"relation": "agrees", "label": "happy"},
+             "voice": {"relation": "absent", "label": None},
+             "text": {"relation": "absent", "label": None}},
+            {"start_s": 1.0, "end_s": 2.0, "target": "sad",
+             "face": {"relation": "agrees", "label": "sad"},
+             "voice": {"relation": "absent", "label": None},
+             "text": {"relation": "absent", "label": None}},
+        ]
+    }  # fmt: skip
+    bank = Bank()
+    vec = np.zeros(256 + 7, np.float32)
+    record, times = [], []
+    for k in range(20):  # 10 Hz; for 0.2 s after the change the face held is from before it
+        t = k / 10
+        cap = 0.9 if 1.0 <= t < 1.2 else t
+        record.append((int(t * 1e9), {"face": (int(cap * 1e9), vec)}))
+        times.append(t)
+    seqs = from_replay(record, times, labels, bank, HistorySpec.default(), "x")
+    assert seqs.target.tolist() == [1] * 10 + [2] * 10
+    assert seqs.agrees[:10, 0].all() and seqs.content[5, 0] == 1
+    assert not seqs.agrees[10:12, 0].any()  # still the previous segment's face
+    assert seqs.agrees[12:, 0].all() and seqs.content[15, 0] == 2
+    assert not seqs.present[:, 1:].any() and (seqs.content[:, 1:] == -1).all()
+    assert (
+        bank.array("face").shape[0]
+        == len({c for _, c in [(0, r[1]["face"][0]) for r in record]}) + 1
+    )
+
+
 # -- the model at run time -------------------------------------------------------------------
 def test_learned_fusion_weights_present_modalities_only_and_backends_agree():
     from affectstream.export.predictors import open_eval_predictor
@@ -228,19 +264,24 @@ def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
 @pytest.mark.slow
 def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
     weights = tmp_path / "fusion.pt"
+    stream = tmp_path / "stream"
+    assert affectstream("scenario", "make", "--out", stream, "--minutes", "0.3").returncode == 0
     r = affectstream(
         "train", "fusion", "--out", weights, "--bank", tmp_path / "bank.pkl",
         "--actors", "1", "--faces-per-class", "4", "--sentences-per-class", "3",
         "--streams", "3", "--minutes", "1", "--epochs", "1", "--json", tmp_path / "t.json",
+        "--replay", stream, "--calibrate-on", stream,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert "replaying" in r.stdout and "temperature refitted" in r.stdout
     assert (tmp_path / "bank.pkl").is_file() and "temperature" in r.stdout
     from affectstream.models.fusion.predictor import read_header
 
     _, _, info = read_header(weights)
     assert info["options"]["streams"] == 3 and len(info["history"]) == 1
     rec = json.loads((tmp_path / "t.json").read_text())
-    assert rec["train_ticks"] >= 3 * 60 * 10 * 0.9
+    assert rec["train_ticks"] >= 3 * 60 * 10 * 0.9 + 4 * rec["replay_ticks"] * 0.99
+    assert rec["replay_ticks"] >= 0.3 * 60 * 10 * 0.9 and rec["calibration"]["ticks"] > 0
     # the run uses the weights it is given
     r = affectstream(
         "run", "--video", SHARED / "media" / "Megamind.avi", "--fast", "--no-transcribe",

@@ -148,6 +148,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "encoders' weights and the data; delete it after changing an encoder's code)",
     )
     p.add_argument(
+        "--replay",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a labelled stream of the training corpora (scenario make --faces/--actors/--text "
+        "of the training data) replayed through the real pipeline; its live tokens join the "
+        "simulated ones (repeatable)",
+    )
+    p.add_argument(
         "--calibrate-on",
         metavar="DIR",
         help="a labelled stream (scenario make) replayed through the real pipeline after "
@@ -157,24 +166,36 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_arguments(p)
 
 
+def replay_stream(stream_dir: str, config):
+    """(labels, estimates, the learned fusion's record) of a labelled stream replayed through
+    the real pipeline on the media clock."""
+    from affectstream.bench.stream_eval import replay
+    from affectstream.models.fusion import scenario as sc
+    from affectstream.realtime.stream import AffectStream, Inputs
+
+    try:
+        labels = sc.read_labels(stream_dir)
+    except sc.ScenarioError as e:
+        raise _usage(str(e)) from None
+    folder = Path(stream_dir)
+    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
+    estimates, record = replay(AffectStream(config, inputs))
+    return labels, estimates, record
+
+
 def calibrate(weights: Path, stream_dir: str, config) -> dict:
     """Refit the temperature of `weights` on a replay of a labelled stream: the temperature
     fitted on simulated validation streams misses how the live encoders err."""
     import numpy as np
     import torch
 
-    from affectstream.bench.stream_eval import replay, segment_index
+    from affectstream.bench.stream_eval import segment_index
     from affectstream.core.labels import LABELS
-    from affectstream.models.fusion import scenario as sc
     from affectstream.models.fusion.predictor import load_weights
     from affectstream.models.fusion.train import fit_temperature
-    from affectstream.realtime.stream import AffectStream, Inputs
 
-    labels = sc.read_labels(stream_dir)
     config.fusion.method, config.fusion.weights = "learned", str(weights)
-    folder = Path(stream_dir)
-    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
-    estimates, _ = replay(AffectStream(config, inputs))
+    labels, estimates, _ = replay_stream(stream_dir, config)
     segments = labels["segments"]
     starts = np.array([s["start_s"] for s in segments])
     seg = segment_index(starts, np.array([e.t for e in estimates]))
@@ -185,7 +206,7 @@ def calibrate(weights: Path, stream_dir: str, config) -> dict:
     d = load_weights(weights)
     old = float(d["state"]["temperature"])
     d["state"]["temperature"] = torch.tensor(old * scale)
-    d["info"]["calibration"] = {"stream": str(folder), "ticks": int(live.sum()), "before": old}
+    d["info"]["calibration"] = {"stream": str(stream_dir), "ticks": int(live.sum()), "before": old}
     d["info"]["temperature"] = old * scale
     torch.save(d, weights)
     return d["info"]
@@ -265,7 +286,17 @@ def run_train(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    net, record = train(pools, bank, opts, progress=progress)
+    replays = []
+    for k, folder in enumerate(args.replay):
+        from affectstream.models.fusion.simulate import from_replay
+
+        print(f"replaying {folder} through the pipeline ...", flush=True)
+        config.fusion.method = "learned"
+        labels, estimates, record = replay_stream(folder, config)
+        times = [e.t for e in estimates]
+        replays.append(from_replay(record, times, labels, bank, opts.history, str(k)))
+    net, record = train(pools, bank, opts, progress=progress, replays=replays)
+    record["replays"] = list(args.replay)
     record["command"] = "affectstream train fusion " + " ".join(
         sys.argv[sys.argv.index("fusion") + 1 :] if "fusion" in sys.argv else []
     )

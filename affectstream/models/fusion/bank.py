@@ -50,6 +50,14 @@ class Bank:
         self.labels[m][key] = label
         self._n[m] += len(block)
 
+    def add_rows(self, m: str, key: str, rows: np.ndarray) -> int:
+        """Token vectors `[embedding, probs]` as they are (a live replay's); the first row's index."""
+        first = self._n[m]
+        self.feats[m].append(np.asarray(rows, np.float32))
+        self.rows[m][key] = (first, first + len(rows))
+        self._n[m] += len(rows)
+        return first
+
     def array(self, m: str) -> np.ndarray:
         """All rows of modality m, plus one zero row at the end for empty slots (index -1)."""
         dim = self.feats[m][0].shape[1]

@@ -178,3 +178,53 @@ def simulate(
                 content[k, j] = cls[m]
                 agrees[k, j] = cls[m] == seg.target
     return Sequences(out_idx, out_age, target, agrees, present, content)
+
+
+def from_replay(
+    record: list, times_s: list[float], labels: dict, bank: Bank, spec: HistorySpec, name: str
+) -> Sequences:
+    """Token sequences of a live replay of a labelled stream (the learned fusion's record:
+    per tick (emit_ns, {modality: (t_ns, token vector)}), with each tick's time in seconds).
+
+    The live tokens carry what simulation misses (the transcript's errors and delays, voice
+    windows that start in silence, the tracker's misses); their vectors are added to `bank`.
+    A modality agrees when its segment's content agrees and its newest token was captured in
+    that segment (a face held, or words left over, from the segment before do not).
+    """
+    segments = labels["segments"]
+    starts = np.array([s["start_s"] for s in segments])
+    n = len(record)
+    hist = TokenHistory(spec)
+    out_idx = {m: np.full((n, spec.max_tokens[m]), -1, np.int64) for m in MODALITIES}
+    out_age = {m: np.zeros((n, spec.max_tokens[m]), np.float32) for m in MODALITIES}
+    target = np.zeros(n, np.int64)
+    agrees = np.zeros((n, 3), bool)
+    present = np.zeros((n, 3), bool)
+    content = np.full((n, 3), -1, np.int64)
+    last: dict[str, tuple[int, int]] = {}
+    start_ns = record[0][0] - int(times_s[0] * 1e9) if record else 0
+    for k, ((emit_ns, tokens), t) in enumerate(zip(record, times_s, strict=True)):
+        seg = segments[
+            int(np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(starts) - 1))
+        ]
+        target[k] = sc.LABELS.index(seg["target"])
+        now = {}
+        for m, (t_ns, vec) in tokens.items():
+            if m not in last or last[m][0] != t_ns:
+                row = bank.add_rows(m, f"replay:{name}:{m}:{k}", vec[None])
+                last[m] = (t_ns, row)
+            now[m] = last[m]
+        hist.update(now, emit_ns)
+        for j, m in enumerate(MODALITIES):
+            rows, ages, _mask = hist.view(m, emit_ns)
+            if rows:
+                out_idx[m][k, spec.max_tokens[m] - len(rows) :] = rows
+                out_age[m][k] = ages
+            present[k, j] = m in now
+            rel = seg[m]["relation"]
+            if m in now and rel != "absent":
+                captured_s = (now[m][0] - start_ns) / 1e9
+                fresh = captured_s >= seg["start_s"] - 0.05
+                content[k, j] = sc.LABELS.index(seg[m]["label"]) if fresh else -1
+                agrees[k, j] = rel == "agrees" and fresh
+    return Sequences(out_idx, out_age, target, agrees, present, content)

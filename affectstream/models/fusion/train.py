@@ -48,6 +48,7 @@ class TrainOptions:
     aux_weight: float = 0.3
     relevance_weight: float = 2.0
     modality_dropout: float = 0.15
+    replay_repeat: int = 4  # each live replay's ticks count this many times
     seed: int = 0
     spec: FusionSpec = field(default_factory=FusionSpec)
     history: HistorySpec = field(default_factory=HistorySpec.default)
@@ -65,7 +66,7 @@ def balanced_accuracy(bank: Bank, m: str) -> float:
     fixed = {f"text:{s}" for s in sc.RAVDESS_SENTENCES}
     hits: dict[int, list[bool]] = {}
     for key, (_r0, r1) in bank.rows[m].items():
-        if key.startswith("speech:") or key in fixed:
+        if key.startswith(("speech:", "replay:")) or key in fixed:
             continue
         c = bank.labels[m][key]
         hits.setdefault(c, []).append(bool(probs[r1 - 1].argmax() == c))
@@ -197,14 +198,22 @@ def evaluate(net, t: _Tensors, batch: int = 4096) -> dict:
 
 
 def train(
-    pools: sc.Pools, bank: Bank, opts: TrainOptions, progress=lambda *a: None
+    pools: sc.Pools,
+    bank: Bank,
+    opts: TrainOptions,
+    progress=lambda *a: None,
+    replays: list[Sequences] | None = None,
 ) -> tuple[FusionNet, dict]:
-    """Train on `opts.streams` simulated streams; returns the net (eval mode) and a record."""
+    """Train on `opts.streams` simulated streams, plus `replays` (live replays of labelled
+    training streams, `simulate.from_replay`, repeated `opts.replay_repeat` times); returns
+    the net (eval mode) and a record."""
     import torch
 
     torch.manual_seed(opts.seed)
     substitute = substitution_rates(bank)
     train_seqs = make_sequences(pools, bank, opts, substitute, opts.seed * 100_000, opts.streams)
+    if replays:
+        train_seqs = Sequences.concat([train_seqs] + list(replays) * opts.replay_repeat)
     val_seqs = make_sequences(
         pools, bank, opts, substitute, opts.seed * 100_000 + 50_000, opts.val_streams
     )
@@ -248,6 +257,7 @@ def train(
         "substitute": substitute,
         "unseen_balanced_accuracy": UNSEEN_BALANCED_ACCURACY,
         "train_ticks": len(t_train),
+        "replay_ticks": sum(len(r) for r in replays or []),
         "val_ticks": len(t_val),
         "temperature": temperature,
         "best_epoch": best[1],
