@@ -61,6 +61,25 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.target)
 
+    @staticmethod
+    def empty(n: int, spec: HistorySpec) -> Sequences:
+        return Sequences(
+            {m: np.full((n, spec.max_tokens[m]), -1, np.int64) for m in MODALITIES},
+            {m: np.zeros((n, spec.max_tokens[m]), np.float32) for m in MODALITIES},
+            np.zeros(n, np.int64),
+            np.zeros((n, 3), bool),
+            np.zeros((n, 3), bool),
+            np.full((n, 3), -1, np.int64),
+        )
+
+    def put_history(self, k: int, hist: TokenHistory, now_ns: int) -> None:
+        """Row k's slots: the history's tokens (bank rows) and their ages, newest last."""
+        for m in MODALITIES:
+            rows, ages, _mask = hist.view(m, now_ns)
+            if rows:
+                self.idx[m][k, hist.spec.max_tokens[m] - len(rows) :] = rows
+                self.age[m][k] = ages
+
 
 class _Swapper:
     """Which bank item stands for an item: itself, or (with probability q) one of another class."""
@@ -100,12 +119,8 @@ def simulate(
     total_s = segments[-1].end_s
     n = int(total_s * RATE_HZ)
     hist = TokenHistory(spec)
-    out_idx = {m: np.full((n, spec.max_tokens[m]), -1, np.int64) for m in MODALITIES}
-    out_age = {m: np.zeros((n, spec.max_tokens[m]), np.float32) for m in MODALITIES}
-    target = np.zeros(n, np.int64)
-    agrees = np.zeros((n, 3), bool)
-    present = np.zeros((n, 3), bool)
-    content = np.full((n, 3), -1, np.int64)
+    out = Sequences.empty(n, spec)
+    target, agrees, present, content = out.target, out.agrees, out.present, out.content
 
     # words: (emit s, capture s, bank row, content class), in emit order
     utterances = [u for s in segments for u in s.utterances]
@@ -167,17 +182,13 @@ def simulate(
             cls["text"] = cur_text[3]
         t_ns = int(t * 1e9)
         hist.update(now, t_ns)
+        out.put_history(k, hist, t_ns)
         for j, m in enumerate(MODALITIES):
-            rows, ages, mask = hist.view(m, t_ns)
-            kk = spec.max_tokens[m]
-            if rows:
-                out_idx[m][k, kk - len(rows) :] = rows
-                out_age[m][k] = ages
             present[k, j] = m in now
             if m in cls:
                 content[k, j] = cls[m]
                 agrees[k, j] = cls[m] == seg.target
-    return Sequences(out_idx, out_age, target, agrees, present, content)
+    return out
 
 
 def from_replay(
@@ -195,12 +206,8 @@ def from_replay(
     starts = np.array([s["start_s"] for s in segments])
     n = len(record)
     hist = TokenHistory(spec)
-    out_idx = {m: np.full((n, spec.max_tokens[m]), -1, np.int64) for m in MODALITIES}
-    out_age = {m: np.zeros((n, spec.max_tokens[m]), np.float32) for m in MODALITIES}
-    target = np.zeros(n, np.int64)
-    agrees = np.zeros((n, 3), bool)
-    present = np.zeros((n, 3), bool)
-    content = np.full((n, 3), -1, np.int64)
+    out = Sequences.empty(n, spec)
+    target, agrees, present, content = out.target, out.agrees, out.present, out.content
     last: dict[str, tuple[int, int]] = {}
     start_ns = record[0][0] - int(times_s[0] * 1e9) if record else 0
     for k, ((emit_ns, tokens), t) in enumerate(zip(record, times_s, strict=True)):
@@ -215,11 +222,8 @@ def from_replay(
                 last[m] = (t_ns, row)
             now[m] = last[m]
         hist.update(now, emit_ns)
+        out.put_history(k, hist, emit_ns)
         for j, m in enumerate(MODALITIES):
-            rows, ages, _mask = hist.view(m, emit_ns)
-            if rows:
-                out_idx[m][k, spec.max_tokens[m] - len(rows) :] = rows
-                out_age[m][k] = ages
             present[k, j] = m in now
             rel = seg[m]["relation"]
             if m in now and rel != "absent":
@@ -227,4 +231,4 @@ def from_replay(
                 fresh = captured_s >= seg["start_s"] - 0.05
                 content[k, j] = sc.LABELS.index(seg[m]["label"]) if fresh else -1
                 agrees[k, j] = rel == "agrees" and fresh
-    return Sequences(out_idx, out_age, target, agrees, present, content)
+    return out
