@@ -270,10 +270,11 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
         "train", "fusion", "--out", weights, "--bank", tmp_path / "bank.pkl",
         "--actors", "1", "--faces-per-class", "4", "--sentences-per-class", "3",
         "--streams", "3", "--minutes", "1", "--epochs", "1", "--json", tmp_path / "t.json",
-        "--replay", stream, "--calibrate-on", stream,
+        "--replay", stream, "--calibrate-on", stream, "--live-seeds", "3", "--live-minutes", "0.2",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "replaying" in r.stdout and "temperature refitted" in r.stdout
+    assert "making a labelled training stream (seed 3)" in r.stdout
     assert (tmp_path / "bank.pkl").is_file() and "temperature" in r.stdout
     from affectstream.models.fusion.predictor import read_header
 
@@ -281,7 +282,8 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
     assert info["options"]["streams"] == 3 and len(info["history"]) == 1
     rec = json.loads((tmp_path / "t.json").read_text())
     assert rec["train_ticks"] >= 3 * 60 * 10 * 0.9 + 4 * rec["replay_ticks"] * 0.99
-    assert rec["replay_ticks"] >= 0.3 * 60 * 10 * 0.9 and rec["calibration"]["ticks"] > 0
+    assert rec["replay_ticks"] >= (0.3 + 0.2) * 60 * 10 * 0.9 and rec["calibration"]["ticks"] > 0
+    assert len(rec["replays"]) == 2
     # the run uses the weights it is given
     r = affectstream(
         "run", "--video", SHARED / "media" / "Megamind.avi", "--fast", "--no-transcribe",

@@ -148,13 +148,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "encoders' weights and the data; delete it after changing an encoder's code)",
     )
     p.add_argument(
+        "--live-seeds",
+        default="201,202,203",
+        help="seeds of labelled streams of the training corpora, made here (in the user cache) "
+        "and replayed through the real pipeline: their live tokens join the simulated ones "
+        "(default %(default)s; 'none' for simulation only)",
+    )
+    p.add_argument(
+        "--live-minutes", type=float, default=10.0, help="length of each (default %(default)s)"
+    )
+    p.add_argument(
         "--replay",
         action="append",
         default=[],
         metavar="DIR",
-        help="a labelled stream of the training corpora (scenario make --faces/--actors/--text "
-        "of the training data) replayed through the real pipeline; its live tokens join the "
-        "simulated ones (repeatable)",
+        help="also replay this labelled stream of training data (scenario make; repeatable)",
     )
     p.add_argument(
         "--calibrate-on",
@@ -210,6 +218,40 @@ def calibrate(weights: Path, stream_dir: str, config) -> dict:
     d["info"]["temperature"] = old * scale
     torch.save(d, weights)
     return d["info"]
+
+
+def _live_streams(args, speaker) -> list[Path]:
+    """The `--live-seeds` streams of the training corpora (all of them, as `scenario make`
+    draws), written once into the user cache."""
+    from affectstream.export.select import cache_root
+    from affectstream.models.fusion import scenario as sc
+
+    if args.live_seeds.strip().lower() in ("", "none"):
+        return []
+    try:
+        seeds = [int(v) for v in args.live_seeds.split(",") if v.strip()]
+    except ValueError:
+        raise _usage(
+            f"--live-seeds must be comma-separated integers, got {args.live_seeds!r}"
+        ) from None
+    if args.live_minutes <= 0:
+        raise _usage(f"--live-minutes must be positive, got {args.live_minutes}")
+    import hashlib
+
+    pools = None
+    key = hashlib.sha256(
+        repr((args.faces, args.ravdess, args.actors, args.text, args.live_minutes)).encode()
+    ).hexdigest()[:12]
+    out = []
+    for seed in seeds:
+        folder = cache_root() / "fusion" / f"live-{key}-{seed}"
+        if not (folder / "labels.json").is_file():
+            print(f"making a labelled training stream (seed {seed}) in {folder} ...", flush=True)
+            pools = pools or _pools(args, speaker)
+            segments = sc.plan_stream(pools, args.live_minutes, seed=seed)
+            sc.write_stream(segments, pools, speaker, folder, {"seed": seed, "train": True})
+        out.append(folder)
+    return out
 
 
 def _bank_path(args, predictors) -> Path:
@@ -287,7 +329,8 @@ def run_train(args: argparse.Namespace) -> int:
         )
 
     replays = []
-    for k, folder in enumerate(args.replay):
+    folders = _live_streams(args, speaker) + list(args.replay)
+    for k, folder in enumerate(folders):
         from affectstream.models.fusion.simulate import from_replay
 
         print(f"replaying {folder} through the pipeline ...", flush=True)
@@ -296,7 +339,7 @@ def run_train(args: argparse.Namespace) -> int:
         times = [e.t for e in estimates]
         replays.append(from_replay(record, times, labels, bank, opts.history, str(k)))
     net, record = train(pools, bank, opts, progress=progress, replays=replays)
-    record["replays"] = list(args.replay)
+    record["replays"] = [str(f) for f in folders]
     record["command"] = "affectstream train fusion " + " ".join(
         sys.argv[sys.argv.index("fusion") + 1 :] if "fusion" in sys.argv else []
     )
