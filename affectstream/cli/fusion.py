@@ -124,17 +124,16 @@ def run(args: argparse.Namespace) -> int:
 
 # -- train fusion -----------------------------------------------------------------------------
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from affectstream.models.fusion.train import TrainOptions
-
-    d = TrainOptions()
+    # defaults are TrainOptions' (not imported here: it imports torch, and building the
+    # parser must stay quick for every command)
     _add_corpora(p, "train")
     p.add_argument(
         "--out", metavar="FILE", help="weights file (default: the shipped fusion.pt, replaced)"
     )
-    p.add_argument("--streams", type=int, default=d.streams, help="training streams (%(default)s)")
-    p.add_argument("--minutes", type=float, default=d.minutes, help="per stream (%(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="(default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="(default %(default)s)")
+    p.add_argument("--streams", type=int, help="simulated training streams (default 120)")
+    p.add_argument("--minutes", type=float, help="minutes per simulated stream (default 3)")
+    p.add_argument("--epochs", type=int, help="(default 6)")
+    p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
     p.add_argument(
         "--faces-per-class", type=int, default=600, help="faces encoded per class (%(default)s)"
     )
@@ -316,9 +315,8 @@ def run_train(args: argparse.Namespace) -> int:
             pickle.dump((bank, pools), f)
         print(f"encoder outputs cached in {path} ({time.perf_counter() - t0:.0f} s)")
     pools.speech_s = speaker.seconds
-    opts = TrainOptions(
-        streams=args.streams, minutes=args.minutes, epochs=args.epochs, seed=args.seed
-    )
+    given = {k: getattr(args, k) for k in ("streams", "minutes", "epochs") if getattr(args, k)}
+    opts = TrainOptions(seed=args.seed, **given)
 
     def progress(rec: dict) -> None:
         print(
