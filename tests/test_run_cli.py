@@ -166,8 +166,8 @@ def test_export_then_run_on_onnxruntime(tmp_path, megamind, exported_dir):
     assert any(d["present"]["voice"] for d in ests)
 
 
-def test_run_video_realtime_as_in_the_readme(tmp_path, megamind):
-    """The README's run command (real-time pace), cut short with --duration."""
+def test_run_video_at_real_pace_cut_short_by_duration(tmp_path, megamind):
+    """`run --video FILE` paces the file in real time; --duration cuts it short."""
     out = tmp_path / "est.jsonl"
     r = affectstream("run", "--video", megamind, "--out", out, "--duration", "1.5")
     assert r.returncode == 0, r.stderr
