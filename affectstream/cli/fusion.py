@@ -249,6 +249,8 @@ def _live_streams(args, speaker) -> list[Path]:
             pools = pools or _pools(args, speaker)
             segments = sc.plan_stream(pools, args.live_minutes, seed=seed)
             sc.write_stream(segments, pools, speaker, folder, {"seed": seed, "train": True})
+        else:
+            print(f"labelled training stream (seed {seed}): {folder} (cached)", flush=True)
         out.append(folder)
     return out
 
