@@ -1,7 +1,10 @@
-"""Shared test fixtures: paths to the real media and corpora beside the project."""
+"""Shared test fixtures: paths to the real media and corpora beside the project, and the
+command line as a user types it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
 DATA = SHARED / "data"
+
+
+def affectstream(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`affectstream ARGS...` run from the checkout (`python -m`, so it is this tree's code
+    whatever an editable install points at), with its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "affectstream", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, affectstream
 
 
 def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_path):
@@ -76,19 +76,9 @@ def test_bench_pipeline_usage_errors(args, message):
     assert r.returncode == 2 and message in r.stderr
 
 
-def _cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "affectstream", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
 def test_bench_scheduler_prints_and_writes_its_cost(tmp_path):
     out = tmp_path / "s.json"
-    r = _cli("bench", "scheduler", "--ticks", "300", "--json", out)
+    r = affectstream("bench", "scheduler", "--ticks", "300", "--json", out)
     assert r.returncode == 0, r.stderr
     assert "stages on worker threads" in r.stdout
     d = json.loads(out.read_text())
@@ -100,7 +90,7 @@ def test_bench_scheduler_prints_and_writes_its_cost(tmp_path):
 
 def test_bench_startup_times_the_first_estimate(megamind, tmp_path):
     out = tmp_path / "st.json"
-    r = _cli(
+    r = affectstream(
         "bench", "startup", "--media", megamind, "--runs", "1", "--no-transcribe", "--json", out
     )
     assert r.returncode == 0, r.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +11,11 @@ import pytest
 from affectstream.core.labels import LABELS, MODALITIES
 from affectstream.models.fusion import scenario as sc
 from affectstream.models.fusion.tokens import HistorySpec, TokenHistory
+from tests.conftest import DATA, SHARED, affectstream
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA = SHARED / "data"
 ESPEAK = pytest.mark.skipif(
     __import__("shutil").which("espeak-ng") is None, reason="needs Debian's espeak-ng"
 )
-
-
-def affectstream(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "affectstream", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # -- token history ---------------------------------------------------------------------------

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from affectstream.core.labels import LABELS, MODALITIES
-from tests.conftest import MEDIA, REPO
-
-
-def affectstream(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "affectstream", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+from tests.conftest import MEDIA, affectstream
 
 
 def read_estimates(path):

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.conftest import affectstream
 
 
 def test_soak_with_a_cpu_hog_reports_memory_rate_and_drops(megamind, tmp_path):
     out, png = tmp_path / "soak.json", tmp_path / "soak.png"
-    cmd = [sys.executable, "-m", "affectstream", "soak", "--media", str(megamind)]
-    cmd += ["--minutes", "0.1", "--cpu-hog", "1", "--sample-s", "0.5", "--no-transcribe"]
-    cmd += ["--json", str(out), "--plot", str(png)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    r = affectstream(
+        "soak", "--media", megamind, "--minutes", "0.1", "--cpu-hog", "1", "--sample-s", "0.5",
+        "--no-transcribe", "--json", out, "--plot", png,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "RSS growth after warm-up" in r.stdout
     d = json.loads(out.read_text())
@@ -32,11 +30,5 @@ def test_soak_with_a_cpu_hog_reports_memory_rate_and_drops(megamind, tmp_path):
 
 
 def test_soak_usage_errors():
-    r = subprocess.run(
-        [sys.executable, "-m", "affectstream", "soak", "--minutes", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    r = affectstream("soak", "--minutes", "0", timeout=60)
     assert r.returncode == 2 and "--minutes" in r.stderr
