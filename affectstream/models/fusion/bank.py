@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -63,22 +62,6 @@ class Bank:
         dim = self.feats[m][0].shape[1]
         return np.concatenate(self.feats[m] + [np.zeros((1, dim), np.float32)])
 
-    def save(self, path: str | Path) -> None:
-        import pickle
-
-        with open(path, "wb") as f:
-            pickle.dump(
-                {"feats": self.feats, "rows": self.rows, "labels": self.labels, "n": self._n}, f
-            )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Bank:
-        import pickle
-
-        with open(path, "rb") as f:
-            d = pickle.load(f)
-        return cls(d["feats"], d["rows"], d["labels"], d["n"])
-
 
 def face_key(i: int) -> str:
     return f"face:{i}"
@@ -112,20 +95,14 @@ def build(
     rng = np.random.default_rng(seed)
     bank = Bank()
     face_p, voice_p, text_p = predictors["face"], predictors["voice"], predictors["text"]
-    from affectstream.core.config import FaceConfig
-    from affectstream.models.face.detect import FaceTracker
-
     faces: dict[int, list[int]] = {}
     for c, idx in pools.faces.items():
         faces[c] = []
         for i in rng.permutation(idx)[:faces_per_class]:
-            tracker = FaceTracker(FaceConfig())
-            frame = sc.render_face(pools.face_images[i])
-            crops = [tracker.process(frame) for _ in range(3)]
-            crops = [k for k in crops if k is not None]
-            if not crops:
+            crop = sc.live_crop(pools.face_images[i])
+            if crop is None:
                 continue
-            probs, emb = face_p.predict(np.stack([k.image for k in crops[-1:]]))
+            probs, emb = face_p.predict(crop.image[None])
             bank.add("face", face_key(int(i)), probs, emb, c)
             faces[c].append(int(i))
         progress("faces", c)

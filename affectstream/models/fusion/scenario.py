@@ -341,14 +341,21 @@ def load_pools(
 
 
 # -- media ----------------------------------------------------------------------------------
-def detectable(image48: np.ndarray, frames: int = 3) -> bool:
-    """Whether the live face tracker finds this face drawn in a frame (as `write_stream` does)."""
+def live_crop(image48: np.ndarray, frames: int = 3):
+    """The crop the live face tracker cuts from this face drawn in a frame (as `write_stream`
+    draws it), the last of `frames` frames that gave one; None when it finds no face."""
     from affectstream.core.config import FaceConfig
     from affectstream.models.face.detect import FaceTracker
 
     tracker = FaceTracker(FaceConfig())
     frame = render_face(image48)
-    return any(tracker.process(frame) is not None for _ in range(frames))
+    crops = [c for c in (tracker.process(frame) for _ in range(frames)) if c is not None]
+    return crops[-1] if crops else None
+
+
+def detectable(image48: np.ndarray) -> bool:
+    """Whether the live face tracker finds this face drawn in a frame."""
+    return live_crop(image48) is not None
 
 
 def render_face(image48: np.ndarray | None) -> np.ndarray:
