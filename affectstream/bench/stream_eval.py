@@ -16,6 +16,7 @@ segment never reached counts its whole length).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,18 +52,30 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict:
     return {"accuracy": round(r.accuracy, 4), "macro_f1": round(r.macro_f1, 4)}
 
 
-def segment_index(starts: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(starts) - 1)
+@dataclass
+class Replay:
+    """A labelled stream run through the real pipeline: its labels, every estimate, the
+    learned fusion's recorded inputs (None with the confidence rule) and its predictor."""
+
+    labels: dict
+    estimates: list
+    record: list | None
+    fusion: object | None
 
 
-def replay(stream) -> tuple[list, list | None]:
-    """Run the stream to its end: its estimates, and the learned fusion's recorded inputs."""
-    fuse = stream.pipeline.fuse
+def replay_stream(folder: str | Path, config: Config, predictors: dict | None = None) -> Replay:
+    """Replay the labelled stream in `folder` on the media clock, to its end."""
+    from affectstream.realtime.stream import AffectStream, Inputs
+
+    labels = sc.read_labels(folder)
+    folder = Path(folder)
+    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
+    stream = AffectStream(config, inputs, predictors=predictors)
     record = None
-    if isinstance(fuse, LearnedFusion):
-        fuse.record = record = []
+    if isinstance(stream.pipeline.fuse, LearnedFusion):
+        stream.pipeline.fuse.record = record = []
     estimates = list(stream.estimates())
-    return estimates, record
+    return Replay(labels, estimates, record, stream.predictors.get("fusion"))
 
 
 def ablate(predictor, record: list, drop: str) -> np.ndarray:
@@ -75,6 +88,17 @@ def ablate(predictor, record: list, drop: str) -> np.ndarray:
     return np.asarray(out)
 
 
+def confidence_rule(view: dict, drop: str | None = None) -> int:
+    """The class the confidence-weighted rule gives for one estimate's per-modality views
+    (`Estimate.modalities`), leaving out `drop`; neutral when nothing is left."""
+    results = {
+        m: ModalityResult(np.asarray(x["probs"]), 0, confidence=float(np.max(x["probs"])))
+        for m, x in view.items()
+        if m != drop
+    }
+    return int(np.argmax(confidence_fusion(results)[0])) if results else NEUTRAL
+
+
 def score(labels: dict, estimates: list, record: list | None, predictor=None) -> dict:
     segments = labels["segments"]
     starts = np.array([s["start_s"] for s in segments])
@@ -82,7 +106,7 @@ def score(labels: dict, estimates: list, record: list | None, predictor=None) ->
     targets = np.array([LABELS.index(s["target"]) for s in segments])
     t = np.array([e.t for e in estimates])
     keep = t < ends[-1]
-    seg = segment_index(starts, t)
+    seg = sc.segment_at(labels, t)
     y = targets[seg]
     probs = np.stack([e.probs for e in estimates])
     fused = probs.argmax(1)
@@ -99,18 +123,11 @@ def score(labels: dict, estimates: list, record: list | None, predictor=None) ->
         pred = np.array([int(np.argmax(v[m]["probs"])) if m in v else NEUTRAL for v in views])
         out[m] = _scores(y[keep], pred[keep])
         out[m]["present"] = round(float(np.mean([m in v for v in views])), 4)
-    avg, cw = [], []
-    for v in views:
-        if not v:
-            avg.append(NEUTRAL)
-            cw.append(NEUTRAL)
-            continue
-        avg.append(int(np.argmax(np.mean([v[m]["probs"] for m in v], axis=0))))
-        results = {
-            m: ModalityResult(np.asarray(v[m]["probs"]), 0, confidence=float(np.max(v[m]["probs"])))
-            for m in v
-        }
-        cw.append(int(np.argmax(confidence_fusion(results)[0])))
+    avg = [
+        int(np.argmax(np.mean([x["probs"] for x in v.values()], 0))) if v else NEUTRAL
+        for v in views
+    ]
+    cw = [confidence_rule(v) for v in views]
     out["average"] = _scores(y[keep], np.array(avg)[keep])
     out["confidence_weighted"] = _scores(y[keep], np.array(cw)[keep])
 
@@ -140,35 +157,19 @@ def score(labels: dict, estimates: list, record: list | None, predictor=None) ->
         if record is not None and predictor is not None:
             pred = ablate(predictor, record, m)
         else:  # the confidence rule: the same rule over the other modalities' own views
-            pred = []
-            for v in views:
-                rest = {
-                    k: ModalityResult(
-                        np.asarray(x["probs"]), 0, confidence=float(np.max(x["probs"]))
-                    )
-                    for k, x in v.items()
-                    if k != m
-                }
-                pred.append(int(np.argmax(confidence_fusion(rest)[0])) if rest else NEUTRAL)
-            pred = np.asarray(pred)
+            pred = np.array([confidence_rule(v, drop=m) for v in views])
         out["ablation"][f"no_{m}"] = {"accuracy": _scores(y[keep], pred[keep])["accuracy"]}
     return out
 
 
 def evaluate_stream(folder: str | Path, config: Config, predictors: dict | None = None) -> dict:
     """Replay the labelled stream in `folder` through the real pipeline and score it."""
-    from affectstream.realtime.stream import AffectStream, Inputs
-
-    labels = sc.read_labels(folder)
-    folder = Path(folder)
-    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
-    stream = AffectStream(config, inputs, predictors=predictors)
-    estimates, record = replay(stream)
-    result = score(labels, estimates, record, stream.predictors.get("fusion"))
+    r = replay_stream(folder, config, predictors)
+    result = score(r.labels, r.estimates, r.record, r.fusion)
     result["fusion"] = config.fusion.method
     result["stream"] = {
         "folder": str(folder),
-        "stats": labels.get("stats"),
-        "source": labels.get("source"),
+        "stats": r.labels.get("stats"),
+        "source": r.labels.get("source"),
     }
     return result

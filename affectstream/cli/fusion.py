@@ -174,20 +174,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def replay_stream(stream_dir: str, config):
-    """(labels, estimates, the learned fusion's record) of a labelled stream replayed through
-    the real pipeline on the media clock."""
-    from affectstream.bench.stream_eval import replay
-    from affectstream.models.fusion import scenario as sc
-    from affectstream.realtime.stream import AffectStream, Inputs
+    """`bench.stream_eval.replay_stream`, with a stream folder that cannot be used as a usage
+    error naming it."""
+    from affectstream.bench import stream_eval
+    from affectstream.models.fusion.scenario import ScenarioError
 
     try:
-        labels = sc.read_labels(stream_dir)
-    except sc.ScenarioError as e:
+        return stream_eval.replay_stream(stream_dir, config)
+    except ScenarioError as e:
         raise _usage(str(e)) from None
-    folder = Path(stream_dir)
-    inputs = Inputs(video=folder / labels["video"], audio=folder / labels["audio"], realtime=False)
-    estimates, record = replay(AffectStream(config, inputs))
-    return labels, estimates, record
 
 
 def calibrate(weights: Path, stream_dir: str, config) -> dict:
@@ -196,16 +191,15 @@ def calibrate(weights: Path, stream_dir: str, config) -> dict:
     import numpy as np
     import torch
 
-    from affectstream.bench.stream_eval import segment_index
     from affectstream.core.labels import LABELS
     from affectstream.models.fusion.predictor import load_weights
+    from affectstream.models.fusion.scenario import segment_at
     from affectstream.models.fusion.train import fit_temperature
 
     config.fusion.method, config.fusion.weights = "learned", str(weights)
-    labels, estimates, _ = replay_stream(stream_dir, config)
-    segments = labels["segments"]
-    starts = np.array([s["start_s"] for s in segments])
-    seg = segment_index(starts, np.array([e.t for e in estimates]))
+    replay = replay_stream(stream_dir, config)
+    estimates, segments = replay.estimates, replay.labels["segments"]
+    seg = segment_at(replay.labels, [e.t for e in estimates])
     y = np.array([LABELS.index(segments[i]["target"]) for i in seg])
     live = np.array([any(e.present.values()) for e in estimates])
     logp = np.log(np.stack([e.probs for e in estimates])[live] + 1e-9)
@@ -258,21 +252,16 @@ def _live_streams(args, speaker) -> list[Path]:
 def _bank_path(args, predictors) -> Path:
     import hashlib
 
+    from affectstream.export.predictors import shipped
     from affectstream.export.registry import file_sha256
     from affectstream.export.select import cache_root
 
     h = hashlib.sha256()
     for m in ("face", "voice", "text"):
         h.update(repr(predictors[m].describe()).encode())
-    for m, name in (
-        ("face", "face.int8.onnx"),
-        ("voice", "voice.pt"),
-        ("text", "text.safetensors"),
-    ):
-        from affectstream.export.predictors import shipped
-
+    for name in ("face.int8.onnx", "voice.pt", "text.safetensors"):  # the encoders' weights
         w = shipped(name)
-        h.update((file_sha256(w) if w else m).encode())
+        h.update((file_sha256(w) if w else name).encode())
     for v in (args.faces, args.ravdess, args.actors, args.text, args.seed):
         h.update(str(v).encode())
     h.update(f"{args.faces_per_class}/{args.sentences_per_class}".encode())
@@ -335,9 +324,9 @@ def run_train(args: argparse.Namespace) -> int:
 
         print(f"replaying {folder} through the pipeline ...", flush=True)
         config.fusion.method = "learned"
-        labels, estimates, record = replay_stream(folder, config)
-        times = [e.t for e in estimates]
-        replays.append(from_replay(record, times, labels, bank, opts.history, str(k)))
+        replay = replay_stream(folder, config)
+        times = [e.t for e in replay.estimates]
+        replays.append(from_replay(replay.record, times, replay.labels, bank, opts.history, str(k)))
     net, record = train(pools, bank, opts, progress=progress, replays=replays)
     record["replays"] = [str(f) for f in folders]
     record["command"] = "affectstream train fusion " + " ".join(

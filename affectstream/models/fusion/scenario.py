@@ -420,6 +420,14 @@ def write_stream(
     return out
 
 
+def segment_at(labels: dict, times_s) -> np.ndarray:
+    """Index of the segment of `labels` each time (s from the stream's start) falls in; times
+    past the end count in the last segment."""
+    starts = np.array([seg["start_s"] for seg in labels["segments"]])
+    i = np.searchsorted(starts, np.asarray(times_s, float), side="right") - 1
+    return np.clip(i, 0, len(starts) - 1)
+
+
 def read_labels(folder: str | Path) -> dict:
     """A stream's `labels.json`, checked; segment labels as class indices."""
     path = Path(folder) / "labels.json"

@@ -203,17 +203,17 @@ def from_replay(
     that segment (a face held, or words left over, from the segment before do not).
     """
     segments = labels["segments"]
-    starts = np.array([s["start_s"] for s in segments])
+    seg_of = sc.segment_at(labels, times_s)
     n = len(record)
     hist = TokenHistory(spec)
     out = Sequences.empty(n, spec)
     target, agrees, present, content = out.target, out.agrees, out.present, out.content
     last: dict[str, tuple[int, int]] = {}
     start_ns = record[0][0] - int(times_s[0] * 1e9) if record else 0
-    for k, ((emit_ns, tokens), t) in enumerate(zip(record, times_s, strict=True)):
-        seg = segments[
-            int(np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(starts) - 1))
-        ]
+    if len(times_s) != n:
+        raise ValueError(f"{n} recorded ticks but {len(times_s)} tick times")
+    for k, (emit_ns, tokens) in enumerate(record):
+        seg = segments[seg_of[k]]
         target[k] = sc.LABELS.index(seg["target"])
         now = {}
         for m, (t_ns, vec) in tokens.items():
