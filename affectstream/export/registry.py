@@ -294,20 +294,16 @@ class FusionEntry(ModelEntry):
     sources = ("affectstream.models.fusion.net", "affectstream.models.fusion.predictor")
     weights_file = fusion_predictor.WEIGHTS_FILE
     atol = 1e-4
-    history = None
 
     def _build(self, path: Path | None):
-        from affectstream.models.fusion.tokens import HistorySpec
-
-        module = fusion_predictor.build_net(path)
-        self.history = fusion_predictor.read_header(path)[1] if path else HistorySpec.default()
-        return module
+        return fusion_predictor.build_net(path)
 
     def signature(self, module) -> Signature:
         from affectstream.core.labels import LABELS, MODALITIES
         from affectstream.models.fusion.tokens import HistorySpec
 
-        history = self.history or HistorySpec.default()
+        # a net just trained (not from a file) has no history attribute: the default layout
+        history = getattr(module, "history", None) or HistorySpec.default()
         inputs = []
         for m in MODALITIES:
             k, dim = history.max_tokens[m], module.spec.embed_dims[m] + len(LABELS)

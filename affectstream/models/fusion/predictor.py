@@ -57,14 +57,18 @@ def read_header(path: str | Path) -> tuple[Any, HistorySpec, dict]:
 
 
 def build_net(path: str | Path | None):
-    """The FusionNet of a weights file (eval mode), or an untrained one for `path` None."""
+    """The FusionNet of a weights file (eval mode), or an untrained one for `path` None; its
+    `history` attribute is the HistorySpec it reads (the export signature's token counts)."""
     from affectstream.models.fusion.net import FusionNet, FusionSpec
 
     if path is None:
-        return FusionNet(FusionSpec()).eval()
+        net = FusionNet(FusionSpec())
+        net.history = HistorySpec.default()
+        return net.eval()
     d = load_weights(path)
     net = FusionNet(FusionSpec.from_json(d["spec"]))
     net.load_state_dict(d["state"])
+    net.history = HistorySpec.from_json(d["history"])
     return net.eval()
 
 
