@@ -11,6 +11,7 @@ import logging
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from affectstream.cli.args import write_json
@@ -73,17 +74,27 @@ def _print_scores(title: str, d: dict) -> None:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
+        nargs="+",
         default=None,
-        help="RAVDESS speech folder (default: the checkout's ../shared/data/ravdess_speech, "
+        help="corpus folders: RAVDESS-named files or a clips.csv folder such as "
+        "speech_extra/nemo (default: the checkout's ../shared/data/ravdess_speech, "
         "resolved when the command runs)",
     )
     p.add_argument(
         "--cache",
+        nargs="+",
         default=None,
-        help="log-mel cache (.npz): read if it exists, else built from --data and written",
+        help="log-mel caches (.npz), one per --data folder in the same order: each is read if "
+        "it exists, else built from its folder and written",
     )
     p.add_argument("--actors", default="", help="use only these actors at all (default: every one)")
     p.add_argument("--test-actors", default="17,18,19,20", help="held out, scored at the end")
+    p.add_argument(
+        "--hold-out-corpus",
+        default="",
+        help="train on no clip of this corpus (folder name, e.g. emovo) and score it at the end: "
+        "one row of the leave-one-corpus-out table",
+    )
     p.add_argument(
         "--val-actors",
         default="",
@@ -99,10 +110,55 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seeds", type=int, default=1, help="networks in the shipped ensemble")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument(
+        "--steps", type=int, default=None, help="train this many optimiser steps (overrides epochs)"
+    )
+    p.add_argument("--init", default=None, help="fine-tune from this weight file's first network")
+    p.add_argument(
+        "--balance",
+        type=float,
+        default=None,
+        help="draw clips so each corpus (and each speaker in it) gets a share growing as its "
+        "clip count to this power (0.5: square root; default: every clip equally)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", default="voice.pt", help="weight file to write")
     p.add_argument("--json", default=None, help="write the training report here")
+
+
+def _load_caches(args: argparse.Namespace, T) -> tuple[dict, str]:
+    """The training cache from --data and --cache (merged when several), and its description."""
+    from affectstream.models.voice.data import DataError
+
+    datas = [Path(d) for d in args.data] if args.data else []
+    caches = list(args.cache or [])
+    if not datas and not caches:
+        datas = [shared_dir() / "data" / "ravdess_speech"]
+    if caches and datas and len(caches) != len(datas):
+        raise _usage(f"{len(caches)} --cache file(s) for {len(datas)} --data folder(s)")
+    parts, desc = [], []
+    for i in range(max(len(datas), len(caches))):
+        path = Path(caches[i]) if caches else None
+        if path is not None and path.is_file():
+            try:
+                parts.append(T.load_cache(path))
+            except (ValueError, OSError) as e:
+                raise _usage(str(e)) from None
+            desc.append(f"cache {path}")
+            continue
+        if i >= len(datas):
+            raise _usage(f"--cache {path} does not exist and no --data folder builds it")
+        clips = _scan(datas[i])
+        print(f"decoding {len(clips)} clips from {datas[i]} ...", file=sys.stderr)
+        try:
+            parts.append(T.build_cache(clips))
+        except DataError as e:
+            raise _usage(str(e)) from None
+        if path is not None:
+            T.save_cache(parts[-1], path)
+        desc.append(str(datas[i]))
+    return (parts[0] if len(parts) == 1 else T.merge_caches(parts)), ", ".join(desc)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -110,7 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from affectstream.models.voice import train as T
-    from affectstream.models.voice.evaluate import scores
+    from affectstream.models.voice.evaluate import corpus_scores, scores
 
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
@@ -124,26 +180,25 @@ def run_train(args: argparse.Namespace) -> int:
     val_actors = actors_arg(args.val_actors) if args.val_actors else ()
     if set(val_actors) & set(test_actors):
         raise _usage("--val-actors and --test-actors overlap")
-
-    t0 = time.perf_counter()
-    if args.cache and Path(args.cache).is_file():
-        cache = T.load_cache(args.cache)
-        data_desc = f"cache {args.cache}"
-    else:
-        data = Path(args.data) if args.data else shared_dir() / "data" / "ravdess_speech"
-        clips = _scan(data)
-        print(f"decoding {len(clips)} clips from {data} ...", file=sys.stderr)
-        from affectstream.models.voice.data import DataError
+    init = None
+    if args.init:
+        from affectstream.models.voice.encoder import load_networks
 
         try:
-            cache = T.build_cache(clips)
-        except DataError as e:
+            init = load_networks(args.init)[0]
+        except (ValueError, OSError) as e:
             raise _usage(str(e)) from None
-        if args.cache:
-            T.save_cache(cache, args.cache)
-        data_desc = str(data)
+
+    t0 = time.perf_counter()
+    cache, data_desc = _load_caches(args, T)
     bank = T.MelBank(cache, args.device)
-    all_actors = sorted({int(a) for a in bank.actors})
+    held_corpus = args.hold_out_corpus
+    if held_corpus and held_corpus not in set(bank.corpus):
+        raise _usage(
+            f"--hold-out-corpus {held_corpus}: not among the corpora {sorted(set(bank.corpus))}"
+        )
+    usable = bank.corpus != held_corpus
+    all_actors = sorted({int(a) for a in bank.actors[usable]})
     if args.actors:
         all_actors = [a for a in all_actors if a in set(actors_arg(args.actors))]
     fit_actors = [a for a in all_actors if a not in test_actors]
@@ -156,8 +211,30 @@ def run_train(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "test_actors": list(test_actors),
         "val_actors": list(val_actors),
+        "hold_out_corpus": held_corpus or None,
+        "init": args.init,
+        "balance": args.balance,
+        "steps": args.steps,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+    def weights_of(idx):
+        if args.balance is None:
+            return None
+        return T.balance_weights(bank.corpus[idx], bank.actors[idx], args.balance)
+
+    def fit_one(idx, recipe, seed, **kw):
+        return T.train_one(
+            bank,
+            idx,
+            recipe,
+            seed=seed,
+            epochs=args.epochs,
+            init=init,
+            sample_weights=weights_of(idx),
+            steps=args.steps,
+            **kw,
+        )
 
     recipe = recipes[0]
     if val_actors:
@@ -171,9 +248,7 @@ def run_train(args: argparse.Namespace) -> int:
                 continue
             nets, accs, curves = [], [], []
             for seed in range(args.select_seeds):
-                net, hist = T.train_one(
-                    bank, sel_train, r, seed=seed, epochs=args.epochs, eval_idx=val
-                )
+                net, hist = fit_one(sel_train, r, seed, eval_idx=val)
                 curves.append(
                     [(h["epoch"], h.get("val_clip_acc")) for h in hist if "val_clip_acc" in h]
                 )
@@ -201,7 +276,7 @@ def run_train(args: argparse.Namespace) -> int:
     fit = bank.indices(fit_actors)
     nets, member_hist = [], []
     for seed in range(args.seeds):
-        net, hist = T.train_one(bank, fit, recipe, seed=100 + seed, epochs=args.epochs)
+        net, hist = fit_one(fit, recipe, 100 + seed)
         nets.append(net)
         member_hist.append(hist[-1])
     report.update(
@@ -210,11 +285,16 @@ def run_train(args: argparse.Namespace) -> int:
             "epochs": args.epochs or recipe.epochs,
             "train_actors": fit_actors,
             "train_clips": int(len(fit)),
+            "train_corpora": dict(Counter(str(c) for c in bank.corpus[fit])),
             "members": len(nets),
             "final_loss": [h["loss"] for h in member_hist],
         }
     )
-    test = bank.indices(test_actors)
+    test = np.setdiff1d(bank.indices(test_actors), np.flatnonzero(~usable))
+    if held_corpus:
+        held = bank.corpus_indices([held_corpus])
+        clip_p, win_p = T.predict_cached(nets, bank, held)
+        report["held_out_corpus"] = corpus_scores(cache["labels"][held], clip_p, win_p)
     if len(test):
         y = cache["labels"][test]
         clip_p, win_p = T.predict_cached(nets, bank, test)
@@ -233,6 +313,8 @@ def run_train(args: argparse.Namespace) -> int:
     if "test" in report:
         _print_scores(f"held-out actors {list(test_actors)}, clips", report["test"]["clips"])
         _print_scores("single window", report["test"]["single_window"])
+    if held_corpus:
+        _print_scores(f"held-out corpus {held_corpus}, clips", report["held_out_corpus"]["clips"])
     return 0
 
 
@@ -240,7 +322,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ravdess", required=True, help="folder laid out like ravdess_speech/")
+    p.add_argument(
+        "--data",
+        "--ravdess",
+        dest="ravdess",
+        required=True,
+        help="corpus folder: laid out like ravdess_speech/, or with a clips.csv like "
+        "speech_extra/emovo",
+    )
     p.add_argument("--weights", default=None, help="weight file (default: the shipped one)")
     p.add_argument("--actors", default="", help="only these actors (comma-separated)")
     p.add_argument("--hop", type=float, default=0.5, help="window hop in seconds")
@@ -281,6 +370,10 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"{len(clips)} clips, actors {res['actors']}, window {enc.window_s:.2f} s")
     _print_scores("clips (mean over windows)", res["clips"])
     _print_scores("single centre window", res["single_window"])
+    if len(res["classes"]) < 7:
+        _print_scores(
+            f"clips, argmax over its {len(res['classes'])} classes", res["clips_own_classes"]
+        )
     return 0
 
 

@@ -1,14 +1,19 @@
-"""RAVDESS speech: file-name labels, actor splits, decoding and silence trimming.
+"""Emotional-speech corpora: labels, speakers, splits, decoding and silence trimming.
 
-RAVDESS encodes everything in the file name `MM-VV-EE-II-SS-RR-AA`; the emotion code is mapped
-onto the project's 7 common labels (calm counts as neutral). Splits are always by actor, so no
+Two layouts are read. RAVDESS encodes everything in the file name `MM-VV-EE-II-SS-RR-AA`; the
+emotion code is mapped onto the project's 7 common labels (calm counts as neutral). Any other
+corpus is a folder with a `clips.csv` (`file`, `speaker`, `label` in the common space, ...), the
+format of `speech_extra/` in the shared data. Every clip gets a speaker number that is unique
+across corpora (RAVDESS actors keep their own 1-24), so splits are always by speaker and no
 speaker is ever in both the training and the test set.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,9 @@ from affectstream.core.labels import LABELS
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".flac", ".wav")
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
+CLIPS_CSV = "clips.csv"
+RAVDESS = "ravdess"
 
 # RAVDESS emotion code -> common label (calm -> neutral).
 EMOTION_CODES: dict[str, str] = {
@@ -47,18 +54,16 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Clip:
-    """One RAVDESS recording and what its file name says about it."""
+    """One recording: its label, its speaker, its corpus, and (RAVDESS) what its name says."""
 
     path: Path
-    emotion_code: str  # RAVDESS code, "01".."08"
-    intensity: int  # 1 normal, 2 strong
-    statement: int
-    repetition: int
-    actor: int
-
-    @property
-    def label(self) -> str:
-        return EMOTION_CODES[self.emotion_code]
+    label: str  # one of LABELS
+    actor: int  # speaker number, unique across corpora (RAVDESS: the actor, 1-24)
+    corpus: str = RAVDESS
+    emotion_code: str = ""  # RAVDESS code, "01".."08"
+    intensity: int = 1  # RAVDESS: 1 normal, 2 strong
+    statement: int = 0
+    repetition: int = 0
 
     @property
     def label_index(self) -> int:
@@ -74,14 +79,29 @@ def parse_name(path: str | Path) -> Clip:
     _modality, _channel, emo, inten, stmt, rep, actor = m.groups()
     if emo not in EMOTION_CODES:
         raise DataError(f"{p.name}: unknown RAVDESS emotion code {emo}")
-    return Clip(p, emo, int(inten), int(stmt), int(rep), int(actor))
+    return Clip(
+        p,
+        EMOTION_CODES[emo],
+        int(actor),
+        emotion_code=emo,
+        intensity=int(inten),
+        statement=int(stmt),
+        repetition=int(rep),
+    )
+
+
+def speaker_number(corpus: str, speaker: str) -> int:
+    """A stable speaker number for a `clips.csv` speaker, never one of RAVDESS's 1-24."""
+    return 1000 + zlib.crc32(f"{corpus}/{speaker}".encode()) % 100_000_000
 
 
 def scan(root: str | Path) -> list[Clip]:
-    """All RAVDESS audio files under `root` (recursively), sorted by path."""
+    """All clips of the corpus in `root`: its `clips.csv` if it has one, else RAVDESS names."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
+    if (root / CLIPS_CSV).is_file():
+        return scan_csv(root)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     clips = []
     for p in files:
@@ -92,6 +112,29 @@ def scan(root: str | Path) -> list[Clip]:
     if not clips:
         raise DataError(f"{root}: no RAVDESS .flac/.wav files found")
     return clips
+
+
+def scan_csv(root: Path) -> list[Clip]:
+    """The clips listed in `root/clips.csv`; the corpus is named after the folder."""
+    corpus = root.name
+    table = root / CLIPS_CSV
+    clips = []
+    with open(table, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"file", "speaker", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
+        for n, row in enumerate(reader, start=2):
+            if row["label"] not in LABELS:
+                raise DataError(f"{table} line {n}: unknown label {row['label']!r}")
+            path = root / row["file"]
+            if not path.is_file():
+                raise DataError(f"{table} line {n}: {row['file']} is not in {root}")
+            actor = speaker_number(corpus, row["speaker"])
+            clips.append(Clip(path, row["label"], actor, corpus=corpus))
+    if not clips:
+        raise DataError(f"{table}: no clips listed")
+    return sorted(clips, key=lambda c: str(c.path))
 
 
 def split_by_actor(clips: Iterable[Clip], held_out: Sequence[int]) -> tuple[list[Clip], list[Clip]]:

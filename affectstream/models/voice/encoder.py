@@ -61,6 +61,24 @@ def read_header(path: str | Path | None = None) -> tuple[float, object, dict]:
     )
 
 
+def _networks(blob: dict) -> list:
+    """The weight file's member networks (eval mode, batch norm not folded)."""
+    from .net import NetOptions, VoiceNet
+
+    opt = NetOptions.from_dict(blob["net"])
+    nets = []
+    for state in blob["members"]:
+        net = VoiceNet(opt)
+        net.load_state_dict(state)
+        nets.append(net.eval())
+    return nets
+
+
+def load_networks(path: str | Path | None = None) -> list:
+    """The member networks of a weight file as trainable `VoiceNet`s (to fine-tune them)."""
+    return _networks(_read_blob(_find(path)))
+
+
 class VoiceEncoder:
     """The loaded torch module and what the weight file says about it."""
 
@@ -83,18 +101,13 @@ class VoiceEncoder:
         None for the default `voice.pt`. `threads` sets torch's CPU threads."""
         import torch
 
-        from .net import NetOptions, VoiceEnsemble, VoiceNet, fuse_batchnorm
+        from .net import VoiceEnsemble, fuse_batchnorm
 
         path = _find(path)
         if threads is not None:
             torch.set_num_threads(threads)
         blob = _read_blob(path)
-        opt = NetOptions.from_dict(blob["net"])
-        members = []
-        for state in blob["members"]:
-            net = VoiceNet(opt)
-            net.load_state_dict(state)
-            members.append(fuse_batchnorm(net.eval()))
+        members = [fuse_batchnorm(net) for net in _networks(blob)]
         model = VoiceEnsemble(members)
         meta = json.loads(blob.get("meta", "{}"))
         log.info(

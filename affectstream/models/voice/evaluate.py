@@ -52,6 +52,25 @@ def scores(y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
     return classification_report(np.asarray(y_true), np.asarray(y_pred), LABELS).to_dict()
 
 
+def corpus_scores(y_true: np.ndarray, clip_probs: np.ndarray, window_probs: np.ndarray) -> dict:
+    """Scores of a corpus that may lack some of the 7 classes.
+
+    `clips` and `single_window` take the argmax over all 7 classes, as the live system does;
+    `clips_own_classes` takes it over only the classes the corpus has (how cross-corpus results
+    are usually reported: a model cannot be asked to know the corpus's label set otherwise).
+    """
+    y_true = np.asarray(y_true)
+    own = np.zeros(len(LABELS), dtype=bool)
+    own[np.unique(y_true)] = True
+    restricted = np.where(own[None, :], clip_probs, -np.inf).argmax(axis=1)
+    return {
+        "classes": [LABELS[i] for i in np.flatnonzero(own)],
+        "clips": scores(y_true, clip_probs.argmax(axis=1)),
+        "single_window": scores(y_true, window_probs.argmax(axis=1)),
+        "clips_own_classes": scores(y_true, restricted),
+    }
+
+
 def evaluate_clips(
     predictor: VoicePredictor,
     clips: Sequence[Clip],
@@ -60,29 +79,28 @@ def evaluate_clips(
 ) -> dict:
     """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics."""
     mel = predictor.mel if predictor.mel is not None else MelOptions()
-    y, clip_pred, win_pred, rows = [], [], [], []
+    y, clip_probs, win_probs, rows = [], [], [], []
     for i, c in enumerate(clips):
         x = load_audio(c.path, predictor.sample_rate)
         wins, n = clip_windows(x, mel, predictor.window_s, hop_s)
         probs, _ = predictor.predict(wins)
-        p_clip = probs[:n].mean(axis=0)
+        clip_probs.append(probs[:n].mean(axis=0))
+        win_probs.append(probs[n])
         y.append(c.label_index)
-        clip_pred.append(int(p_clip.argmax()))
-        win_pred.append(int(probs[n].argmax()))
         rows.append(
             {
                 "file": c.path.name,
+                "corpus": c.corpus,
                 "actor": c.actor,
                 "label": c.label,
-                "predicted": LABELS[clip_pred[-1]],
+                "predicted": LABELS[int(clip_probs[-1].argmax())],
                 "windows": n,
             }
         )
         if progress is not None:
             progress(i + 1, len(clips))
     return {
-        "clips": scores(y, clip_pred),
-        "single_window": scores(y, win_pred),
+        **corpus_scores(np.asarray(y), np.stack(clip_probs), np.stack(win_probs)),
         "actors": sorted({c.actor for c in clips}),
         "hop_s": hop_s,
         "window_s": predictor.window_s,

@@ -47,11 +47,21 @@ def _mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+def _mel_edges_hz(opt: MelOptions) -> np.ndarray:
+    """(n_mels + 2,) band edges, evenly spaced on the HTK mel scale from fmin to fmax."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(opt.fmin), _hz_to_mel(opt.fmax), opt.n_mels + 2))
+
+
+def mel_centres_hz(opt: MelOptions) -> np.ndarray:
+    """(n_mels,) centre frequency of each mel band, in Hz."""
+    return _mel_edges_hz(opt)[1:-1]
+
+
 def mel_filterbank(opt: MelOptions) -> np.ndarray:
     """(n_mels, n_fft//2+1) triangular HTK-mel filters, each normalised to unit area."""
     n_bins = opt.n_fft // 2 + 1
     bin_hz = np.linspace(0, opt.sample_rate / 2, n_bins)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(opt.fmin), _hz_to_mel(opt.fmax), opt.n_mels + 2))
+    edges = _mel_edges_hz(opt)
     fb = np.zeros((opt.n_mels, n_bins))
     for i in range(opt.n_mels):
         lo, mid, hi = edges[i : i + 3]

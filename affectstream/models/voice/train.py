@@ -24,7 +24,7 @@ from torch import nn
 from affectstream.core.labels import LABELS
 
 from .data import Clip, kept_segment, load_audio, window_starts
-from .features import MelOptions, log_mel_numpy
+from .features import MelOptions, log_mel_numpy, mel_centres_hz
 from .net import NetOptions, VoiceEnsemble, VoiceNet
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class Recipe:
     time_mask_max: int = 20  # frames
     freq_masks: int = 2
     freq_mask_max: int = 8  # mel bands
+    reverb_p: float = 0.0  # probability of a synthetic room tail (RT60 0.2-0.9 s)
+    band_limit_p: float = 0.0  # probability of cutting the bands above 3.4-7 kHz (codecs)
     net: NetOptions = field(default_factory=NetOptions)
 
     def to_dict(self) -> dict:
@@ -71,7 +73,29 @@ RECIPES: dict[str, Recipe] = {
     "strong-aug": Recipe(
         name="strong-aug", mixup=0.8, speed=0.18, warp=0.12, noise_p=0.5, time_masks=3
     ),
+    # Fine-tuning a trained network on several corpora: a lower peak rate and short warm-up
+    # (it starts from trained weights), one window per draw, and room and codec augmentation
+    # for the microphones and rooms the corpora do not share.
+    "transfer": Recipe(
+        name="transfer",
+        crops_per_clip=1,
+        lr=1.5e-3,
+        warmup=0.05,
+        speed=0.15,
+        warp=0.1,
+        noise_p=0.4,
+        reverb_p=0.3,
+        band_limit_p=0.2,
+        net=NetOptions(channels=(24, 48, 96, 128)),
+    ),
 }
+
+
+# The same recipe from random weights (leaving RAVDESS out: no trained start exists), with the
+# base recipe's peak rate and warm-up.
+RECIPES["transfer-scratch"] = replace(
+    RECIPES["transfer"], name="transfer-scratch", lr=Recipe.lr, warmup=Recipe.warmup
+)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -108,6 +132,7 @@ def build_cache(
         "lengths": lengths_a,
         "labels": np.array([c.label_index for c in clips], dtype=np.int64),
         "actors": np.array([c.actor for c in clips], dtype=np.int64),
+        "corpus": np.array([c.corpus for c in clips]),
         "intensity": np.array([c.intensity for c in clips], dtype=np.int64),
         "names": np.array([c.path.name for c in clips]),
     }
@@ -141,9 +166,14 @@ class MelBank:
         self._len = cache["lengths"]
         self.actors = cache["actors"]
         self.names = cache["names"]
+        # caches written before corpora other than RAVDESS were read have no corpus column
+        self.corpus = cache.get("corpus", np.full(len(self.actors), "ravdess"))
 
     def indices(self, actors: Sequence[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.actors, list(actors)))
+
+    def corpus_indices(self, corpora: Sequence[str]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.corpus, list(corpora)))
 
     def crops(self, idx: torch.Tensor, speed: float, gen: torch.Generator) -> torch.Tensor:
         """(B, M, win) random windows of clips `idx`, time-stretched by 1 +- `speed`.
@@ -186,6 +216,45 @@ class MelBank:
         return torch.stack(rows)
 
 
+def merge_caches(caches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One cache of several (same mel options and window): clips in order, offsets shifted."""
+    first = caches[0]
+    for c in caches[1:]:
+        for k in ("format", "mel_options", "window_s"):
+            if str(c[k]) != str(first[k]):
+                raise ValueError(f"caches differ in {k}: cannot merge")
+    shift = np.cumsum([0] + [c["mels"].shape[1] for c in caches[:-1]])
+    out = {k: first[k] for k in ("format", "mel_options", "window_s")}
+    out["mels"] = np.concatenate([c["mels"] for c in caches], axis=1)
+    out["offsets"] = np.concatenate([c["offsets"] + s for c, s in zip(caches, shift, strict=True)])
+    for k in ("lengths", "labels", "actors", "intensity", "names"):
+        out[k] = np.concatenate([c[k] for c in caches])
+    out["corpus"] = np.concatenate(
+        [c.get("corpus", np.full(len(c["labels"]), "ravdess")) for c in caches]
+    )
+    return out
+
+
+def balance_weights(corpus: np.ndarray, actors: np.ndarray, power: float = 0.5) -> np.ndarray:
+    """Sampling weight per clip so that no corpus or speaker dominates an epoch.
+
+    A corpus's share grows as its clip count to `power` (0.5: four times the clips, twice the
+    share), and so does each speaker's share within its corpus; the weights sum to one.
+    """
+    w = np.zeros(len(corpus))
+    names, n_corpus = np.unique(corpus, return_counts=True)
+    share = n_corpus.astype(float) ** power
+    share /= share.sum()
+    for name, s in zip(names, share, strict=True):
+        in_c = corpus == name
+        spk, n_spk = np.unique(actors[in_c], return_counts=True)
+        spk_share = n_spk.astype(float) ** power
+        spk_share /= spk_share.sum()
+        for a, ss, n in zip(spk, spk_share, n_spk, strict=True):
+            w[in_c & (actors == a)] = s * ss / n
+    return w / w.sum()
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 
@@ -221,6 +290,47 @@ def add_noise(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     noise = noise + 0.5 * torch.randn((b, m, w), device=dev, generator=gen)
     on = (torch.rand(b, device=dev, generator=gen) < p)[:, None, None]
     return torch.where(on, torch.logaddexp(x, noise), x)
+
+
+def add_reverb(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """A room's tail in the power domain: each frame leaks into the next ones with an
+    exponential decay (RT60 0.2-0.9 s) at a wet level of -12 to -3 dB, per example."""
+    if p <= 0:
+        return x
+    b, m, w = x.shape
+    dev = x.device
+    taps = 60  # frames (0.6 s at a 10 ms hop); later energy is negligible after the decay
+    rt60 = _uniform((b, 1), 0.2, 0.9, dev, gen)
+    frames_per_s = 100.0
+    decay = 13.8155 / (rt60 * frames_per_s)  # power falls by 60 dB (ln 1e6) over RT60
+    k = torch.arange(1, taps + 1, device=dev, dtype=x.dtype)[None]
+    wet = 10 ** (_uniform((b, 1), -1.2, -0.3, dev, gen))
+    kernel = wet * torch.exp(-decay * k)  # (b, taps), power gains of frames 1..taps ago
+    peak = x.amax(dim=(1, 2), keepdim=True)
+    power = torch.exp(x - peak)  # scaled for range; the scale cancels in the log below
+    padded = nn.functional.pad(power, (taps, 0))
+    # grouped conv: example i's kernel on each of its m bands
+    weight = kernel.flip(1)[:, None, :].repeat_interleave(m, dim=0)
+    tail = nn.functional.conv1d(padded.reshape(1, b * m, -1), weight, groups=b * m)
+    tail = tail.reshape(b, m, -1)[:, :, :w]
+    wetx = torch.log(power + tail + 1e-12) + peak
+    on = (torch.rand(b, device=dev, generator=gen) < p)[:, None, None]
+    return torch.where(on, wetx, x)
+
+
+def band_limit(x: torch.Tensor, mel: MelOptions, p: float, gen: torch.Generator) -> torch.Tensor:
+    """A narrow-band channel (telephone and speech codecs): the bands above a cut-off of
+    3.4-7 kHz drop to the example's floor."""
+    if p <= 0:
+        return x
+    b, m, w = x.shape
+    dev = x.device
+    centre_hz = torch.as_tensor(mel_centres_hz(mel), dtype=x.dtype, device=dev)
+    cutoff = _uniform((b, 1), 3400.0, 7000.0, dev, gen)
+    cut = centre_hz[None, :] > cutoff  # (b, m)
+    on = (torch.rand(b, device=dev, generator=gen) < p)[:, None]
+    floor = x.amin(dim=(1, 2), keepdim=True)
+    return torch.where((cut & on)[:, :, None], floor, x)
 
 
 def spec_augment(x: torch.Tensor, r: Recipe, gen: torch.Generator) -> torch.Tensor:
@@ -259,13 +369,24 @@ def train_one(
     eval_idx: np.ndarray | None = None,
     eval_every: int = 10,
     epochs: int | None = None,
+    init: VoiceNet | None = None,
+    sample_weights: np.ndarray | None = None,
+    steps: int | None = None,
 ) -> tuple[VoiceNet, list[dict]]:
-    """Train one network on clips `train_idx`; returns it (eval mode) and a per-epoch history."""
+    """Train one network on clips `train_idx`; returns it (eval mode) and a per-epoch history.
+
+    `init` starts from a trained network's weights (fine-tuning) instead of random ones.
+    `sample_weights` (one per clip of `train_idx`) draws each epoch's clips with replacement
+    in those proportions instead of every clip equally (see `balance_weights`). `steps` fixes
+    the number of optimiser steps (so runs on different amounts of data train as long).
+    """
     dev = bank.device
     torch.manual_seed(seed)
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     net = VoiceNet(replace(recipe.net, mel=bank.mel)).to(dev)
+    if init is not None:
+        net.load_state_dict(init.state_dict())
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     other = [p for n, p in net.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -278,26 +399,39 @@ def train_one(
     epochs = epochs if epochs is not None else recipe.epochs
     tr = torch.as_tensor(train_idx, device=dev)
     per_epoch = math.ceil(len(tr) * recipe.crops_per_clip / recipe.batch)
-    total = epochs * per_epoch
+    if steps is not None:
+        epochs = math.ceil(steps / per_epoch)
+    total = steps if steps is not None else epochs * per_epoch
+    draw = None
+    if sample_weights is not None:
+        if len(sample_weights) != len(tr):
+            raise ValueError("sample_weights needs one weight per training clip")
+        draw = torch.as_tensor(sample_weights, dtype=torch.float64, device=dev)
     beta = torch.distributions.Beta(recipe.mixup, recipe.mixup) if recipe.mixup > 0 else None
     history: list[dict] = []
     step = 0
     t0 = time.perf_counter()
     for epoch in range(epochs):
         net.train()
-        order = torch.cat(
-            [
-                tr[torch.randperm(len(tr), device=dev, generator=gen)]
-                for _ in range(recipe.crops_per_clip)
-            ]
-        )
+        n_draw = len(tr) * recipe.crops_per_clip
+        if draw is not None:
+            order = tr[torch.multinomial(draw, n_draw, replacement=True, generator=gen)]
+        else:
+            order = torch.cat(
+                [
+                    tr[torch.randperm(len(tr), device=dev, generator=gen)]
+                    for _ in range(recipe.crops_per_clip)
+                ]
+            )
         loss_sum, seen = torch.zeros((), device=dev), 0
         for k in range(per_epoch):
             idx = order[k * recipe.batch : (k + 1) * recipe.batch]
-            if len(idx) < 2:
+            if len(idx) < 2 or step >= total:
                 continue
             x = bank.crops(idx, recipe.speed, gen)
             x = warp_mel(x, recipe.warp, gen)
+            x = add_reverb(x, recipe.reverb_p, gen)
+            x = band_limit(x, bank.mel, recipe.band_limit_p, gen)
             x = add_noise(x, recipe.noise_p, gen)
             x = spec_augment(x, recipe, gen)
             y = nn.functional.one_hot(bank.labels[idx], len(LABELS)).float()
