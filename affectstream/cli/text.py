@@ -63,6 +63,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="give the previous utterances as a second segment",
     )
     p.add_argument("--context-turns", type=int, default=2)
+    p.add_argument(
+        "--context-tokens", type=int, default=48, help="context tokens kept (the newest)"
+    )
+    p.add_argument(
+        "--context-dropout",
+        type=float,
+        default=0.0,
+        help="fraction of MELD utterances shown without context each epoch",
+    )
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr-head", type=float, default=1e-3)
@@ -96,6 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
         base=args.base,
         spec=TextModelSpec(
             use_context=args.context,
+            context_tokens=args.context_tokens,
             hidden=args.hidden,
             finetuned_layers=args.finetune_layers,
         ),
@@ -111,6 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         class_weight_power=args.class_weight_power,
         context_turns=args.context_turns,
+        context_dropout=args.context_dropout,
         seed=args.seed,
         limit=args.limit,
         device=args.device,
@@ -152,6 +163,13 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument(
+        "--context-turns",
+        type=int,
+        default=None,
+        help="previous utterances given as context (default: as the weights were trained; "
+        "0: none, to measure lone utterances)",
+    )
     from affectstream.cli.args import add_eval_backend_arguments
 
     add_eval_backend_arguments(p)
@@ -169,7 +187,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         read_meld(args.meld, 0)  # a malformed file fails before the model loads
         predictor = eval_predictor(args, "text", args.weights)
-        ev = evaluate_meld(predictor, args.meld)
+        ev = evaluate_meld(predictor, args.meld, args.context_turns)
     except (DataError, ValueError, OSError, BackendError) as e:
         raise _usage(e) from None
     console = Console()

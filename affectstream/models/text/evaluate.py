@@ -49,9 +49,17 @@ def context_turns_of(predictor: TextPredictor) -> int:
     return int(predictor.info.get("options", {}).get("context_turns", 2))
 
 
-def evaluate_meld(predictor: TextPredictor, path: str | Path) -> Evaluation:
-    """Metrics on a MELD-format CSV; raises data.DataError for a malformed file."""
-    turns = context_turns_of(predictor)
+def evaluate_meld(
+    predictor: TextPredictor, path: str | Path, context_turns: int | None = None
+) -> Evaluation:
+    """Metrics on a MELD-format CSV; raises data.DataError for a malformed file.
+
+    `context_turns`: previous utterances given as context (None: as the weights were trained;
+    0: none, as when the live transcript has nothing before the utterance).
+    """
+    turns = context_turns_of(predictor) if context_turns is None else context_turns
+    if turns < 0:
+        raise ValueError(f"context_turns must be >= 0, got {turns}")
     examples = data.read_meld(path, turns)
     kept = [e for e in examples if e.text.strip()]
     if not kept:

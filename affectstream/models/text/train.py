@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,13 @@ class TrainOptions:
         goemotions_per_epoch: GoEmotions examples drawn (afresh) per epoch; 0 = all of them.
         class_weight_power: class weights (1/frequency on MELD train) ** power; 0 = none.
         context_turns: previous MELD utterances given as context (with spec.use_context).
+        context_dropout: fraction of MELD training utterances shown without their context,
+            drawn afresh each epoch, so that the model keeps reading a lone utterance well
+            (the live transcript often has nothing before it).
         limit: keep only the first N examples of each corpus (smoke tests).
-        init: weights file to continue from (its spec replaces `spec`); "" : a fresh head.
+        init: weights file to continue from (its spec replaces `spec`, except that
+            `spec.use_context` adds context, with `spec.context_tokens`, to a file trained
+            without it); "" : a fresh head.
         max_seconds: stop before an epoch that would end after this (0: no limit).
     """
 
@@ -71,6 +76,7 @@ class TrainOptions:
     goemotions_per_epoch: int = 12000
     class_weight_power: float = 0.5
     context_turns: int = 2
+    context_dropout: float = 0.0
     label_smoothing: float = 0.0
     seed: int = 0
     limit: int = 0
@@ -251,15 +257,24 @@ def train(opts: TrainOptions) -> TrainResult:
 
         init_net, init_info = load_net(opts.init, Path(opts.base) if opts.base else None)
         spec = init_net.spec
+        if opts.spec.use_context and not spec.use_context:
+            spec = replace(spec, use_context=True, context_tokens=opts.spec.context_tokens)
+            init_net.spec = spec  # the same layers, now also reading the context segment
         log.info("continuing from %s (%s)", opts.init, init_info.get("command", "?"))
     base = Path(opts.base) if opts.base else None
     corp = load_corpora(opts)
     tok = Tokenizer(base, spec.max_tokens, spec.context_tokens if spec.use_context else 0)
     meld = encode(tok, corp.train, spec.use_context, 1.0)
+    n_meld = len(meld)
     train_set = meld
+    if spec.use_context and opts.context_dropout:
+        # rows n_meld..2*n_meld-1: the same utterances without context; each epoch draws one
+        train_set = concat(train_set, encode(tok, corp.train, False, 1.0))
+    n_plain = len(train_set)
     if corp.goemotions:
-        train_set = concat(meld, encode(tok, corp.goemotions, False, opts.goemotions_weight))
+        train_set = concat(train_set, encode(tok, corp.goemotions, False, opts.goemotions_weight))
     holdout = encode(tok, corp.holdout, spec.use_context)
+    holdout_plain = encode(tok, corp.holdout, False) if spec.use_context else None
     dev = encode(tok, corp.dev, spec.use_context) if corp.dev else None
 
     net = (init_net if opts.init else build_net(spec, base)).to(opts.device)
@@ -269,8 +284,7 @@ def train(opts: TrainOptions) -> TrainResult:
     if bert_params:
         groups.append({"params": bert_params, "lr": opts.lr_bert})
     optim = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
-    n_meld = len(meld)
-    n_goemo = len(train_set) - n_meld
+    n_goemo = len(train_set) - n_plain
     per_epoch = n_meld + (
         min(opts.goemotions_per_epoch, n_goemo) if opts.goemotions_per_epoch else n_goemo
     )
@@ -300,8 +314,11 @@ def train(opts: TrainOptions) -> TrainResult:
         net.train()
         if frozen is not None:
             net.bert.eval()
-        goemo = n_meld + rng.permutation(n_goemo)[: per_epoch - n_meld]
-        perm = rng.permutation(np.concatenate([np.arange(n_meld), goemo]))
+        goemo = n_plain + rng.permutation(n_goemo)[: per_epoch - n_meld]
+        meld_rows = np.arange(n_meld)
+        if n_plain > n_meld:
+            meld_rows = meld_rows + n_meld * (rng.random(n_meld) < opts.context_dropout)
+        perm = rng.permutation(np.concatenate([meld_rows, goemo]))
         batches = _length_batches(perm, train_set.mask.sum(1), opts.batch_size, rng)
         total_loss = 0.0
         for idx in batches:
@@ -327,6 +344,10 @@ def train(opts: TrainOptions) -> TrainResult:
         history.append(
             {"epoch": epoch, "loss": total_loss / len(perm), "holdout_weighted_f1": rep.weighted_f1}
         )
+        if holdout_plain is not None:  # reported, not used for selection
+            plain = report_on(net, holdout_plain, opts.device).weighted_f1
+            history[-1]["holdout_weighted_f1_no_context"] = plain
+            log.info("epoch %d holdout wF1 without context %.4f", epoch, plain)
         log.info(
             "epoch %d loss %.4f holdout wF1 %.4f acc %.4f",
             epoch,
