@@ -119,6 +119,8 @@ def test_scenario_make_names_bad_input(tmp_path):
     assert r.returncode == 2 and "99" in r.stderr
     r = affectstream("eval", "stream", "--scenario", tmp_path)
     assert r.returncode == 2 and "labels.json" in r.stderr
+    r = affectstream("train", "fusion", "--calibrate-seed", "dev", "--out", tmp_path / "f.pt")
+    assert r.returncode == 2 and "--calibrate-seed" in r.stderr and not (tmp_path / "f.pt").exists()
 
 
 def test_a_replay_agrees_only_with_content_captured_in_its_segment():

@@ -167,7 +167,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--calibrate-on",
         metavar="DIR",
         help="a labelled stream (scenario make) replayed through the real pipeline after "
-        "training to refit the temperature on live outputs (never the evaluation stream)",
+        "training to refit the temperature on live outputs (never the evaluation stream; "
+        "default: the development stream of --calibrate-seed)",
+    )
+    p.add_argument(
+        "--calibrate-seed",
+        default="101",
+        help="without --calibrate-on, make (once, in the user cache) the 10-minute development "
+        "stream of this seed from the evaluation corpora (what `scenario make --seed N "
+        "--minutes 10` draws) and calibrate on it (default %(default)s; 'none': keep the "
+        "temperature fitted in training)",
     )
     p.add_argument("--json", metavar="OUT", help="write the training record as JSON")
     add_backend_arguments(p)
@@ -249,6 +258,51 @@ def _live_streams(args, speaker) -> list[Path]:
     return out
 
 
+def _calibrate_seed(args) -> int | None:
+    """`--calibrate-seed` as a number, or None for 'none'; a usage error otherwise."""
+    if str(args.calibrate_seed).strip().lower() in ("", "none"):
+        return None
+    try:
+        return int(args.calibrate_seed)
+    except ValueError:
+        given = args.calibrate_seed
+        raise _usage(f"--calibrate-seed must be an integer or 'none', got {given!r}") from None
+
+
+def _dev_stream(args, speaker) -> Path | None:
+    """The development stream that calibrates the temperature: `--calibrate-on`, or the one of
+    `--calibrate-seed`, drawn from the evaluation corpora as `scenario make` draws by default
+    (the evaluation streams use other seeds), written once into the user cache."""
+    if args.calibrate_on:
+        return Path(args.calibrate_on)
+    seed = _calibrate_seed(args)
+    if seed is None:
+        return None
+    import hashlib
+
+    from affectstream.export.select import cache_root
+    from affectstream.models.fusion import scenario as sc
+
+    held = argparse.Namespace(
+        faces=_data("fer2013", "PublicTest.npz"),
+        ravdess=args.ravdess,
+        actors=EVAL_ACTORS,
+        text=_data("meld_text", "dev_sent_emo.csv"),
+    )
+    key = hashlib.sha256(repr(sorted(vars(held).items())).encode()).hexdigest()[:12]
+    folder = cache_root() / "fusion" / f"dev-{key}-{seed}"
+    if (folder / "labels.json").is_file():
+        print(f"development stream (seed {seed}): {folder} (cached)", flush=True)
+        return folder
+    print(f"making the development stream (seed {seed}) in {folder} ...", flush=True)
+    dev_speaker = sc.Speaker(seed=seed)
+    pools = _pools(held, dev_speaker)
+    segments = sc.plan_stream(pools, 10.0, seed=seed)
+    info = {**vars(held), "seed": seed, "minutes": 10.0}
+    sc.write_stream(segments, pools, dev_speaker, folder, info)
+    return folder
+
+
 def _bank_path(args, predictors) -> Path:
     import hashlib
 
@@ -280,6 +334,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     args.config = None
     config = config_from_args(args)
+    _calibrate_seed(args)  # a bad value stops the command before the training, not after
     t0 = time.perf_counter()
     predictors = {m: open_predictor(m, config) for m in ("face", "voice", "text")}
     speaker = sc.Speaker(seed=args.seed)
@@ -341,9 +396,10 @@ def run_train(args: argparse.Namespace) -> int:
     record["seconds"] = round(time.perf_counter() - t0, 1)
     out = save_weights(net, opts.history, record, args.out or default_weights_path())
     print(f"temperature {record['temperature']:.3f}; wrote {out} ({record['seconds']:.0f} s)")
-    if args.calibrate_on:
-        record = calibrate(out, args.calibrate_on, config)
-        print(f"temperature refitted on {args.calibrate_on}: {record['temperature']:.3f}")
+    dev = _dev_stream(args, speaker)
+    if dev is not None:
+        record = calibrate(out, str(dev), config)
+        print(f"temperature refitted on {dev}: {record['temperature']:.3f}")
     write_json(args.json, record)
     return 0
 
