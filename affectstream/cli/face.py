@@ -51,6 +51,26 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--history-json", default=None, help="write the per-epoch history here")
+    g = p.add_argument_group(
+        "fine-tuning (--init): a trained checkpoint on FER2013 Training plus another corpus"
+    )
+    g.add_argument("--init", default=None, metavar="W", help="start from this face checkpoint")
+    g.add_argument("--extra", default=None, metavar="NPZ", help="48x48 crops of the other corpus")
+    g.add_argument(
+        "--extra-photos",
+        default=None,
+        metavar="NPZ",
+        help="its full photos: the live tracker's crops of them are added",
+    )
+    g.add_argument(
+        "--hold-out",
+        default="",
+        metavar="S1,S2",
+        help="subjects of the extra corpus kept out of training and scored at the end",
+    )
+    g.add_argument("--steps", type=int, default=1000, help="fine-tuning steps")
+    g.add_argument("--ft-lr", type=float, default=0.005, help="fine-tuning peak learning rate")
+    g.add_argument("--extra-per-batch", type=int, default=16)
 
 
 def _train_command(args: argparse.Namespace, epochs: int) -> str:
@@ -75,6 +95,8 @@ def _train_command(args: argparse.Namespace, epochs: int) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.init:
+        return run_finetune(args)
     import torch
 
     from affectstream.core.errors import UsageError
@@ -140,6 +162,108 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_command(args: argparse.Namespace) -> str:
+    parts = [
+        "affectstream train face",
+        f"--data {args.data}",
+        f"--init {args.init}",
+        f"--extra {args.extra}",
+    ]
+    if args.extra_photos:
+        parts.append(f"--extra-photos {args.extra_photos}")
+    if args.hold_out:
+        parts.append(f"--hold-out {args.hold_out}")
+    parts += [
+        f"--steps {args.steps}",
+        f"--ft-lr {args.ft_lr}",
+        f"--extra-per-batch {args.extra_per_batch}",
+        f"--seed {args.seed}",
+    ]
+    return " ".join(parts)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """`train face --init W --extra NPZ`: fine-tune W; score PublicTest and held-out subjects."""
+    import torch
+
+    from affectstream.core.errors import UsageError
+    from affectstream.core.labels import LABELS
+    from affectstream.export.predictors import module_predictor
+    from affectstream.models.face.data import FerData, FerFormatError, find_split, load_fer
+    from affectstream.models.face.encoder import FaceEncoder, WeightsError, load_checkpoint
+    from affectstream.models.face.evaluate import predict_probs
+    from affectstream.models.face.finetune import (
+        FinetuneOptions,
+        finetune,
+        live_views,
+        split_subjects,
+    )
+    from affectstream.models.face.net import FaceNet, FaceNetSpec
+    from affectstream.models.face.train import checkpoint
+    from affectstream.models.metrics import classification_report, print_report
+
+    torch.set_num_threads(max(1, args.threads))
+    if not args.extra and not args.extra_photos:
+        raise UsageError("--init fine-tunes on FER2013 plus --extra (and/or --extra-photos)")
+    try:
+        ckpt = load_checkpoint(args.init)
+        tr = load_fer(find_split(args.data, "Training"))
+        va = load_fer(find_split(args.data, "PublicTest"))
+        crops = load_fer(args.extra) if args.extra else None
+        photos = load_fer(args.extra_photos, size=None) if args.extra_photos else None
+        held = {s for s in args.hold_out.split(",") if s}
+        tests: dict[str, FerData] = {}
+        if held:  # split before cropping: a held-out subject's photos are never trained on
+            if crops is not None:
+                crops, tests["held_out_crops"] = split_subjects(crops, held)
+            if photos is not None:
+                photos, held_photos = split_subjects(photos, held)
+                tests["held_out_tracker"] = live_views(None, held_photos)
+        extra = live_views(crops, photos)
+    except (FerFormatError, WeightsError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.limit:
+        tr, va = tr.subset(args.limit, args.seed), va.subset(args.limit, args.seed)
+    model = FaceNet(FaceNetSpec.from_dict(ckpt["spec"]))
+    model.load_state_dict(ckpt["state_dict"])
+    opts = FinetuneOptions(
+        steps=args.steps,
+        lr=args.ft_lr,
+        extra_per_batch=args.extra_per_batch,
+        base_per_batch=max(1, 64 - args.extra_per_batch),
+        seed=args.seed,
+    )
+    print(f"fine-tuning on {len(tr)} FER2013 + {len(extra)} extra faces", flush=True)
+
+    def show(row: dict) -> None:
+        print(" ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+
+    tuned, info = finetune(model, tr, extra, opts, on_log=show)
+    predictor = module_predictor("face", FaceEncoder(model_copy(tuned)).model)
+
+    def score(data: FerData, title: str) -> dict:
+        pred = predict_probs(predictor, data.images).argmax(1)
+        report = classification_report(data.labels, pred, LABELS)
+        print_report(report, title=title)
+        return {**report.to_dict(), "pred": pred.tolist(), "true": data.labels.tolist()}
+
+    metrics = {"PublicTest": score(va, "PublicTest (after fine-tuning)")}
+    for key, data in tests.items():
+        metrics[key] = score(data, f"{key} {sorted(held)} ({len(data)} faces)")
+    # the checkpoint keeps the summaries; --history-json also keeps every prediction
+    slim = {
+        k: {n: v for n, v in m.items() if n not in ("pred", "true")} for k, m in metrics.items()
+    }
+    train_info = {"init": str(args.init), "init_training": ckpt.get("training", {}), **info}
+    train_info["held_out"] = sorted(held)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint(tuned, train_info, _finetune_command(args), slim), out)
+    write_json(args.history_json, {"training": train_info, "metrics": metrics})
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def model_copy(model):
     import copy
 
@@ -158,6 +282,17 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         "--onnx", default=None, help="evaluate this exported ONNX model (e.g. the int8 one) instead"
     )
     p.add_argument("--tta", action="store_true", help="average with the mirrored face")
+    p.add_argument(
+        "--tracker",
+        action="store_true",
+        help="the file holds full photos (any square size): score the live tracker's crops",
+    )
+    p.add_argument(
+        "--subjects",
+        default="",
+        metavar="S1,S2",
+        help="only these subjects (names up to the first dot, e.g. JAFFE's KA)",
+    )
     p.add_argument("--threads", type=int, default=1)
     from affectstream.cli.args import add_eval_backend_arguments
 
@@ -173,11 +308,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from affectstream.models.face.data import FerFormatError, load_fer
     from affectstream.models.face.encoder import WeightsError
     from affectstream.models.face.evaluate import evaluate_fer
+    from affectstream.models.face.finetune import live_views, split_subjects
     from affectstream.models.metrics import print_report
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        data = load_fer(args.fer2013)
+        data = load_fer(args.fer2013, size=None if args.tracker else 48)
+        if args.subjects:
+            data = split_subjects(data, {s for s in args.subjects.split(",") if s})[1]
         # --onnx: that one file on ONNX Runtime (e.g. the int8 model); else --backend
         predictor = eval_predictor(args, "face", args.weights, onnx_file=args.onnx or None)
     except BackendError as e:
@@ -186,18 +324,27 @@ def run_eval(args: argparse.Namespace) -> int:
                 f"ONNX model {args.onnx} unusable: {type(e.__cause__ or e).__name__}"
             ) from None
         raise UsageError(str(e)) from None
-    except (FerFormatError, WeightsError, FileNotFoundError) as e:
+    except (FerFormatError, WeightsError, FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.limit:
         data = data.head(args.limit)
+    photos = len(data)
+    if args.tracker:
+        data = live_views(None, data)
+        print(f"the live tracker found a face in {len(data)} of {photos} photos")
+        if not len(data):
+            raise UsageError(f"{args.fer2013}: the tracker found no face")
     report = evaluate_fer(predictor, data, tta=args.tta)
-    print_report(report, title=f"face on {args.fer2013}" + (" (flip TTA)" if args.tta else ""))
+    title = f"face on {args.fer2013}" + (" (tracker crops)" if args.tracker else "")
+    print_report(report, title=title + (" (flip TTA)" if args.tta else ""))
     write_json(
         args.json,
         {
             "data": str(args.fer2013),
             "weights": str(args.onnx or args.weights or "shipped"),
             "tta": bool(args.tta),
+            "tracker": {"photos": photos, "faces_found": len(data)} if args.tracker else None,
+            "subjects": args.subjects or None,
             **report.to_dict(),
         },
     )

@@ -42,22 +42,48 @@ class FerFormatError(ValueError):
 
 @dataclass(frozen=True)
 class FerData:
-    """Images (N, 48, 48) uint8 and labels (N,) int64 in the common order (`LABELS`)."""
+    """Images (N, 48, 48) uint8 (or (N, S, S) for full photos, `load_fer(size=None)`), labels
+    (N,) int64 in the common order (`LABELS`), and the file's `names` when it has them."""
 
     images: np.ndarray
     labels: np.ndarray
     path: str
+    names: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, idx: np.ndarray) -> FerData:
+        """The faces at `idx` (indices or a boolean mask), names kept."""
+        names = None if self.names is None else self.names[idx]
+        return FerData(self.images[idx], self.labels[idx], self.path, names)
+
     def head(self, n: int) -> FerData:
-        return FerData(self.images[:n], self.labels[:n], self.path)
+        return self.take(np.arange(min(n, len(self))))
 
     def subset(self, n: int, seed: int = 0) -> FerData:
         """A seeded random `n` of the faces (the files are sorted by class: `head` is not)."""
-        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
-        return FerData(self.images[idx], self.labels[idx], self.path)
+        return self.take(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
+    def subjects(self) -> np.ndarray:
+        """Each face's subject: its name up to the first dot (JAFFE's `KA.AN1.39.tiff` -> `KA`).
+
+        Raises FerFormatError when the file has no names (FER2013 has no subject ids)."""
+        if self.names is None:
+            raise FerFormatError(f"{self.path}: no `names`, so no subjects")
+        return np.asarray([str(n).split(".")[0] for n in self.names])
+
+    def concat(self, other: FerData) -> FerData:
+        """These faces followed by `other`'s (same image size); names only when both have them."""
+        names = None
+        if self.names is not None and other.names is not None:
+            names = np.concatenate([self.names.astype(str), other.names.astype(str)])
+        return FerData(
+            np.concatenate([self.images, other.images]),
+            np.concatenate([self.labels, other.labels]),
+            f"{self.path}+{other.path}",
+            names,
+        )
 
 
 def fer_to_common(classes: list[str] | tuple[str, ...]) -> np.ndarray:
@@ -89,8 +115,12 @@ def _open_npz(path: Path):
         raise FerFormatError(f"{path}: not a readable npz file") from None
 
 
-def load_fer(path: str | Path) -> FerData:
-    """Load and validate one FER2013-format npz (or .npz.xz); labels mapped to the common order."""
+def load_fer(path: str | Path, size: int | None = IMAGE_SIZE) -> FerData:
+    """Load and validate one FER2013-format npz (or .npz.xz); labels mapped to the common order.
+
+    `size`: the image side the file must have (48: crops for the CNN); None accepts any square
+    size, e.g. JAFFE's full 256x256 photos, which the face tracker crops first
+    (`detect.tracker_crops`)."""
     path = Path(path)
     try:
         with _open_npz(path) as z:
@@ -100,13 +130,21 @@ def load_fer(path: str | Path) -> FerData:
             images = z["images"]
             labels = z["labels"]
             classes = [str(c) for c in z["classes"]] if "classes" in z.files else list(FER_CLASSES)
+            names = z["names"].astype(str) if "names" in z.files else None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         if isinstance(e, FerFormatError):
             raise
         raise FerFormatError(f"{path}: corrupt npz member ({type(e).__name__})") from None
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
+    want = (size, size) if size else (images.shape[1:] if images.ndim == 3 else None)
+    if (
+        images.ndim != 3
+        or images.shape[1:] != want
+        or images.shape[1] != images.shape[2]
+        or images.dtype != np.uint8
+    ):
+        side = f"{size}, {size}" if size else "S, S"
         raise FerFormatError(
-            f"{path}: images must be (N, 48, 48) uint8, got {images.shape} {images.dtype}"
+            f"{path}: images must be (N, {side}) uint8, got {images.shape} {images.dtype}"
         )
     if (
         labels.ndim != 1
@@ -116,11 +154,13 @@ def load_fer(path: str | Path) -> FerData:
         raise FerFormatError(f"{path}: labels must be (N,) integers matching the images")
     if len(labels) == 0:
         raise FerFormatError(f"{path}: holds no images")
+    if names is not None and len(names) != len(labels):
+        names = None  # not one name per image: ignore them rather than mislabel subjects
     mapping = fer_to_common(classes)
     if labels.min() < 0 or labels.max() >= len(mapping):
         raise FerFormatError(f"{path}: label out of range 0..{len(mapping) - 1}")
     log.debug("loaded %d faces from %s", len(labels), path)
-    return FerData(np.ascontiguousarray(images), mapping[labels.astype(np.int64)], str(path))
+    return FerData(np.ascontiguousarray(images), mapping[labels.astype(np.int64)], str(path), names)
 
 
 def find_split(data_dir: str | Path, split: str) -> Path:

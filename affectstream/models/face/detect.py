@@ -258,3 +258,26 @@ class FaceTracker:
             self.tracked += 1
         crop = crop_face(image_bgr, box, self.cfg.crop_scale)
         return FaceCrop(crop, tuple(int(round(v)) for v in box), source, score)
+
+
+def tracker_crops(
+    photos: np.ndarray, config: FaceConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The crops the live tracker cuts from still photos: `(crops (M, 48, 48), found (N,) bool)`.
+
+    Each photo (grayscale (H, W) or BGR) is one first frame of its own video (the tracker is
+    reset between photos), so the crop is what `process` returns when the face appears: a full
+    detection at `detect_width`, the main face, `crop_face` with `crop_scale`. `crops[k]` belongs
+    to the k-th photo with `found` True; a photo with no face found yields no crop.
+    """
+    tracker = FaceTracker(config)
+    crops, found = [], np.zeros(len(photos), bool)
+    for i, photo in enumerate(photos):
+        tracker.reset()
+        frame = cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR) if photo.ndim == 2 else photo
+        face = tracker.process(frame)
+        if face is not None:
+            crops.append(face.image)
+            found[i] = True
+    shape = (0, CROP_SIZE, CROP_SIZE)
+    return (np.stack(crops) if crops else np.zeros(shape, np.uint8)), found

@@ -56,6 +56,11 @@ class TrainOptions:
     shift_frac: float = 0.1
     jitter: float = 0.3  # contrast factor in 1 +- jitter, brightness in +- jitter/3
     erase_p: float = 0.5
+    # transfer augmentation (0 = off, the original recipe): see `augment`
+    shear: float = 0.0  # horizontal shear +- this, and a horizontal squeeze down to 1 - shear
+    light_p: float = 0.0  # share of faces lit from one side (a ramp +-0.25) with gamma 0.6-1.6
+    blur_p: float = 0.0  # share of faces blurred, Gaussian sigma 0.3-1.5 px (focus, motion)
+    erase_solid: float = 0.0  # share of the erased patches filled flat (a hand) instead of noise
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,19 +71,30 @@ class TrainOptions:
 
 
 def augment(x: torch.Tensor, opts: TrainOptions, gen: torch.Generator) -> torch.Tensor:
-    """Batched random affine + flip, brightness/contrast and random erasing; x float in [0, 1]."""
+    """Batched random affine + flip, brightness/contrast and random erasing; x float in [0, 1].
+
+    With the transfer options on (`shear`, `light_p`, `blur_p`, `erase_solid`), also: pose
+    beyond in-plane rotation (shear and a horizontal squeeze, a cheap stand-in for a turned
+    head), light from one side with a gamma change, defocus blur, and flat occluders."""
     b, dev = x.shape[0], x.device
 
     def u(lo: float, hi: float, n: int = b) -> torch.Tensor:
         return torch.rand(n, device=dev, generator=gen) * (hi - lo) + lo
 
+    def chosen(p: float) -> torch.Tensor:
+        return (torch.rand(b, device=dev, generator=gen) < p).view(b, 1, 1, 1)
+
     ang = u(-opts.rotate_deg, opts.rotate_deg) * (math.pi / 180)
     inv_s = 1.0 / u(*opts.scale_range)
     flip = torch.where(torch.rand(b, device=dev, generator=gen) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(ang) * inv_s, torch.sin(ang) * inv_s
+    row0 = [cos * flip, -sin, u(-2 * opts.shift_frac, 2 * opts.shift_frac)]
+    if opts.shear > 0:  # output x reads input x / squeeze + shear * y
+        sq = 1.0 / u(1 - opts.shear, 1.0)
+        row0 = [row0[0] * sq, row0[1] * sq + u(-opts.shear, opts.shear), row0[2]]
     theta = torch.stack(
         [
-            torch.stack([cos * flip, -sin, u(-2 * opts.shift_frac, 2 * opts.shift_frac)], 1),
+            torch.stack(row0, 1),
             torch.stack([sin * flip, cos, u(-2 * opts.shift_frac, 2 * opts.shift_frac)], 1),
         ],
         1,
@@ -90,6 +106,25 @@ def augment(x: torch.Tensor, opts: TrainOptions, gen: torch.Generator) -> torch.
     c = u(1 - opts.jitter, 1 + opts.jitter).view(b, 1, 1, 1)
     br = u(-opts.jitter / 3, opts.jitter / 3).view(b, 1, 1, 1)
     x = ((x - mean) * c + mean + br).clamp(0, 1)
+
+    if opts.light_p > 0:
+        side = x.shape[-1]
+        r = torch.linspace(-1, 1, side, device=dev, dtype=x.dtype)
+        phi = u(0, 2 * math.pi).view(b, 1, 1, 1)
+        ramp = torch.cos(phi) * r.view(1, 1, 1, side) + torch.sin(phi) * r.view(1, 1, side, 1)
+        gamma = torch.exp(u(math.log(0.6), math.log(1.6))).view(b, 1, 1, 1)
+        lit = (x.clamp_min(1e-4) ** gamma + u(0, 0.25).view(b, 1, 1, 1) * ramp).clamp(0, 1)
+        x = torch.where(chosen(opts.light_p), lit, x)
+
+    if opts.blur_p > 0:
+        sigma = u(0.3, 1.5).view(b, 1)
+        t = torch.arange(-3, 4, device=dev, dtype=x.dtype).view(1, 7)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = k / k.sum(1, keepdim=True)  # (b, 7), one kernel per face, applied separably
+        y = F.pad(x.transpose(0, 1), (3, 3, 3, 3), mode="replicate")
+        y = F.conv2d(y, k.view(b, 1, 1, 7), groups=b)
+        y = F.conv2d(y, k.view(b, 1, 7, 1), groups=b).transpose(0, 1)
+        x = torch.where(chosen(opts.blur_p), y, x)
 
     if opts.erase_p > 0:
         side = x.shape[-1]
@@ -105,6 +140,9 @@ def augment(x: torch.Tensor, opts: TrainOptions, gen: torch.Generator) -> torch.
         xs = (r.view(1, side) >= x0.view(b, 1)) & (r.view(1, side) < (x0 + w).view(b, 1))
         mask = (ys.view(b, 1, side, 1) & xs.view(b, 1, 1, side)) & on.view(b, 1, 1, 1)
         noise = torch.rand(x.shape, device=dev, generator=gen, dtype=x.dtype)
+        if opts.erase_solid > 0:
+            flat = u(0, 1).view(b, 1, 1, 1).expand_as(x)
+            noise = torch.where(chosen(opts.erase_solid), flat, noise)
         x = torch.where(mask, noise, x)
     return x
 
