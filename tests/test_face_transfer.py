@@ -228,3 +228,29 @@ def test_finetune_cli_holds_subjects_out(tmp_path):
     ckpt = torch.load(tmp_path / "ft.pt", weights_only=True)
     assert ckpt["training"]["held_out"] == ["KA"]
     assert "--hold-out KA" in ckpt["command"]
+
+
+def test_shipped_weights_name_their_corpora():
+    """The shipped face.pt was fine-tuned on JAFFE: its command names it (the card lists its
+    non-commercial terms) and it kept the 256-d embedding the fusion model reads."""
+    from affectstream.models.face.encoder import load_checkpoint
+
+    ckpt = load_checkpoint()
+    assert "jaffe" in ckpt["command"] and "--keep 0.7" in ckpt["command"]
+    assert ckpt["training"]["held_out"] == []
+    assert ckpt["spec"]["embed_dim"] == 256
+    assert ckpt["metrics"]["PublicTest"]["accuracy"] > 0.68
+
+
+def test_interpolate_mixes_weights():
+    from affectstream.models.face.finetune import interpolate
+
+    torch.manual_seed(0)
+    spec = FaceNetSpec(widths=(8, 8, 16, 16), embed_dim=256)
+    a, b = FaceNet(spec).eval(), FaceNet(spec).eval()
+    m = interpolate(a, b, 0.7)
+    w = m.features[0].weight
+    torch.testing.assert_close(w, 0.7 * a.features[0].weight + 0.3 * b.features[0].weight)
+    assert interpolate(a, b, 0.0) is b
+    with pytest.raises(ValueError):
+        interpolate(a, b, 1.5)

@@ -71,6 +71,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=1000, help="fine-tuning steps")
     g.add_argument("--ft-lr", type=float, default=0.005, help="fine-tuning peak learning rate")
     g.add_argument("--extra-per-batch", type=int, default=16)
+    g.add_argument(
+        "--keep",
+        type=float,
+        default=0.0,
+        help="ship keep * start + (1 - keep) * fine-tuned weights (0: the fine-tuned ones)",
+    )
 
 
 def _train_command(args: argparse.Namespace, epochs: int) -> str:
@@ -177,6 +183,7 @@ def _finetune_command(args: argparse.Namespace) -> str:
         f"--steps {args.steps}",
         f"--ft-lr {args.ft_lr}",
         f"--extra-per-batch {args.extra_per_batch}",
+        f"--keep {args.keep}",
         f"--seed {args.seed}",
     ]
     return " ".join(parts)
@@ -232,6 +239,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         extra_per_batch=args.extra_per_batch,
         base_per_batch=max(1, 64 - args.extra_per_batch),
         seed=args.seed,
+        keep=args.keep,
     )
     print(f"fine-tuning on {len(tr)} FER2013 + {len(extra)} extra faces", flush=True)
 
