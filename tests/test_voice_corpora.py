@@ -26,7 +26,8 @@ needs_data = pytest.mark.skipif(
 def _subset(tmp: Path, corpus: str, per_label: int) -> Path:
     """A copy of `per_label` clips of each label of a speech_extra corpus, with its clips.csv."""
     src = EXTRA / corpus
-    rows = list(csv.DictReader(open(src / "clips.csv", newline="", encoding="utf-8")))
+    with open(src / "clips.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     keep, seen = [], {}
     for r in rows:
         if seen.get(r["label"], 0) < per_label:
