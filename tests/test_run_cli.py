@@ -31,7 +31,8 @@ def check_estimate(d):
             assert d["relevance"][m] == 0
     assert set(d["modalities"]) == set(present)  # each present modality's own view
     for view in d["modalities"].values():
-        assert view["emotion"] == max(view["probs"], key=view["probs"].get)
+        # the top class (two classes may tie once the probabilities are rounded for JSON)
+        assert view["probs"][view["emotion"]] == max(view["probs"].values())
         assert abs(sum(view["probs"].values()) - 1) < 1e-3
     assert "total" in d["stages_ms"] and isinstance(d["dropped"], dict)
 
