@@ -33,23 +33,35 @@ def _usage(msg: str):
     return UsageError(msg)
 
 
+def _corpora(split: str) -> dict[str, str]:
+    """The default corpora of a split ("train" or "eval"): disjoint people, images, sentences."""
+    held = split == "eval"
+    return {
+        "faces": _data("fer2013", "PublicTest.npz" if held else "Training.npz"),
+        "ravdess": _data("ravdess_speech"),
+        "actors": EVAL_ACTORS if held else TRAIN_ACTORS,
+        "text": _data("meld_text", "dev_sent_emo.csv" if held else "train_sent_emo.csv"),
+    }
+
+
 def _add_corpora(p: argparse.ArgumentParser, split: str) -> None:
     held = split == "eval"
+    default = _corpora(split)
     p.add_argument(
         "--faces",
-        default=_data("fer2013", "PublicTest.npz" if held else "Training.npz"),
+        default=default["faces"],
         metavar="NPZ",
         help="faces in FER2013's npz format (default: FER2013 %(default)s)",
     )
     p.add_argument(
         "--ravdess",
-        default=_data("ravdess_speech"),
+        default=default["ravdess"],
         metavar="DIR",
         help="RAVDESS-layout speech folder (default: %(default)s)",
     )
     p.add_argument(
         "--actors",
-        default=EVAL_ACTORS if held else TRAIN_ACTORS,
+        default=default["actors"],
         help="RAVDESS actors to draw voices from (default: %(default)s, "
         + (
             "the voice model's unseen test actors)"
@@ -59,7 +71,7 @@ def _add_corpora(p: argparse.ArgumentParser, split: str) -> None:
     )
     p.add_argument(
         "--text",
-        default=_data("meld_text", "dev_sent_emo.csv" if held else "train_sent_emo.csv"),
+        default=default["text"],
         metavar="CSV",
         help="sentences in MELD's CSV format (default: %(default)s)",
     )
@@ -222,11 +234,28 @@ def calibrate(weights: Path, stream_dir: str, config) -> dict:
     return d["info"]
 
 
+def _stream_in_cache(folder: Path, what: str, seed: int, pools_of, speaker, minutes, info) -> Path:
+    """A labelled stream in the user cache: `folder` if it holds one, else drawn there once from
+    the pools `pools_of()` returns (as `scenario make` draws)."""
+    from affectstream.models.fusion import scenario as sc
+
+    if (folder / "labels.json").is_file():
+        print(f"{what} (seed {seed}): {folder} (cached)", flush=True)
+        return folder
+    print(f"making the {what} (seed {seed}) in {folder} ...", flush=True)
+    pools = pools_of()
+    segments = sc.plan_stream(pools, minutes, seed=seed)
+    sc.write_stream(segments, pools, speaker, folder, info)
+    return folder
+
+
 def _live_streams(args, speaker) -> list[Path]:
     """The `--live-seeds` streams of the training corpora (all of them, as `scenario make`
     draws), written once into the user cache."""
+    import functools
+    import hashlib
+
     from affectstream.export.select import cache_root
-    from affectstream.models.fusion import scenario as sc
 
     if args.live_seeds.strip().lower() in ("", "none"):
         return []
@@ -238,24 +267,22 @@ def _live_streams(args, speaker) -> list[Path]:
         ) from None
     if args.live_minutes <= 0:
         raise _usage(f"--live-minutes must be positive, got {args.live_minutes}")
-    import hashlib
-
-    pools = None
     key = hashlib.sha256(
         repr((args.faces, args.ravdess, args.actors, args.text, args.live_minutes)).encode()
     ).hexdigest()[:12]
-    out = []
-    for seed in seeds:
-        folder = cache_root() / "fusion" / f"live-{key}-{seed}"
-        if not (folder / "labels.json").is_file():
-            print(f"making a labelled training stream (seed {seed}) in {folder} ...", flush=True)
-            pools = pools or _pools(args, speaker)
-            segments = sc.plan_stream(pools, args.live_minutes, seed=seed)
-            sc.write_stream(segments, pools, speaker, folder, {"seed": seed, "train": True})
-        else:
-            print(f"labelled training stream (seed {seed}): {folder} (cached)", flush=True)
-        out.append(folder)
-    return out
+    pools_of = functools.cache(lambda: _pools(args, speaker))  # drawn from once for all seeds
+    return [
+        _stream_in_cache(
+            cache_root() / "fusion" / f"live-{key}-{seed}",
+            "labelled training stream",
+            seed,
+            pools_of,
+            speaker,
+            args.live_minutes,
+            {"seed": seed, "train": True},
+        )
+        for seed in seeds
+    ]
 
 
 def _calibrate_seed(args) -> int | None:
@@ -283,24 +310,18 @@ def _dev_stream(args, speaker) -> Path | None:
     from affectstream.export.select import cache_root
     from affectstream.models.fusion import scenario as sc
 
-    held = argparse.Namespace(
-        faces=_data("fer2013", "PublicTest.npz"),
-        ravdess=args.ravdess,
-        actors=EVAL_ACTORS,
-        text=_data("meld_text", "dev_sent_emo.csv"),
-    )
+    held = argparse.Namespace(**{**_corpora("eval"), "ravdess": args.ravdess})
     key = hashlib.sha256(repr(sorted(vars(held).items())).encode()).hexdigest()[:12]
-    folder = cache_root() / "fusion" / f"dev-{key}-{seed}"
-    if (folder / "labels.json").is_file():
-        print(f"development stream (seed {seed}): {folder} (cached)", flush=True)
-        return folder
-    print(f"making the development stream (seed {seed}) in {folder} ...", flush=True)
     dev_speaker = sc.Speaker(seed=seed)
-    pools = _pools(held, dev_speaker)
-    segments = sc.plan_stream(pools, 10.0, seed=seed)
-    info = {**vars(held), "seed": seed, "minutes": 10.0}
-    sc.write_stream(segments, pools, dev_speaker, folder, info)
-    return folder
+    return _stream_in_cache(
+        cache_root() / "fusion" / f"dev-{key}-{seed}",
+        "development stream",
+        seed,
+        lambda: _pools(held, dev_speaker),
+        dev_speaker,
+        10.0,
+        {**vars(held), "seed": seed, "minutes": 10.0},
+    )
 
 
 def _bank_path(args, predictors) -> Path:
