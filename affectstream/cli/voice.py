@@ -166,7 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from affectstream.models.voice import train as T
-    from affectstream.models.voice.evaluate import corpus_scores, scores
+    from affectstream.models.voice.evaluate import corpus_scores
 
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
@@ -299,8 +299,7 @@ def run_train(args: argparse.Namespace) -> int:
         y = cache["labels"][test]
         clip_p, win_p = T.predict_cached(nets, bank, test)
         report["test"] = {
-            "clips": scores(y, clip_p.argmax(1)),
-            "single_window": scores(y, win_p.argmax(1)),
+            **corpus_scores(y, clip_p, win_p),
             "members_clip_acc": [
                 float((T.predict_cached([n], bank, test)[0].argmax(1) == y).mean()) for n in nets
             ],

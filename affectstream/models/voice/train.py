@@ -292,16 +292,16 @@ def add_noise(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     return torch.where(on, torch.logaddexp(x, noise), x)
 
 
-def add_reverb(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+def add_reverb(x: torch.Tensor, mel: MelOptions, p: float, gen: torch.Generator) -> torch.Tensor:
     """A room's tail in the power domain: each frame leaks into the next ones with an
     exponential decay (RT60 0.2-0.9 s) at a wet level of -12 to -3 dB, per example."""
     if p <= 0:
         return x
     b, m, w = x.shape
     dev = x.device
-    taps = 60  # frames (0.6 s at a 10 ms hop); later energy is negligible after the decay
+    frames_per_s = mel.sample_rate / mel.hop
+    taps = int(round(0.6 * frames_per_s))  # 0.6 s: later energy is negligible after the decay
     rt60 = _uniform((b, 1), 0.2, 0.9, dev, gen)
-    frames_per_s = 100.0
     decay = 13.8155 / (rt60 * frames_per_s)  # power falls by 60 dB (ln 1e6) over RT60
     k = torch.arange(1, taps + 1, device=dev, dtype=x.dtype)[None]
     wet = 10 ** (_uniform((b, 1), -1.2, -0.3, dev, gen))
@@ -430,7 +430,7 @@ def train_one(
                 continue
             x = bank.crops(idx, recipe.speed, gen)
             x = warp_mel(x, recipe.warp, gen)
-            x = add_reverb(x, recipe.reverb_p, gen)
+            x = add_reverb(x, bank.mel, recipe.reverb_p, gen)
             x = band_limit(x, bank.mel, recipe.band_limit_p, gen)
             x = add_noise(x, recipe.noise_p, gen)
             x = spec_augment(x, recipe, gen)
