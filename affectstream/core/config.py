@@ -110,6 +110,9 @@ class TranscriberConfig:
 class TextConfig:
     enabled: bool = True
     weights: str = ""
+    # the model reads the newest whole sentences holding at least this many words (1: the
+    # newest sentence only)
+    min_words: int = 6
 
 
 FusionMethod = typing.Literal["learned", "confidence"]

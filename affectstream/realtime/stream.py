@@ -247,7 +247,7 @@ class AffectStream:
         if cfg.text.enabled:
             from affectstream.realtime.stages.text import TextStage
 
-            stage = TextStage(words, None, cfg.transcriber.context_s)
+            stage = TextStage(words, None, cfg.transcriber.context_s, cfg.text.min_words)
             self._attach("text", stage)
             stage.problem = lambda: source_problem(audio) or words.problem()
             if words is self.transcriber:  # no words before the whisper model is open either

@@ -2,30 +2,44 @@
 
 Words are absent when nothing was said within the context window; the capture time of a
 text result is the end of its newest word, so `age_ms.text` includes the commit latency.
+
+The model reads the newest whole sentences that hold at least `min_words` words, not only the
+newest sentence: the live transcript often ends in the first word or two of the next
+utterance ("Wow", "No, but"), which alone say little. Six words is the median length of a
+MELD utterance, what the model was trained on; on the development stream this lifted the
+words' accuracy in speech segments from 0.246 (newest sentence only) to 0.302 (text card).
 """
 
 from __future__ import annotations
 
+import re
+
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
+SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+MIN_WORDS = 6
 
-def split_last_sentence(text: str) -> tuple[str, str]:
-    """(newest sentence, the words before it): the text model reads an utterance with its
-    preceding context, as it was trained on dialogue turns."""
-    body = text.rstrip()
-    cut = max(body.rfind(p, 0, len(body) - 1) for p in (".", "?", "!"))
-    if cut <= 0:
-        return body, ""
-    return body[cut + 1 :].strip(), body[: cut + 1].strip()
+
+def split_newest_words(text: str, min_words: int = MIN_WORDS) -> tuple[str, str]:
+    """(the newest whole sentences holding at least `min_words` words, the words before
+    them): the utterance the text model reads, and its preceding context."""
+    sentences = [x for x in SENTENCE_END.split(text.strip()) if x]
+    taken: list[str] = []
+    while sentences and sum(len(x.split()) for x in taken) < max(1, min_words):
+        taken.insert(0, sentences.pop())
+    return " ".join(taken), " ".join(sentences)
 
 
 class TextStage(Stage):
     name = "text"
 
-    def __init__(self, transcriber, predictor, context_s: float = 8.0) -> None:
+    def __init__(
+        self, transcriber, predictor, context_s: float = 8.0, min_words: int = MIN_WORDS
+    ) -> None:
         self.transcriber = transcriber
         self.predictor = predictor
         self.context_ns = int(context_s * 1e9)
+        self.min_words = min_words
         self._last_text = ""
         self.runs = 0
 
@@ -44,7 +58,7 @@ class TextStage(Stage):
             return None  # same words: keep the result, its age grows
         self._last_text = text
         self.runs += 1
-        utterance, context = split_last_sentence(text)
+        utterance, context = split_newest_words(text, self.min_words)
         probs, emb = self.predictor.predict([utterance], [context])
         return ModalityResult(
             probs=probs[0],
