@@ -198,6 +198,47 @@ def test_learned_fusion_weights_present_modalities_only_and_backends_agree():
         assert all(abs(ra[m] - rb[m]) < 1e-4 for m in ra)
 
 
+def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():
+    """The fused distribution is the relevance-weighted mixture of the modalities' own
+    (auxiliary) distributions, so the relevance shown is how much each one counts."""
+    import torch
+
+    from affectstream.models.fusion.net import FusionNet, FusionSpec, input_names
+
+    torch.manual_seed(0)
+    net = FusionNet(FusionSpec()).eval()
+    assert net.spec.head == "mixture"
+    dims = net.spec.embed_dims
+    inputs = []
+    for name in input_names():
+        m, kind = name.split("_")
+        k = 12 if m != "text" else 4
+        if kind == "x":
+            inputs.append(torch.randn(5, k, dims[m] + 7))
+        elif kind == "age":
+            inputs.append(torch.rand(5, k) * 3)
+        else:
+            mask = torch.ones(5, k)
+            mask[:2] = 0 if m == "voice" else 1  # rows 0-1: no voice
+            inputs.append(mask)
+    with torch.no_grad():
+        logits, rel, aux = net(*inputs)
+    mix = (rel.unsqueeze(-1) * torch.softmax(aux, -1)).sum(1)
+    assert torch.allclose(torch.softmax(logits, -1), mix / mix.sum(-1, keepdim=True), atol=1e-4)
+    assert torch.all(rel[:2, 1] == 0) and torch.allclose(rel.sum(1), torch.ones(5))
+
+
+def test_fusion_spec_of_an_older_file_reads_as_the_summary_head():
+    from affectstream.models.fusion.net import FusionNet, FusionSpec
+
+    old = FusionSpec().to_json()
+    del old["head"]
+    assert FusionSpec.from_json(old).head == "summary"
+    assert hasattr(FusionNet(FusionSpec.from_json(old)), "head")
+    with pytest.raises(ValueError, match="unknown fusion head 'max'"):
+        FusionNet(FusionSpec(head="max"))
+
+
 def test_wrong_embedding_size_is_a_clear_error():
     from affectstream.export.predictors import open_eval_predictor
 

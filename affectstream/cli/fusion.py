@@ -144,7 +144,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--streams", type=int, help="simulated training streams (default 120)")
     p.add_argument("--minutes", type=float, help="minutes per simulated stream (default 3)")
-    p.add_argument("--epochs", type=int, help="(default 6)")
+    p.add_argument("--epochs", type=int, help="(default 1)")
     p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
     p.add_argument(
         "--faces-per-class", type=int, default=600, help="faces encoded per class (%(default)s)"

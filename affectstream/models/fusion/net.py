@@ -14,8 +14,12 @@ token, 0 for an empty slot. A modality with no token is absent.
    that disagrees with an emotional voice) gives one logit per modality; a softmax over the
    present modalities gives the weights, exactly 0 for absent ones. These are the estimate's
    `relevance`.
-4. The fused head reads the relevance-weighted sum of summaries; its logits are divided by the
-   temperature fitted after training (`train.fit_temperature`) so the confidence is calibrated.
+4. The fused distribution is the relevance-weighted mixture of the auxiliary heads' own
+   distributions: the relevance a user sees is exactly how much each modality's own reading
+   counts in the estimate (on the development stream this also did better than a head over
+   the weighted summaries, 0.415 vs 0.407 tick accuracy: fusion card). Its log is divided by
+   the temperature fitted after training (`train.fit_temperature`), so the confidence is
+   calibrated. Files written before this had the summary head (`FusionSpec.head`).
 """
 
 from __future__ import annotations
@@ -42,13 +46,17 @@ class FusionSpec:
     # dropout on the embeddings in training: the bank holds a few thousand items, and without
     # it the model learns to recognise items rather than what their embeddings say
     embed_dropout: float = 0.3
+    # "mixture": the fused distribution is the relevance-weighted mixture of the modalities'
+    # own (auxiliary) distributions, so the relevance is exactly how much each one counts;
+    # "summary" (files before 2026-12-01): a head reads the relevance-weighted summaries
+    head: str = "mixture"
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> FusionSpec:
-        return cls(**d)
+        return cls(**{"head": "summary", **d})  # a file without `head` had the summary head
 
 
 def input_names() -> list[str]:
@@ -103,12 +111,15 @@ class FusionNet(nn.Module):
         self.relevance = nn.Sequential(
             nn.Linear(n * (s.d + 1), s.hidden), nn.GELU(), nn.Linear(s.hidden, n)
         )
-        self.head = nn.Sequential(
-            nn.Linear(s.d, s.hidden),
-            nn.GELU(),
-            nn.Dropout(s.dropout),
-            nn.Linear(s.hidden, N_CLASSES),
-        )
+        if s.head == "summary":
+            self.head = nn.Sequential(
+                nn.Linear(s.d, s.hidden),
+                nn.GELU(),
+                nn.Dropout(s.dropout),
+                nn.Linear(s.hidden, N_CLASSES),
+            )
+        elif s.head != "mixture":
+            raise ValueError(f"unknown fusion head {s.head!r} (known: mixture, summary)")
         self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, *inputs: torch.Tensor):
@@ -125,7 +136,11 @@ class FusionNet(nn.Module):
         rel_in = torch.cat([s, p.unsqueeze(-1)], -1).flatten(1)
         rel_logits = self.relevance(rel_in).masked_fill(p < 0.5, -1e4)
         rel = torch.softmax(rel_logits, -1) * p  # absent: exactly 0; nothing present: all 0
-        fused = (rel.unsqueeze(-1) * s).sum(1)
-        logits = self.head(fused) / self.temperature
         aux = torch.stack([self.aux[m](summaries[i]) for i, m in enumerate(MODALITIES)], 1)
+        if self.spec.head == "mixture":
+            mix = (rel.unsqueeze(-1) * torch.softmax(aux, -1)).sum(1)
+            logits = torch.log(mix + 1e-6) / self.temperature
+        else:
+            fused = (rel.unsqueeze(-1) * s).sum(1)
+            logits = self.head(fused) / self.temperature
         return logits, rel, aux
