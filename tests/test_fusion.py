@@ -257,6 +257,33 @@ def test_shipped_weights_record_their_training():
     assert history.max_tokens.keys() == set(MODALITIES)
 
 
+def test_mean_over_streams_keeps_the_keys_and_averages_the_figures():
+    from affectstream.bench.stream_eval import mean_over_streams
+
+    a = {
+        "ticks": 10,
+        "segments": 2,
+        "fusion": "learned",
+        "fused": {"accuracy": 0.5, "ece": 0.1, "confusion": [[1, 0], [0, 1]]},
+        "relevance": {"agreeing": 0.6, "conflicting": None},
+        "stream": {"folder": "a"},
+    }
+    b = {
+        "ticks": 30,
+        "segments": 4,
+        "fusion": "learned",
+        "fused": {"accuracy": 0.3, "ece": 0.3, "confusion": [[0, 2], [1, 0]]},
+        "relevance": {"agreeing": 0.4, "conflicting": 0.2},
+        "stream": {"folder": "b"},
+    }
+    m = mean_over_streams([a, b])
+    assert m["fused"]["accuracy"] == pytest.approx(0.4) and m["fused"]["ece"] == pytest.approx(0.2)
+    assert m["fused"]["confusion"] == [[1, 2], [1, 1]]
+    assert m["ticks"] == 40 and m["segments"] == 6 and m["fusion"] == "learned"
+    assert m["relevance"] == {"agreeing": pytest.approx(0.5), "conflicting": pytest.approx(0.2)}
+    assert "stream" not in m and m["streams"] == [a, b]
+
+
 # -- the commands ----------------------------------------------------------------------------
 @ESPEAK
 @pytest.mark.slow
@@ -280,6 +307,14 @@ def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
     assert 0 < d["fusion_ms"]["p50"] <= d["fusion_ms"]["p99"]
     assert set(d["ablation"]) == {"no_face", "no_voice", "no_text"}
     assert d["ticks"] >= 250 and d["fusion"] == "learned"
+    # several streams: each scored, the JSON's figures the mean over them
+    r = affectstream("eval", "stream", "--scenario", out, out, "--json", scores)
+    assert r.returncode == 0, r.stderr
+    assert "mean over 2 streams" in r.stdout
+    both = json.loads(scores.read_text())
+    assert len(both["streams"]) == 2 and both["ticks"] == sum(x["ticks"] for x in both["streams"])
+    mean = np.mean([x["fused"]["accuracy"] for x in both["streams"]])
+    assert both["fused"]["accuracy"] == pytest.approx(mean, abs=1e-4)
     # the earlier rule, for comparison: the same stream, the same keys
     r = affectstream(
         "eval", "stream", "--scenario", out, "--fusion", "confidence", "--json", scores

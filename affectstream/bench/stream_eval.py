@@ -173,3 +173,28 @@ def evaluate_stream(folder: str | Path, config: Config, predictors: dict | None 
         "source": r.labels.get("source"),
     }
     return result
+
+
+def mean_over_streams(results: list[dict]) -> dict:
+    """The scores of several streams as one result with the same keys: each figure the mean
+    over the streams (a ten-minute stream decides more than a small model change does, so a
+    change is judged on several), `ticks` and `segments` summed, `confusion` matrices summed;
+    `streams` holds each stream's own result."""
+
+    def merge(values: list, key: str):
+        first = next((v for v in values if v is not None), None)  # a figure a stream lacks
+        if isinstance(first, dict):
+            keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
+            return {k: merge([v[k] for v in values], k) for k in keys}
+        if key == "confusion":
+            return np.sum(np.asarray(values), axis=0).tolist()
+        if isinstance(first, bool) or not isinstance(first, (int, float)):
+            return first if all(v == first for v in values) else None
+        if key in ("ticks", "segments"):
+            return int(sum(values))
+        present = [float(v) for v in values if v is not None]
+        return round(float(np.mean(present)), 4) if present else None
+
+    out = merge([{k: v for k, v in r.items() if k != "stream"} for r in results], "")
+    out["streams"] = results  # each with its own `stream` (folder, mix, sources)
+    return out

@@ -430,8 +430,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
         required=True,
+        nargs="+",
         metavar="DIR",
-        help="a stream from `affectstream scenario make`",
+        help="a stream from `affectstream scenario make`; several: each is scored, then the mean "
+        "over them (the JSON's figures are the means, `streams` holds each stream's)",
     )
     p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
@@ -440,26 +442,33 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from affectstream.bench.stream_eval import evaluate_stream
+    from affectstream.bench.stream_eval import evaluate_stream, mean_over_streams
     from affectstream.cli.args import config_from_args
     from affectstream.models.fusion.scenario import ScenarioError
 
     config = config_from_args(args)
-    try:
-        result = evaluate_stream(args.scenario, config)
-    except ScenarioError as e:
-        raise _usage(str(e)) from None
-    print_eval(result)
+    results = []
+    for folder in args.scenario:
+        try:
+            results.append(evaluate_stream(folder, config))
+        except ScenarioError as e:
+            raise _usage(str(e)) from None
+        print_eval(results[-1], folder if len(args.scenario) > 1 else "")
+    result = results[0] if len(results) == 1 else mean_over_streams(results)
+    if len(results) > 1:
+        print_eval(result, f"mean over {len(results)} streams")
     write_json(args.json, result)
     return 0
 
 
-def print_eval(r: dict) -> None:
+def print_eval(r: dict, what: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
+    where = f"{what}: " if what else ""
     t = Table(
-        title=f"eval stream: {r['ticks']} ticks, {r['segments']} segments ({r['fusion']} fusion)"
+        title=f"eval stream: {where}{r['ticks']} ticks, {r['segments']} segments "
+        f"({r['fusion']} fusion)"
     )
     for col in ("predictor", "accuracy", "macro-F1"):
         t.add_column(col, justify="right" if col != "predictor" else "left")
