@@ -212,7 +212,7 @@ def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():
     inputs = []
     for name in input_names():
         m, kind = name.split("_")
-        k = 12 if m != "text" else 4
+        k = HistorySpec.default().max_tokens[m]
         if kind == "x":
             inputs.append(torch.randn(5, k, dims[m] + 7))
         elif kind == "age":
