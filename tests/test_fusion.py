@@ -307,6 +307,10 @@ def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
     assert 0 < d["fusion_ms"]["p50"] <= d["fusion_ms"]["p99"]
     assert set(d["ablation"]) == {"no_face", "no_voice", "no_text"}
     assert d["ticks"] >= 250 and d["fusion"] == "learned"
+    # several streams: all are checked before the first replay
+    r = affectstream("eval", "stream", "--scenario", out, tmp_path / "missing")
+    assert r.returncode != 0 and "missing: no labels.json" in r.stderr
+    assert "eval stream" not in r.stdout
     # several streams: each scored, the JSON's figures the mean over them
     r = affectstream("eval", "stream", "--scenario", out, out, "--json", scores)
     assert r.returncode == 0, r.stderr

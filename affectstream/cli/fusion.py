@@ -444,16 +444,18 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from affectstream.bench.stream_eval import evaluate_stream, mean_over_streams
     from affectstream.cli.args import config_from_args
-    from affectstream.models.fusion.scenario import ScenarioError
+    from affectstream.models.fusion.scenario import ScenarioError, read_labels
 
     config = config_from_args(args)
     results = []
-    for folder in args.scenario:
-        try:
+    try:
+        for folder in args.scenario:  # every stream checked before the first replay
+            read_labels(folder)
+        for folder in args.scenario:
             results.append(evaluate_stream(folder, config))
-        except ScenarioError as e:
-            raise _usage(str(e)) from None
-        print_eval(results[-1], folder if len(args.scenario) > 1 else "")
+            print_eval(results[-1], folder if len(args.scenario) > 1 else "")
+    except ScenarioError as e:
+        raise _usage(str(e)) from None
     result = results[0] if len(results) == 1 else mean_over_streams(results)
     if len(results) > 1:
         print_eval(result, f"mean over {len(results)} streams")
