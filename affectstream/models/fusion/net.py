@@ -16,10 +16,10 @@ token, 0 for an empty slot. A modality with no token is absent.
    `relevance`.
 4. The fused distribution is the relevance-weighted mixture of the auxiliary heads'
    distributions: the relevance a user sees is exactly how much each modality's reading (its
-   summary over time) counts in the estimate (on the development stream this also did better than a head over
-   the weighted summaries, 0.415 vs 0.407 tick accuracy: fusion card). Its log is divided by
-   the temperature fitted after training (`train.fit_temperature`), so the confidence is
-   calibrated. Files written before this had the summary head (`FusionSpec.head`).
+   summary over time) counts in the estimate. On the development stream this also did better
+   than a head over the weighted summaries (0.415 vs 0.407 tick accuracy: fusion card). Its log
+   is divided by the temperature fitted after training (`train.fit_temperature`), so the
+   confidence is calibrated. Files written before this had the summary head (`FusionSpec.head`).
 """
 
 from __future__ import annotations

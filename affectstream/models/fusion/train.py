@@ -32,9 +32,8 @@ log = logging.getLogger(__name__)
 # live transcript of synthesised speech loses words: 0.30 did slightly better than 0.41 on the
 # development stream, 0.391 against 0.386 tick accuracy; after the encoders were retrained, 0.20
 # did better than 0.30, 0.404 against 0.384, as the live words are right in 14-19 % of ticks).
-# The bank's outputs are on the
-# encoders' training data, where they are right far more often; items are swapped for other
-# classes' until the simulated tokens err at these rates.
+# The bank's outputs are on the encoders' training data, where they are right far more often;
+# items are swapped for other classes' until the simulated tokens err at these rates.
 UNSEEN_BALANCED_ACCURACY = {"face": 0.66, "voice": 0.65, "text": 0.20}
 
 
