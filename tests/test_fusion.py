@@ -41,6 +41,27 @@ def test_history_is_bounded_masks_absent_modalities_and_forgets_old_tokens():
     assert len(h.view("voice", int(5e9))[0]) == 1
 
 
+def test_history_holds_a_modality_gone_absent_for_its_hold_then_masks_it():
+    spec = HistorySpec(
+        {"face": 3, "voice": 3, "text": 2},
+        {"face": 1.0, "voice": 1.0, "text": 5.0},
+        {"face": 0.0, "voice": 0.5, "text": 0.0},
+    )
+    h = TokenHistory(spec)
+    for k in range(5):  # face and voice a token every 0.1 s, then both go absent
+        h.update({"face": (int(k * 1e8), k), "voice": (int(k * 1e8), -k)}, int(k * 1e8))
+    h.update({}, int(8e8))  # 0.4 s after the newest voice token: held, ageing
+    assert h.visible("voice") and not h.visible("face")
+    items, ages, mask = h.view("voice", int(8e8))
+    assert items == [-2, -3, -4] and mask.tolist() == [1, 1, 1] and ages[-1] == pytest.approx(0.4)
+    assert h.newest("voice") == (int(4e8), -4) and h.newest("face") is None
+    h.update({}, int(1e9))  # 0.6 s: past the hold, masked out entirely
+    assert not h.visible("voice") and h.view("voice", int(1e9))[2].sum() == 0
+    assert HistorySpec.from_json(spec.to_json()) == spec
+    old = {"max_tokens": spec.max_tokens, "window_s": spec.window_s}  # a file from before holds
+    assert HistorySpec.from_json(old).hold_s == {"face": 0.0, "voice": 0.0, "text": 0.0}
+
+
 # -- labelled streams ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def eval_pools():
@@ -159,6 +180,38 @@ def test_a_replay_agrees_only_with_content_captured_in_its_segment():
     )
 
 
+def test_a_held_voice_counts_as_present_and_agrees_only_within_its_segment():
+    from affectstream.models.fusion.bank import Bank
+    from affectstream.models.fusion.simulate import from_replay
+
+    absent = {"relation": "absent", "label": None}
+    labels = {
+        "segments": [
+            {"start_s": 0.0, "end_s": 2.0, "target": "angry", "face": absent,
+             "voice": {"relation": "agrees", "label": "angry"}, "text": absent},
+            {"start_s": 2.0, "end_s": 4.0, "target": "sad", "face": absent,
+             "voice": {"relation": "agrees", "label": "sad"}, "text": absent},
+        ]
+    }  # fmt: skip
+    vec = np.zeros(256 + 7, np.float32)
+    record, times = [], []
+    for k in range(40):  # the voice speaks 0-1.5 s and 2.6-3 s, silence between
+        t = k / 10
+        speaks = t < 1.5 or 2.6 <= t < 3.0
+        record.append((int(t * 1e9), {"voice": (int(t * 1e9), vec)} if speaks else {}))
+        times.append(t)
+    h = HistorySpec.default()
+    held = HistorySpec(h.max_tokens, h.window_s, {**h.hold_s, "voice": 1.0})
+    plain = HistorySpec(h.max_tokens, h.window_s, {**h.hold_s, "voice": 0.0})
+    plain = from_replay(record, times, labels, Bank(), plain, "plain")
+    seqs = from_replay(record, times, labels, Bank(), held, "held")
+    assert not plain.present[15:25, 1].any()  # no hold: gone in silence
+    assert seqs.present[15:25, 1].all() and not seqs.present[25, 1]  # held 1 s, no more
+    assert seqs.agrees[15:20, 1].all()  # held within its segment: still the angry voice
+    assert not seqs.agrees[20:25, 1].any() and (seqs.content[20:25, 1] == -1).all()  # not sad
+    assert (seqs.idx["voice"][15:25] >= 0).any(1).all()  # the model sees the held tokens
+
+
 # -- the model at run time -------------------------------------------------------------------
 def test_learned_fusion_weights_present_modalities_only_and_backends_agree():
     from affectstream.export.predictors import open_eval_predictor
@@ -196,6 +249,34 @@ def test_learned_fusion_weights_present_modalities_only_and_backends_agree():
     for (pa, ra), (pb, rb) in zip(outs["torch"], outs["onnxruntime"], strict=True):
         assert np.abs(pa - pb).max() < 1e-4
         assert all(abs(ra[m] - rb[m]) < 1e-4 for m in ra)
+
+
+def test_learned_fusion_reports_relevance_for_a_voice_it_holds():
+    from dataclasses import replace
+
+    from affectstream.export.predictors import open_eval_predictor
+    from affectstream.realtime.fusion import LearnedFusion
+    from affectstream.realtime.stages.base import ModalityResult
+
+    p = open_eval_predictor("fusion", "torch")
+    p.history = replace(p.history, hold_s={"face": 0.0, "voice": 1.0, "text": 0.0})
+    fusion = LearnedFusion(p)
+    rng = np.random.default_rng(1)
+    dims = p.embed_dims
+
+    def result(m: str, t: int) -> ModalityResult:
+        e = rng.standard_normal(dims[m]).astype(np.float32)
+        return ModalityResult(np.eye(7, dtype=np.float32)[1], t, e)
+
+    for k in range(10):  # face and voice for a second, then the speaker stops
+        fusion({"face": result("face", k * 10**8), "voice": result("voice", k * 10**8)}, k * 10**8)
+    _, rel = fusion({"face": result("face", 15 * 10**8)}, 15 * 10**8)  # 0.6 s after the voice
+    assert set(rel) == {"face", "voice"} and rel["voice"] > 0
+    assert abs(sum(rel.values()) - 1) < 1e-4
+    _, rel = fusion({"face": result("face", 25 * 10**8)}, 25 * 10**8)  # 1.6 s: let go
+    assert set(rel) == {"face"} and rel["face"] == pytest.approx(1.0, abs=1e-4)
+    probs, rel = fusion({}, 40 * 10**8)  # nothing held either
+    assert rel == {} and np.allclose(probs, 1 / 7)
 
 
 def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():

@@ -138,7 +138,7 @@ def score(labels: dict, estimates: list, record: list | None, predictor=None) ->
             continue
         s = segments[seg[i]]
         for m in MODALITIES:
-            if e.present.get(m):
+            if e.present.get(m) or e.relevance.get(m, 0.0) > 0:  # the fusion may hold one gone
                 weights[kinds[s[m]["relation"]]].append(float(e.relevance.get(m, 0.0)))
     out["relevance"] = {k: round(float(np.mean(v)), 4) if v else None for k, v in weights.items()}
     out["relevance_ticks"] = {k: len(v) for k, v in weights.items()}

@@ -54,7 +54,9 @@ def _round(x: float, nd: int = 4) -> float | None:
 class Estimate:
     """The rolling output, one per scheduler tick.
 
-    `relevance` sums to 1 over the present modalities (0 for absent ones); `age_ms` is emit
+    `relevance` sums to 1 over the modalities the fusion read (0 for the others): the present
+    ones, and with the learned fusion a voice it still holds for a moment after the speaker
+    stopped (its `present` is then false: nothing new is heard); `age_ms` is emit
     time minus the capture time of the newest input used, per modality (None when absent);
     `modalities` holds each present modality's own probabilities, so a user sees who says
     what beside the fused result (a polite smile over an angry voice).

@@ -71,12 +71,15 @@ class LearnedFusion:
         return self.step(tokens, emit_ns)
 
     def step(self, tokens: dict, emit_ns: int) -> tuple[np.ndarray, dict[str, float]]:
-        """Fold this tick's newest tokens into the history and run the model once."""
+        """Fold this tick's newest tokens into the history and run the model once. The
+        relevance covers what the model attended to: the present modalities, and one it
+        still holds after it went absent (a voice just after the speaker stopped)."""
         self.history.update(tokens, emit_ns)
-        if not tokens:
+        seen = [m for m in MODALITIES if self.history.visible(m)]
+        if not seen:
             return UNIFORM.copy(), {}
         probs, rel, _ = self.predictor.predict(self.predictor.inputs(self.history, emit_ns))
-        return probs[0], {m: float(rel[0, j]) for j, m in enumerate(MODALITIES) if m in tokens}
+        return probs[0], {m: float(rel[0, j]) for j, m in enumerate(MODALITIES) if m in seen}
 
 
 def make_fusion(method: str, predictor=None) -> Fuse:

@@ -189,7 +189,7 @@ class Pipeline:
             stale[name] = age > self.config.stale_ms.get(name, DEFAULT_STALE_MS)
         probs, relevance = self.fuse(present, emit_ns)
         valence, arousal = valence_arousal(probs)
-        confidence = float(np.max(probs)) if present else 0.0
+        confidence = float(np.max(probs)) if relevance else 0.0  # it fused something
         stages_ms["fusion"] = (time.perf_counter_ns() - f0) / 1e6
         total_ns = time.perf_counter_ns() - w0
         stages_ms["total"] = total_ns / 1e6

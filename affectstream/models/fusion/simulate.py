@@ -138,6 +138,7 @@ def simulate(
     te = 0
     cur_text = None
     face_last: tuple[float, int, int] | None = None  # (capture s, row, class)
+    last_cls: dict[str, int] = {}  # class of each modality's newest token
     seg_i, utt_i = 0, 0
     for k in range(n):
         t = k / RATE_HZ
@@ -183,11 +184,12 @@ def simulate(
         t_ns = int(t * 1e9)
         hist.update(now, t_ns)
         out.put_history(k, hist, t_ns)
+        last_cls.update(cls)
         for j, m in enumerate(MODALITIES):
-            present[k, j] = m in now
-            if m in cls:
-                content[k, j] = cls[m]
-                agrees[k, j] = cls[m] == seg.target
+            present[k, j] = hist.visible(m)  # present, or held after it went absent
+            if present[k, j] and m in last_cls:
+                content[k, j] = last_cls[m]
+                agrees[k, j] = last_cls[m] == seg.target
     return out
 
 
@@ -224,10 +226,11 @@ def from_replay(
         hist.update(now, emit_ns)
         out.put_history(k, hist, emit_ns)
         for j, m in enumerate(MODALITIES):
-            present[k, j] = m in now
+            newest = hist.newest(m)  # present, or held after it went absent
+            present[k, j] = newest is not None
             rel = seg[m]["relation"]
-            if m in now and rel != "absent":
-                captured_s = (now[m][0] - start_ns) / 1e9
+            if newest is not None and rel != "absent":
+                captured_s = (newest[0] - start_ns) / 1e9
                 fresh = captured_s >= seg["start_s"] - 0.05
                 content[k, j] = sc.LABELS.index(seg[m]["label"]) if fresh else -1
                 agrees[k, j] = rel == "agrees" and fresh
