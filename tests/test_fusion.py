@@ -142,6 +142,8 @@ def test_scenario_make_names_bad_input(tmp_path):
     assert r.returncode == 2 and "labels.json" in r.stderr
     r = affectstream("train", "fusion", "--calibrate-seed", "dev", "--out", tmp_path / "f.pt")
     assert r.returncode == 2 and "--calibrate-seed" in r.stderr and not (tmp_path / "f.pt").exists()
+    r = affectstream("train", "fusion", "--members", "0", "--out", tmp_path / "f.pt")
+    assert r.returncode == 2 and "--members must be 1 or more" in r.stderr
 
 
 def test_a_replay_agrees_only_with_content_captured_in_its_segment():
@@ -309,6 +311,37 @@ def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():
     assert torch.all(rel[:2, 1] == 0) and torch.allclose(rel.sum(1), torch.ones(5))
 
 
+def test_an_ensemble_is_the_mean_of_its_members_and_still_a_mixture_by_relevance():
+    import torch
+
+    from affectstream.models.fusion.net import FusionNet, FusionSpec, input_names
+
+    torch.manual_seed(0)
+    net = FusionNet(FusionSpec(members=3)).eval()
+    inputs = []
+    for name in input_names():
+        m, kind = name.split("_")
+        k = HistorySpec.default().max_tokens[m]
+        if kind == "x":
+            inputs.append(torch.randn(4, k, net.spec.embed_dims[m] + 7))
+        elif kind == "age":
+            inputs.append(torch.rand(4, k) * 3)
+        else:
+            inputs.append(torch.ones(4, k) * (0 if m == "voice" else 1))  # no voice
+    with torch.no_grad():
+        logits, rel, aux = net(*inputs)
+        members = [member(*inputs) for member in net.members]
+    mean_mix = torch.stack([torch.exp(lg) for lg, _, _ in members]).mean(0)
+    probs = torch.softmax(logits, -1)
+    assert torch.allclose(probs, mean_mix / mean_mix.sum(-1, keepdim=True), atol=1e-5)
+    assert torch.allclose(rel, torch.stack([r for _, r, _ in members]).mean(0))
+    mix = (rel.unsqueeze(-1) * torch.softmax(aux, -1)).sum(1)
+    assert torch.allclose(probs, mix / mix.sum(-1, keepdim=True), atol=1e-4)
+    assert torch.all(rel[:, 1] == 0) and torch.allclose(rel.sum(1), torch.ones(4))
+    with pytest.raises(ValueError, match="ensemble needs the mixture head"):
+        FusionNet(FusionSpec(members=2, head="summary"))
+
+
 def test_fusion_spec_of_an_older_file_reads_as_the_summary_head():
     from affectstream.models.fusion.net import FusionNet, FusionSpec
 
@@ -422,17 +455,20 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
         "--actors", "1", "--faces-per-class", "4", "--sentences-per-class", "3",
         "--streams", "3", "--minutes", "1", "--epochs", "1", "--json", tmp_path / "t.json",
         "--replay", stream, "--calibrate-on", stream, "--live-seeds", "3", "--live-minutes", "0.2",
+        "--members", "2",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert "member 2/2  epoch  1" in r.stdout
     assert "replaying" in r.stdout and "temperature refitted" in r.stdout
     assert "labelled training stream (seed 3)" in r.stdout  # made here, or cached before
     assert (tmp_path / "bank.pkl").is_file() and "temperature" in r.stdout
     from affectstream.models.fusion.predictor import read_header
 
-    _, _, info = read_header(weights)
-    assert info["options"]["streams"] == 3 and len(info["history"]) == 1
+    spec, _, info = read_header(weights)
+    assert spec.members == 2 and [m["seed"] for m in info["members"]] == [0, 1]
+    assert info["options"]["streams"] == 3 and len(info["history"]) == 2  # an epoch each
     rec = json.loads((tmp_path / "t.json").read_text())
-    assert rec["train_ticks"] >= 3 * 60 * 10 * 0.9 + 4 * rec["replay_ticks"] * 0.99
+    assert rec["train_ticks"] >= 2 * (3 * 60 * 10 * 0.9 + 4 * rec["replay_ticks"] * 0.99)
     assert rec["replay_ticks"] >= (0.3 + 0.2) * 60 * 10 * 0.9 and rec["calibration"]["ticks"] > 0
     assert len(rec["replays"]) == 2
     # the run uses the weights it is given

@@ -145,7 +145,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, help="simulated training streams (default 120)")
     p.add_argument("--minutes", type=float, help="minutes per simulated stream (default 3)")
     p.add_argument("--epochs", type=int, help="(default 1)")
-    p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="(default %(default)s; an ensemble's members take this seed and the next ones)",
+    )
+    p.add_argument(
+        "--members",
+        type=int,
+        help="networks trained apart and averaged (default 3; 1: a single network)",
+    )
     p.add_argument(
         "--faces-per-class", type=int, default=600, help="faces encoded per class (%(default)s)"
     )
@@ -345,6 +355,7 @@ def _bank_path(args, predictors) -> Path:
 
 def run_train(args: argparse.Namespace) -> int:
     import pickle
+    from dataclasses import replace
 
     from affectstream.cli.args import config_from_args
     from affectstream.export.predictors import open_predictor
@@ -356,6 +367,8 @@ def run_train(args: argparse.Namespace) -> int:
     args.config = None
     config = config_from_args(args)
     _calibrate_seed(args)  # a bad value stops the command before the training, not after
+    if args.members is not None and args.members < 1:
+        raise _usage(f"--members must be 1 or more, got {args.members}")
     t0 = time.perf_counter()
     predictors = {m: open_predictor(m, config) for m in ("face", "voice", "text")}
     speaker = sc.Speaker(seed=args.seed)
@@ -384,10 +397,13 @@ def run_train(args: argparse.Namespace) -> int:
     pools.speech_s = speaker.seconds
     given = {k: getattr(args, k) for k in ("streams", "minutes", "epochs") if getattr(args, k)}
     opts = TrainOptions(seed=args.seed, **given)
+    if args.members is not None:
+        opts.spec = replace(opts.spec, members=args.members)
 
     def progress(rec: dict) -> None:
+        member = f"member {rec['member']}/{opts.spec.members}  " if "member" in rec else ""
         print(
-            f"epoch {rec['epoch']:2d}  loss {rec['loss']:.3f}  val acc {rec['accuracy']:.3f}  "
+            f"{member}epoch {rec['epoch']:2d}  loss {rec['loss']:.3f}  val acc {rec['accuracy']:.3f}  "
             f"relevance agreeing {rec['relevance_agreeing']:.2f} "
             f"conflicting {rec['relevance_conflicting']:.2f}",
             flush=True,

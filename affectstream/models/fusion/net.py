@@ -20,11 +20,16 @@ token, 0 for an empty slot. A modality with no token is absent.
    than a head over the weighted summaries (0.415 vs 0.407 tick accuracy: fusion card). Its log
    is divided by the temperature fitted after training (`train.fit_temperature`), so the
    confidence is calibrated. Files written before this had the summary head (`FusionSpec.head`).
+5. An ensemble (`FusionSpec.members` > 1): members trained apart (other seeds, other simulated
+   streams) whose mixtures are averaged. Its relevance is the members' mean, and each
+   modality's reading is the members' readings weighted by their relevance, so the fused
+   distribution is still exactly the relevance-weighted mixture of the modalities' readings.
+   Three members did 1.6 points better than one on the development streams (fusion card).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -50,6 +55,8 @@ class FusionSpec:
     # own (auxiliary) distributions, so the relevance is exactly how much each one counts;
     # "summary" (files before 2026-12-01): a head reads the relevance-weighted summaries
     head: str = "mixture"
+    # members of an ensemble (1: a single network); needs the mixture head
+    members: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -100,6 +107,15 @@ class FusionNet(nn.Module):
         super().__init__()
         self.spec = spec or FusionSpec()
         s = self.spec
+        self.register_buffer("temperature", torch.ones(()))
+        if s.members > 1:
+            if s.head != "mixture":
+                raise ValueError(f"an ensemble needs the mixture head, not {s.head!r}")
+            one = replace(s, members=1)
+            self.members = nn.ModuleList([FusionNet(one) for _ in range(s.members)])
+            return
+        if s.members < 1:
+            raise ValueError(f"a fusion model needs at least one member, got {s.members}")
         self.encoders = nn.ModuleDict(
             {
                 m: ModalityEncoder(s.embed_dims[m], s.d, s.dropout, s.embed_dropout)
@@ -120,11 +136,12 @@ class FusionNet(nn.Module):
             )
         elif s.head != "mixture":
             raise ValueError(f"unknown fusion head {s.head!r} (known: mixture, summary)")
-        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, *inputs: torch.Tensor):
         """Inputs in `input_names()` order -> (logits / T (B, 7), relevance (B, 3),
         auxiliary logits (B, 3, 7))."""
+        if self.spec.members > 1:
+            return self._ensemble(inputs)
         summaries, present = [], []
         for i, m in enumerate(MODALITIES):
             x, age, mask = inputs[3 * i : 3 * i + 3]
@@ -144,3 +161,21 @@ class FusionNet(nn.Module):
             fused = (rel.unsqueeze(-1) * s).sum(1)
             logits = self.head(fused) / self.temperature
         return logits, rel, aux
+
+    def _ensemble(self, inputs):
+        """The members' mean mixture, as the mixture of their mean relevance with each
+        modality's readings pooled by the members' relevance (the same distribution)."""
+        rels, readings = [], []
+        for member in self.members:
+            _, rel, aux = member(*inputs)
+            rels.append(rel)
+            readings.append(torch.softmax(aux, -1))
+        rel = torch.stack(rels).mean(0)  # (B, 3)
+        weighted = sum(r.unsqueeze(-1) * p for r, p in zip(rels, readings, strict=True))
+        pooled = sum(readings) / len(readings)  # a modality no member weighs (absent)
+        reading = torch.where(
+            rel.unsqueeze(-1) > 0, weighted / (len(rels) * rel.unsqueeze(-1) + 1e-12), pooled
+        )
+        mix = (rel.unsqueeze(-1) * reading).sum(1)
+        logits = torch.log(mix + 1e-6) / self.temperature
+        return logits, rel, torch.log(reading + 1e-6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -54,7 +54,9 @@ class TrainOptions:
     modality_dropout: float = 0.15
     replay_repeat: int = 4  # each live replay's ticks count this many times
     seed: int = 0
-    spec: FusionSpec = field(default_factory=FusionSpec)
+    # three members trained apart, averaged: on the two development streams 0.489 tick
+    # accuracy against 0.473 for one network (the mean of the three alone)
+    spec: FusionSpec = field(default_factory=lambda: FusionSpec(members=3))
     history: HistorySpec = field(default_factory=HistorySpec.default)
 
     def to_json(self) -> dict:
@@ -210,7 +212,54 @@ def train(
 ) -> tuple[FusionNet, dict]:
     """Train on `opts.streams` simulated streams, plus `replays` (live replays of labelled
     training streams, `simulate.from_replay`, repeated `opts.replay_repeat` times); returns
-    the net (eval mode) and a record."""
+    the net (eval mode) and a record. With `opts.spec.members` > 1, each member is trained
+    alone with its own seed (`opts.seed` + its index: other simulated streams, another start),
+    then one temperature is fitted for the ensemble on the first seed's validation streams."""
+    n = opts.spec.members
+    single = replace(opts, spec=replace(opts.spec, members=1))
+    if n == 1:
+        return _train_one(pools, bank, single, progress, replays)
+    net = FusionNet(opts.spec)
+    members = []
+    for j in range(n):
+        one = replace(single, seed=opts.seed + j)
+        member, rec = _train_one(
+            pools, bank, one, lambda r, j=j: progress({**r, "member": j + 1}), replays
+        )
+        net.members[j].load_state_dict(member.state_dict())
+        members.append(rec)
+    net.eval()
+    substitute = members[0]["substitute"]
+    val_seqs = make_sequences(
+        pools, bank, opts, substitute, opts.seed * 100_000 + 50_000, opts.val_streams
+    )
+    t_val = _Tensors(val_seqs, bank)
+    ev = evaluate(net, t_val)
+    temperature = fit_temperature(ev["logits"], t_val.target.numpy())
+    net.temperature.fill_(temperature)
+    record = {
+        **{k: members[0][k] for k in ("substitute", "unseen_balanced_accuracy", "replay_ticks")},
+        "options": opts.to_json(),
+        "train_ticks": sum(r["train_ticks"] for r in members),
+        "val_ticks": len(t_val),
+        "val_accuracy": ev["accuracy"],
+        "temperature": temperature,
+        "history": [{**h, "member": j + 1} for j, r in enumerate(members) for h in r["history"]],
+        "members": [
+            {"seed": r["options"]["seed"], **{k: r[k] for k in ("best_epoch", "history")}}
+            for r in members
+        ],
+    }
+    return net, record
+
+
+def _train_one(
+    pools: sc.Pools,
+    bank: Bank,
+    opts: TrainOptions,
+    progress=lambda *a: None,
+    replays: list[Sequences] | None = None,
+) -> tuple[FusionNet, dict]:
     import torch
 
     torch.manual_seed(opts.seed)
