@@ -203,6 +203,22 @@ def evaluate(net, t: _Tensors, batch: int = 4096) -> dict:
     }
 
 
+def _validation(pools: sc.Pools, bank: Bank, opts: TrainOptions, substitute: dict) -> _Tensors:
+    """The simulated validation streams of `opts.seed` (never drawn for training)."""
+    seqs = make_sequences(
+        pools, bank, opts, substitute, opts.seed * 100_000 + 50_000, opts.val_streams
+    )
+    return _Tensors(seqs, bank)
+
+
+def _calibrate(net, t_val: _Tensors) -> tuple[float, dict]:
+    """Fit the net's temperature on the validation streams; (temperature, evaluation)."""
+    ev = evaluate(net, t_val)
+    temperature = fit_temperature(ev["logits"], t_val.target.numpy())
+    net.temperature.fill_(temperature)
+    return temperature, ev
+
+
 def train(
     pools: sc.Pools,
     bank: Bank,
@@ -229,14 +245,8 @@ def train(
         net.members[j].load_state_dict(member.state_dict())
         members.append(rec)
     net.eval()
-    substitute = members[0]["substitute"]
-    val_seqs = make_sequences(
-        pools, bank, opts, substitute, opts.seed * 100_000 + 50_000, opts.val_streams
-    )
-    t_val = _Tensors(val_seqs, bank)
-    ev = evaluate(net, t_val)
-    temperature = fit_temperature(ev["logits"], t_val.target.numpy())
-    net.temperature.fill_(temperature)
+    t_val = _validation(pools, bank, opts, members[0]["substitute"])
+    temperature, ev = _calibrate(net, t_val)
     record = {
         **{k: members[0][k] for k in ("substitute", "unseen_balanced_accuracy", "replay_ticks")},
         "options": opts.to_json(),
@@ -267,10 +277,7 @@ def _train_one(
     train_seqs = make_sequences(pools, bank, opts, substitute, opts.seed * 100_000, opts.streams)
     if replays:
         train_seqs = Sequences.concat([train_seqs] + list(replays) * opts.replay_repeat)
-    val_seqs = make_sequences(
-        pools, bank, opts, substitute, opts.seed * 100_000 + 50_000, opts.val_streams
-    )
-    t_train, t_val = _Tensors(train_seqs, bank), _Tensors(val_seqs, bank)
+    t_train, t_val = _Tensors(train_seqs, bank), _validation(pools, bank, opts, substitute)
     log.info("fusion: %d training ticks, %d validation ticks", len(t_train), len(t_val))
     net = FusionNet(opts.spec)
     optim = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
@@ -302,9 +309,7 @@ def _train_one(
         if best is None or rec["accuracy"] > best[0]:
             best = (rec["accuracy"], epoch + 1, copy.deepcopy(net.state_dict()))
     net.load_state_dict(best[2])  # the epoch that did best on the validation streams
-    ev = evaluate(net, t_val)
-    temperature = fit_temperature(ev["logits"], t_val.target.numpy())
-    net.temperature.fill_(temperature)
+    temperature, _ = _calibrate(net, t_val)
     record = {
         "options": opts.to_json(),
         "substitute": substitute,
