@@ -133,10 +133,11 @@ def sample_stream():
 
 
 def test_taps_give_the_face_box_and_switch_a_modality_off(sample_stream):
-    taps = tap_stages(sample_stream.stages)
+    taps = tap_stages(sample_stream.stages, sample_stream.forget)
     assert set(taps) == {"face", "voice"}
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    boxes, off = [], []
+    boxes, off, voice_off = [], [], []
+    voice_off_at = None
     for est in sample_stream.estimates():
         if est.tick == 40:
             taps["face"].enabled = False  # the `f` key
@@ -144,6 +145,13 @@ def test_taps_give_the_face_box_and_switch_a_modality_off(sample_stream):
             taps["face"].enabled = True
         if 42 <= est.tick < 60:
             off.append(est)
+        if voice_off_at is None and est.tick >= 20 and est.present["voice"]:
+            taps["voice"].enabled = False  # the `v` key, while someone speaks
+            voice_off_at = est.tick
+        elif voice_off_at is not None and est.tick < voice_off_at + 20:
+            voice_off.append(est)  # within the 3 s the fusion would otherwise hold the voice
+        elif voice_off_at is not None and est.tick == voice_off_at + 20:
+            taps["voice"].enabled = True
         box = taps["face"].box()
         if est.tick in (10, 80) and box is not None:
             frame = sample_stream.video_ring.newest().item.image
@@ -155,6 +163,8 @@ def test_taps_give_the_face_box_and_switch_a_modality_off(sample_stream):
     for tracked, detected in boxes:  # the tap's box is the face in the frame
         assert iou(tracked, detected) > 0.5, (tracked, detected)
     assert off and all(not e.present["face"] and e.relevance["face"] == 0 for e in off)
+    # switched off means gone at once: the fusion does not hold a voice the user turned off
+    assert len(voice_off) == 19 and all(e.relevance["voice"] == 0 for e in voice_off)
     assert all(e.status["face"] == "absent" for e in off)
     assert est.present["face"]  # back on
     for tap in taps.values():

@@ -279,6 +279,11 @@ def test_learned_fusion_reports_relevance_for_a_voice_it_holds():
     assert set(rel) == {"face"} and rel["face"] == pytest.approx(1.0, abs=1e-4)
     probs, rel = fusion({}, 40 * 10**8)  # nothing held either
     assert rel == {} and np.allclose(probs, 1 / 7)
+    for k in range(41, 45):  # the voice again, then switched off (`forget`): gone at once
+        fusion({"face": result("face", k * 10**8), "voice": result("voice", k * 10**8)}, k * 10**8)
+    fusion.forget("voice")
+    _, rel = fusion({"face": result("face", 45 * 10**8)}, 45 * 10**8)
+    assert set(rel) == {"face"}
 
 
 def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():

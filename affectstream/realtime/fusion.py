@@ -52,6 +52,7 @@ class LearnedFusion:
         self.predictor = None
         self.history: TokenHistory | None = None
         self.record: list | None = None
+        self._forget: set[str] = set()  # modalities to drop at the next tick (`forget`)
         if predictor is not None:
             self.attach(predictor)
 
@@ -70,10 +71,18 @@ class LearnedFusion:
             self.record.append((emit_ns, tokens))
         return self.step(tokens, emit_ns)
 
+    def forget(self, modality: str) -> None:
+        """Drop what the model holds of `modality` from the next tick on, so a modality the
+        user switches off leaves at once rather than after its hold. Safe from any thread:
+        the stream's own thread applies it."""
+        self._forget.add(modality)
+
     def step(self, tokens: dict, emit_ns: int) -> tuple[np.ndarray, dict[str, float]]:
         """Fold this tick's newest tokens into the history and run the model once. The
         relevance covers what the model attended to: the present modalities, and one it
         still holds after it went absent (a voice just after the speaker stopped)."""
+        while self._forget:
+            self.history.forget(self._forget.pop())
         self.history.update(tokens, emit_ns)
         seen = [m for m in MODALITIES if self.history.visible(m)]
         if not seen:

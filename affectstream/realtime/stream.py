@@ -394,6 +394,14 @@ class AffectStream:
         """Ask `estimates()` to end after the current tick."""
         self._stop = True
 
+    def forget(self, modality: str) -> None:
+        """The fusion drops what it still holds of `modality` (a voice is held for a moment
+        after the speaker stops): for a modality switched off, which must leave at once."""
+        pipeline = getattr(self, "pipeline", None)
+        forget = getattr(pipeline.fuse, "forget", None) if pipeline is not None else None
+        if forget is not None:
+            forget(modality)
+
     def close(self) -> None:
         self.loader.close()
         with self._words_lock:

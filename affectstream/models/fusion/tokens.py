@@ -93,6 +93,11 @@ class TokenHistory:
             while q and q[0][0] < horizon and len(q) > 1:
                 q.popleft()  # the newest token stays while the modality is present
 
+    def forget(self, m: str) -> None:
+        """Drop every token of `m`: it is gone now, not held (a user switched it off)."""
+        self._tokens[m].clear()
+        self._present[m] = False
+
     def visible(self, m: str) -> bool:
         """Whether the model attends to `m` this tick (present, or absent within its hold)."""
         return self._present[m]

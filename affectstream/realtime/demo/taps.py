@@ -4,23 +4,38 @@
 its stage worker call `stage.run` each tick, so nothing else changes, and no library class
 grows demo-only state). While `enabled` is False the stage answers ABSENT without running:
 the modality leaves the fusion, its relevance is 0 and its status "absent", exactly as when
-its input says it is not there. `newest` is the stage's newest `ModalityResult` (the face
+its input says it is not there (given `forget`, the tap calls it with the modality when switched
+off, so the fusion drops a voice it would otherwise hold for a moment). `newest` is the stage's
+newest `ModalityResult` (the face
 stage's carries the tracked box in `info["box"]`); it is cleared when the stage reports the
 modality absent, and for the face stage when it looked at a new frame and found no face.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
 
 
 class StageTap:
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, forget: Callable[[str], None] | None = None) -> None:
         self.stage = stage
-        self.enabled = True
+        self.forget = forget
+        self._enabled = True
         self.newest: ModalityResult | None = None
         self._run = stage.run
         stage.run = self._tapped  # an instance attribute: this stage object only
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self._enabled = bool(on)
+        if not on and self.forget is not None:
+            self.forget(self.stage.name)
 
     @property
     def name(self) -> str:
@@ -55,6 +70,8 @@ class StageTap:
             del self.stage.run
 
 
-def tap_stages(stages: list[Stage]) -> dict[str, StageTap]:
-    """One tap per stage, by modality name."""
-    return {s.name: StageTap(s) for s in stages}
+def tap_stages(
+    stages: list[Stage], forget: Callable[[str], None] | None = None
+) -> dict[str, StageTap]:
+    """One tap per stage, by modality name (`forget`: `AffectStream.forget`)."""
+    return {s.name: StageTap(s, forget) for s in stages}

@@ -59,7 +59,7 @@ class DemoWindow:
         self.period_s = 1.0 / max_fps
         self.layout = layout
         self.history = History()
-        self.taps: dict[str, StageTap] = tap_stages(stream.stages)
+        self.taps: dict[str, StageTap] = tap_stages(stream.stages, stream.forget)
         self.paused = False
         self.latest: Estimate | None = None
         self.error: BaseException | None = None
