@@ -403,8 +403,8 @@ def run_train(args: argparse.Namespace) -> int:
     def progress(rec: dict) -> None:
         member = f"member {rec['member']}/{opts.spec.members}  " if "member" in rec else ""
         print(
-            f"{member}epoch {rec['epoch']:2d}  loss {rec['loss']:.3f}  val acc {rec['accuracy']:.3f}  "
-            f"relevance agreeing {rec['relevance_agreeing']:.2f} "
+            f"{member}epoch {rec['epoch']:2d}  loss {rec['loss']:.3f}  "
+            f"val acc {rec['accuracy']:.3f}  relevance agreeing {rec['relevance_agreeing']:.2f} "
             f"conflicting {rec['relevance_conflicting']:.2f}",
             flush=True,
         )

@@ -72,7 +72,7 @@ class TokenHistory:
     def __init__(self, spec: HistorySpec) -> None:
         self.spec = spec
         self._tokens: dict[str, deque] = {m: deque(maxlen=spec.max_tokens[m]) for m in MODALITIES}
-        self._present: dict[str, bool] = {m: False for m in MODALITIES}
+        self._visible: dict[str, bool] = {m: False for m in MODALITIES}  # present or held
 
     def reset(self) -> None:
         for q in self._tokens.values():
@@ -84,9 +84,9 @@ class TokenHistory:
             item = present.get(m)
             if item is None:
                 hold_ns = int(self.spec.hold_s.get(m, 0.0) * 1e9)
-                self._present[m] = hold_ns > 0 and bool(q) and now_ns - q[-1][0] <= hold_ns
+                self._visible[m] = hold_ns > 0 and bool(q) and now_ns - q[-1][0] <= hold_ns
             else:
-                self._present[m] = True
+                self._visible[m] = True
                 if not q or q[-1][0] != item[0]:
                     q.append(item)
             horizon = now_ns - int(self.spec.window_s[m] * 1e9)
@@ -96,23 +96,23 @@ class TokenHistory:
     def forget(self, m: str) -> None:
         """Drop every token of `m`: it is gone now, not held (a user switched it off)."""
         self._tokens[m].clear()
-        self._present[m] = False
+        self._visible[m] = False
 
     def visible(self, m: str) -> bool:
         """Whether the model attends to `m` this tick (present, or absent within its hold)."""
-        return self._present[m]
+        return self._visible[m]
 
     def newest(self, m: str) -> Any:
         """The newest token's (t_ns, payload) of a visible modality, else None."""
         q = self._tokens[m]
-        return q[-1] if self._present[m] and q else None
+        return q[-1] if self._visible[m] and q else None
 
     def view(self, m: str, now_ns: int) -> tuple[list[Any], np.ndarray, np.ndarray]:
         """(payloads newest last, ages in s (K,), mask (K,)); slots are left-padded."""
         k = self.spec.max_tokens[m]
         ages = np.zeros(k, np.float32)
         mask = np.zeros(k, np.float32)
-        if not self._present[m]:
+        if not self._visible[m]:
             return [], ages, mask
         items = list(self._tokens[m])
         n = len(items)

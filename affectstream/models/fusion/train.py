@@ -234,18 +234,20 @@ def train(
     n = opts.spec.members
     single = replace(opts, spec=replace(opts.spec, members=1))
     if n == 1:
-        return _train_one(pools, bank, single, progress, replays)
+        net, record, _ = _train_one(pools, bank, single, progress, replays)
+        return net, record
     net = FusionNet(opts.spec)
-    members = []
+    members, vals = [], []
     for j in range(n):
         one = replace(single, seed=opts.seed + j)
-        member, rec = _train_one(
+        member, rec, t_val = _train_one(
             pools, bank, one, lambda r, j=j: progress({**r, "member": j + 1}), replays
         )
         net.members[j].load_state_dict(member.state_dict())
         members.append(rec)
+        vals.append(t_val)
     net.eval()
-    t_val = _validation(pools, bank, opts, members[0]["substitute"])
+    t_val = vals[0]  # the streams of `opts.seed`, as a single network's
     temperature, ev = _calibrate(net, t_val)
     record = {
         **{k: members[0][k] for k in ("substitute", "unseen_balanced_accuracy", "replay_ticks")},
@@ -269,7 +271,8 @@ def _train_one(
     opts: TrainOptions,
     progress=lambda *a: None,
     replays: list[Sequences] | None = None,
-) -> tuple[FusionNet, dict]:
+) -> tuple[FusionNet, dict, _Tensors]:
+    """One network: (net in eval mode, its record, its validation streams)."""
     import torch
 
     torch.manual_seed(opts.seed)
@@ -321,4 +324,4 @@ def _train_one(
         "best_epoch": best[1],
         "history": history,
     }
-    return net.eval(), record
+    return net.eval(), record, t_val
