@@ -358,6 +358,47 @@ def test_fusion_spec_of_an_older_file_reads_as_the_summary_head():
         FusionNet(FusionSpec(head="max"))
 
 
+def test_the_newest_token_steers_what_the_history_attention_weighs():
+    """With the newest-token query, the same two kinds of token are weighed by how much they
+    resemble the newest one; with the fixed query (older files) their weights do not depend on
+    which is newest."""
+    import torch
+
+    from affectstream.models.fusion.net import ModalityEncoder
+
+    torch.manual_seed(0)
+    a, b = torch.randn(8 + 7), torch.randn(8 + 7)
+    age, mask = torch.full((2, 4), 0.5), torch.ones(2, 4)
+    x = torch.stack([torch.stack([a, b, a, b]), torch.stack([b, a, b, a])])  # newest: b, a
+
+    def b_over_a(query: str) -> torch.Tensor:
+        enc = ModalityEncoder(8, 16, dropout=0.0, query=query).eval()
+        with torch.no_grad():
+            enc.key.weight.copy_(torch.eye(16))
+            enc.key.bias.zero_()
+            if enc.newest_query is not None:
+                enc.newest_query.weight.copy_(4 * torch.eye(16))
+            _, w = enc.attend(x, age, mask)
+        return w[:, [1, 3]].sum(1) / w[:, [0, 2]].sum(1)  # weight on b tokens / on a tokens
+
+    fixed, newest = b_over_a("learned"), b_over_a("newest")
+    assert torch.allclose(fixed[0], fixed[1])
+    assert newest[0] > newest[1] * 1.01  # b counts for more while b is the newest
+
+
+def test_an_older_fusion_file_reads_with_the_fixed_query():
+    from affectstream.models.fusion.net import FusionNet, FusionSpec
+
+    old = FusionSpec().to_json()
+    del old["query"]
+    net = FusionNet(FusionSpec.from_json(old))
+    assert FusionSpec.from_json(old).query == "learned"
+    assert not any("newest_query" in k for k in net.state_dict())
+    assert any("newest_query" in k for k in FusionNet(FusionSpec()).state_dict())
+    with pytest.raises(ValueError, match="unknown fusion query 'oldest'"):
+        FusionNet(FusionSpec(query="oldest"))
+
+
 def test_wrong_embedding_size_is_a_clear_error():
     from affectstream.export.predictors import open_eval_predictor
 
