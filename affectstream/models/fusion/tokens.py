@@ -31,18 +31,20 @@ class HistorySpec:
 
     @classmethod
     def default(cls) -> HistorySpec:
-        # face and voice give a token per tick (10 Hz): 2.4 s of faces, 1.2 s of voice windows
+        # face and voice give a token per tick (10 Hz): 3.6 s of faces, 1.2 s of voice windows
         # (each already 2 s long); words change a few times per utterance and stay meaningful
         # for seconds. 24 face tokens rather than 12 did better on the development stream
         # (0.466 / 0.473 vs 0.444 / 0.461 tick accuracy, seeds 0 / 1); more voice tokens did not.
+        # With the newest-token query (net.py), 36 face tokens over 4 s did better again on the
+        # two development streams (one network, seeds 0-2: 0.480 -> 0.491; 48 over 5 s: 0.486).
         # A voice stays visible for its window (3 s) after the speaker stops: a clip's tone
         # still says how they felt. On the two development streams (seeds 101, 102; training
         # seeds 0, 1) tick accuracy 0.464 -> 0.473, conflicting relevance 0.24 -> 0.19-0.20;
         # holds of 2 and 4 s did as well (0.472, 0.471), 1 s less. The face needs none here:
         # the scheduler keeps its last crop for a second already.
         return cls(
-            {"face": 24, "voice": 12, "text": 4},
-            {"face": 3.0, "voice": 3.0, "text": 10.0},
+            {"face": 36, "voice": 12, "text": 4},
+            {"face": 4.0, "voice": 3.0, "text": 10.0},
             {"face": 0.0, "voice": 3.0, "text": 0.0},
         )
 
