@@ -286,29 +286,40 @@ def test_learned_fusion_reports_relevance_for_a_voice_it_holds():
     assert set(rel) == {"face"}
 
 
-def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():
-    """The fused distribution is the relevance-weighted mixture of the modalities' own
-    (auxiliary) distributions, so the relevance shown is how much each one counts."""
+def random_fusion_inputs(embed_dims: dict, batch: int, rows_without_voice: int) -> list:
+    """Random model inputs in `input_names()` order, every slot filled, except that the first
+    `rows_without_voice` rows have no voice."""
     import torch
 
-    from affectstream.models.fusion.net import FusionNet, FusionSpec, input_names
+    from affectstream.models.fusion.net import input_names
 
-    torch.manual_seed(0)
-    net = FusionNet(FusionSpec()).eval()
-    assert net.spec.head == "mixture"
-    dims = net.spec.embed_dims
     inputs = []
     for name in input_names():
         m, kind = name.split("_")
         k = HistorySpec.default().max_tokens[m]
         if kind == "x":
-            inputs.append(torch.randn(5, k, dims[m] + 7))
+            inputs.append(torch.randn(batch, k, embed_dims[m] + 7))
         elif kind == "age":
-            inputs.append(torch.rand(5, k) * 3)
+            inputs.append(torch.rand(batch, k) * 3)
         else:
-            mask = torch.ones(5, k)
-            mask[:2] = 0 if m == "voice" else 1  # rows 0-1: no voice
+            mask = torch.ones(batch, k)
+            if m == "voice":
+                mask[:rows_without_voice] = 0
             inputs.append(mask)
+    return inputs
+
+
+def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():
+    """The fused distribution is the relevance-weighted mixture of the modalities' own
+    (auxiliary) distributions, so the relevance shown is how much each one counts."""
+    import torch
+
+    from affectstream.models.fusion.net import FusionNet, FusionSpec
+
+    torch.manual_seed(0)
+    net = FusionNet(FusionSpec()).eval()
+    assert net.spec.head == "mixture"
+    inputs = random_fusion_inputs(net.spec.embed_dims, batch=5, rows_without_voice=2)
     with torch.no_grad():
         logits, rel, aux = net(*inputs)
     mix = (rel.unsqueeze(-1) * torch.softmax(aux, -1)).sum(1)
@@ -319,20 +330,11 @@ def test_mixture_head_fuses_each_modalitys_own_view_by_its_relevance():
 def test_an_ensemble_is_the_mean_of_its_members_and_still_a_mixture_by_relevance():
     import torch
 
-    from affectstream.models.fusion.net import FusionNet, FusionSpec, input_names
+    from affectstream.models.fusion.net import FusionNet, FusionSpec
 
     torch.manual_seed(0)
     net = FusionNet(FusionSpec(members=3)).eval()
-    inputs = []
-    for name in input_names():
-        m, kind = name.split("_")
-        k = HistorySpec.default().max_tokens[m]
-        if kind == "x":
-            inputs.append(torch.randn(4, k, net.spec.embed_dims[m] + 7))
-        elif kind == "age":
-            inputs.append(torch.rand(4, k) * 3)
-        else:
-            inputs.append(torch.ones(4, k) * (0 if m == "voice" else 1))  # no voice
+    inputs = random_fusion_inputs(net.spec.embed_dims, batch=4, rows_without_voice=4)
     with torch.no_grad():
         logits, rel, aux = net(*inputs)
         members = [member(*inputs) for member in net.members]

@@ -237,17 +237,17 @@ def train(
         net, record, _ = _train_one(pools, bank, single, progress, replays)
         return net, record
     net = FusionNet(opts.spec)
-    members, vals = [], []
+    members = []
     for j in range(n):
         one = replace(single, seed=opts.seed + j)
-        member, rec, t_val = _train_one(
+        member, rec, t_member = _train_one(
             pools, bank, one, lambda r, j=j: progress({**r, "member": j + 1}), replays
         )
         net.members[j].load_state_dict(member.state_dict())
         members.append(rec)
-        vals.append(t_val)
+        if j == 0:
+            t_val = t_member  # the streams of `opts.seed`, as a single network's
     net.eval()
-    t_val = vals[0]  # the streams of `opts.seed`, as a single network's
     temperature, ev = _calibrate(net, t_val)
     record = {
         **{k: members[0][k] for k in ("substitute", "unseen_balanced_accuracy", "replay_ticks")},
