@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_tool, unavailable
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SPEECH = MEDIA / "speech"
@@ -212,12 +213,13 @@ class PulseMic:
 @pytest.fixture(name="pulse_mic")
 def pulse_mic_fixture():
     """A running `PulseMic`, with this process's PortAudio pointed at it (or a skip)."""
+    require_tool("pulseaudio", install="apt-get install pulseaudio libasound2-plugins")
     mic = PulseMic()
     try:
         mic.start()
     except (RuntimeError, OSError) as e:
         shutil.rmtree(mic.dir, ignore_errors=True)
-        pytest.skip(f"PulseAudio cannot start here: {e}")
+        unavailable(f"PulseAudio cannot start here: {e}")
     old = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_SOURCE")}
     os.environ["PULSE_SERVER"] = mic.server
     os.environ["PULSE_SOURCE"] = PulseMic.SOURCE

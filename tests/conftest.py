@@ -3,9 +3,13 @@ command line as a user types it."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -25,6 +29,38 @@ def affectstream(*args, timeout: float = 300) -> subprocess.CompletedProcess:
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def tools_required() -> bool:
+    """True under CI (`CI` set, as CI services do) or with AFFECTSTREAM_REQUIRE_TOOLS=1, which
+    `.ci/run` sets: there a test that lacks a tool or package it needs fails instead of skipping,
+    so a machine without espeak-ng cannot turn a red test into a silent skip."""
+    ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    return ci or os.environ.get("AFFECTSTREAM_REQUIRE_TOOLS") == "1"
+
+
+def unavailable(why: str) -> None:
+    """Skip the test for a missing tool, package or service, or fail it where tools are required."""
+    if tools_required():
+        pytest.fail(f"{why} (required here: CI or AFFECTSTREAM_REQUIRE_TOOLS=1)", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
+
+
+def require_tool(*names: str, install: str = "") -> None:
+    """Skip the test (fail it under CI) unless every program in `names` is on the PATH.
+    `install` says how to get them, e.g. "apt-get install espeak-ng"."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        unavailable(f"needs {', '.join(missing)}" + (f" ({install})" if install else ""))
+
+
+def require_module(name: str, install: str = "") -> ModuleType:
+    """`pytest.importorskip` that fails under CI: the imported module, or a skip locally."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"needs the Python package {name}" + (f" ({install})" if install else ""))
+        raise  # not reached: unavailable() raised
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,16 +3,14 @@ are read back from the X display (not from our own buffer) and checked for the v
 the face box and the overlays; the picture that passes is kept as docs/demo.png.
 
 Skips only when Xvfb, xwininfo (x11-utils) or the mss package is missing; `.ci/run`
-installs them and sets AFFECTSTREAM_REQUIRE_XVFB=1, which turns that skip into a failure.
+installs them, and there (AFFECTSTREAM_REQUIRE_TOOLS=1) that skip is a failure.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ from affectstream.realtime.demo.overlay import (
     MODALITY_COLORS,
     fit,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, require_module, require_tool
 from tests.test_sample import readme_run_commands
 
 PICTURE = REPO / "docs" / "demo.png"
@@ -39,15 +37,8 @@ DURATION_S = 12
 
 
 def _need_xvfb() -> None:
-    missing = [tool for tool in ("Xvfb", "xwininfo") if shutil.which(tool) is None]
-    if importlib.util.find_spec("mss") is None:
-        missing.append("the mss package")
-    if not missing:
-        return
-    why = f"needs {', '.join(missing)} (apt-get install xvfb x11-utils; pip install mss)"
-    if os.environ.get("AFFECTSTREAM_REQUIRE_XVFB") == "1":
-        pytest.fail(why)
-    pytest.skip(why)
+    require_tool("Xvfb", "xwininfo", install="apt-get install xvfb x11-utils")
+    require_module("mss", install="pip install mss")
 
 
 @pytest.fixture

@@ -132,7 +132,6 @@ def test_bench_missing_video_is_usage_error(tmp_path, capsys):
 
 
 def test_eval_onnx_int8(fer_slice, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
     from affectstream.models.face.quantize import default_int8_path
 
     out = tmp_path / "q.json"
@@ -146,8 +145,6 @@ def test_eval_onnx_int8(fer_slice, tmp_path, capsys):
 
 
 def test_train_face_int8_writes_a_runnable_int8_model(fer_slice, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     from affectstream.export.onnxrt import OnnxRuntimeBackend
     from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.face.data import load_fer

@@ -118,8 +118,6 @@ def test_flip_tta_is_the_mean_of_both_views(predictor, public):
 
 
 def test_onnx_export_matches_torch(encoder, tmp_path, public):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     path = encoder.export_onnx(tmp_path / "face.onnx")
     x = to_input(public.images[:6])
     out = OnnxRuntimeBackend("face", path).load().infer({"x": x})
@@ -140,7 +138,6 @@ def test_bad_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_shipped_int8_onnx_agrees_with_torch(predictor, public):
-    pytest.importorskip("onnxruntime")
     from affectstream.models.face.evaluate import predict_probs
     from affectstream.models.face.quantize import default_int8_path
 
@@ -162,7 +159,7 @@ def test_shipped_int8_weights_cannot_saturate_u8s8():
     (VPMADDUBSW) add two uint8 x int8 products in int16, saturating beyond 32767. With
     |w| <= 64 a pair is at most 2 * 255 * 64 = 32640, so every CPU computes the same sums
     (an AVX2-only EPYC saw 0.908 agreement with 8-bit weights, 0.99 with VNNI)."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import numpy_helper
 
     from affectstream.models.face.quantize import default_int8_path

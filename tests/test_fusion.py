@@ -11,11 +11,13 @@ import pytest
 from affectstream.core.labels import LABELS, MODALITIES
 from affectstream.models.fusion import scenario as sc
 from affectstream.models.fusion.tokens import HistorySpec, TokenHistory
-from tests.conftest import DATA, SHARED, affectstream
+from tests.conftest import DATA, SHARED, affectstream, require_tool
 
-ESPEAK = pytest.mark.skipif(
-    __import__("shutil").which("espeak-ng") is None, reason="needs Debian's espeak-ng"
-)
+
+@pytest.fixture
+def espeak() -> None:
+    """The scenario's synthesised sentences need espeak-ng: a skip here, a failure in CI."""
+    require_tool("espeak-ng", install="apt-get install espeak-ng")
 
 
 # -- token history ---------------------------------------------------------------------------
@@ -65,15 +67,13 @@ def test_history_holds_a_modality_gone_absent_for_its_hold_then_masks_it():
 # -- labelled streams ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def eval_pools():
-    speaker = sc.Speaker() if __import__("shutil").which("espeak-ng") else None
-    if speaker is None:
-        pytest.skip("needs Debian's espeak-ng")
+    require_tool("espeak-ng", install="apt-get install espeak-ng")
     return sc.load_pools(
         DATA / "fer2013" / "PublicTest.npz",
         DATA / "ravdess_speech",
         DATA / "meld_text" / "dev_sent_emo.csv",
         (17, 18, 19, 20),
-        speaker,
+        sc.Speaker(),
     )
 
 
@@ -101,7 +101,7 @@ def test_default_mix_has_conflicts_absences_and_always_an_agreeing_modality(eval
     ]
 
 
-@ESPEAK
+@pytest.mark.usefixtures("espeak")
 def test_scenario_make_writes_media_that_run_replays(tmp_path):
     out = tmp_path / "stream"
     r = affectstream("scenario", "make", "--out", out, "--minutes", "0.4", "--seed", "2")
@@ -447,7 +447,7 @@ def test_mean_over_streams_keeps_the_keys_and_averages_the_figures():
 
 
 # -- the commands ----------------------------------------------------------------------------
-@ESPEAK
+@pytest.mark.usefixtures("espeak")
 @pytest.mark.slow
 def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
     out = tmp_path / "stream"
@@ -492,7 +492,7 @@ def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
     assert c["fused"]["accuracy"] == pytest.approx(c["confidence_weighted"]["accuracy"], abs=0.02)
 
 
-@ESPEAK
+@pytest.mark.usefixtures("espeak")
 @pytest.mark.slow
 def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
     weights = tmp_path / "fusion.pt"

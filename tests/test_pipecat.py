@@ -11,13 +11,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO, require_module
 
-pytest.importorskip(
-    "pipecat", reason="pipecat is not installed (pip install 'affectstream[pipecat]')"
-)
+require_module("pipecat", install="pip install 'affectstream[pipecat]'")
 
 from audio_fixtures import LIBRIVOX, read_speech  # noqa: E402
-from conftest import REPO  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
     InputAudioRawFrame,

@@ -77,7 +77,6 @@ def _eval(name: str, argv: list[str]) -> bool:
 
 @pytest.mark.parametrize("name", ["face", "voice", "text"])
 def test_runtime_and_eval_open_the_same_predictor_class(name):
-    pytest.importorskip("onnxruntime")
     cfg = load_config()
     cfg.backend.name = "onnxruntime"
     cfg.face.int8_on_cpu = False  # the float model, as `eval --backend onnxruntime` runs it
@@ -105,7 +104,6 @@ def test_runtime_and_eval_open_the_same_predictor_class(name):
 def test_eval_face_onnxruntime_runs_the_stage_predictor(tmp_path, monkeypatch):
     """The face stage `AffectStream` builds holds a FacePredictor; `eval face --backend
     onnxruntime` scores through that class, and the stage's predictor reproduces its accuracy."""
-    pytest.importorskip("onnxruntime")
     if not PUBLIC.exists():
         pytest.skip(f"corpus missing: {PUBLIC}")
     from affectstream.models.face.evaluate import evaluate_fer

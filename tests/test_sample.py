@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
 import subprocess
 import sys
 
 import av
 import cv2
-import pytest
 import tomllib
 
 from affectstream.cli.args import sample_media
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 from tests.test_run_cli import affectstream, check_estimate, read_estimates
 
 SAMPLE = sample_media()
@@ -91,8 +89,7 @@ def test_sample_with_another_file_is_one_line(tmp_path):
 
 def test_make_sample_speaks_the_sample_s_words():
     """The rebuild script's speech is the committed clip's: same length, same sentences."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng (apt-get install espeak-ng)")
+    require_tool("espeak-ng", install="apt-get install espeak-ng")
     from affectstream.media import make_sample
 
     pcm, rate = make_sample.speech()

@@ -85,7 +85,8 @@ def test_window_starts_cover_the_end():
 
 
 def test_logmel_matches_numpy_stft_and_crops_are_slices():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from affectstream.models.voice.features import LogMel, MelOptions, mel_filterbank
 
     opt = MelOptions()
@@ -207,7 +208,8 @@ def _tiny_cache(tmp_path):
 
 @needs_data
 def test_crops_and_augmentations_on_real_log_mels(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     from affectstream.models.voice.train import MelBank, Recipe, spec_augment, warp_mel
 
     _, cache = _tiny_cache(tmp_path)
@@ -269,7 +271,6 @@ def test_train_cli_rejects_overlapping_actor_sets(capsys):
 
 
 def test_bench_rows_and_onnx_parity(tmp_path):
-    pytest.importorskip("onnxruntime")
     from affectstream.bench.voice import bench_encoder
 
     rows = bench_encoder(threads=1, iters=5)
