@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write <model>.fp16.onnx (FP16 inside, fp32 I/O) for TensorRT 11",
     )
+    p.add_argument(
+        "--half-weights",
+        metavar="LIST",
+        default="",
+        help="comma-separated models whose file stores its weights in FP16 (computing in "
+        "FP32): half the size; the package ships text this way",
+    )
     p.add_argument("--threads", type=int, default=1, help="CPU threads per export (default 1)")
 
 
@@ -59,10 +66,20 @@ def run(args: argparse.Namespace) -> int:
         weights[model] = path
     if models is None:
         models = registry.names()
+    half = [m.strip() for m in args.half_weights.split(",") if m.strip()]
+    for m in half:
+        if m not in models:
+            raise UsageError(f"--half-weights {m}: not among the exported models {models}")
     console = Console(stderr=True)
     try:
         manifest = export_all(
-            args.out, models, weights, opset=args.opset, threads=args.threads, fp16=args.fp16
+            args.out,
+            models,
+            weights,
+            opset=args.opset,
+            threads=args.threads,
+            fp16=args.fp16,
+            half_weights=half,
         )
     except ExportError as e:
         raise UsageError(str(e)) from None

@@ -84,6 +84,9 @@ class VoiceConfig:
     window_s: float = 2.0  # recent speech the encoder sees each tick
     vad_threshold: float = 0.5
     weights: str = ""
+    # read the classes from the embedding standardised by the stream's own voice statistics
+    # (the session head beside the weights, models/cards/voice.md); off: the network's head
+    session_norm: bool = True
 
 
 @dataclass
@@ -136,10 +139,12 @@ DEVICE_NAMES: tuple[str, ...] = typing.get_args(DeviceName)
 
 @dataclass
 class BackendConfig:
-    name: BackendName = "auto"  # auto: the fastest that works here, measured at start-up
+    # auto: in a live stream, the first that is ready (measured pick, shipped or exported
+    # ONNX, PyTorch; docs/export.md); in eval and bench, the fastest, measured
+    name: BackendName = "auto"
     device: DeviceName = "cpu"
     threads: int = 1
-    onnx_dir: str = ""  # folder from `affectstream export`; empty: export once into the cache
+    onnx_dir: str = ""  # folder from `affectstream export`; empty: the package's own files
 
 
 @dataclass

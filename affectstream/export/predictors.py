@@ -145,22 +145,30 @@ def _int8_face(config: Config) -> Path | None:
 
 
 def open_predictor(name: str, config: Config) -> Any:
-    """The predictor the runtime stage of model `name` runs, as the config says."""
+    """The predictor the runtime stage of model `name` runs, as the config says. It opens only
+    what is ready (`select.ready_backend`): a live stream never exports or measures."""
     b = config.backend
-    if name == "face":
-        int8 = _int8_face(config)
-        if int8 is not None:
-            log.info("face encoder runs on onnxruntime (shipped int8 model)")
-            return open_eval_predictor("face", onnx_file=int8, threads=b.threads)
-    weights = getattr(getattr(config, name, None), "weights", "") or None
-    return open_eval_predictor(
-        name,
-        b.name,
-        onnx_dir=b.onnx_dir or None,
-        weights=weights,
-        threads=b.threads,
-        device=b.device,
-    )
+    threads = max(1, int(b.threads))
+    weights = resolve_weights(getattr(getattr(config, name, None), "weights", "") or None)
+    int8 = _int8_face(config) if name == "face" else None
+    if int8 is not None:
+        from affectstream.export.onnxrt import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(name, int8, threads=threads).load()
+        log.info("face encoder runs on onnxruntime (shipped int8 model)")
+    else:
+        from affectstream.export.select import ready_backend
+
+        backend = ready_backend(
+            name,
+            b.name,
+            onnx_dir=b.onnx_dir or None,
+            weights=weights,
+            threads=threads,
+            device=b.device,
+        )
+        log.info("%s encoder runs on %s", name, backend.name)  # wording tests and users grep for
+    return wrap(name, backend, weights)
 
 
 def module_predictor(

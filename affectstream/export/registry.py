@@ -77,7 +77,7 @@ def _warn_random(model: str, path: str) -> None:
     )
 
 
-def _weights_dir() -> Path:
+def weights_dir() -> Path:
     return Path(str(resources.files("affectstream") / "models" / "weights"))
 
 
@@ -95,7 +95,7 @@ class ModelEntry:
     paddable: tuple[str, ...] = ("batch",)
 
     def default_weights(self) -> Path:
-        return _weights_dir() / self.weights_file
+        return weights_dir() / self.weights_file
 
     def source_hash(self) -> str:
         """Hash of the model's source files: an exported file goes stale when they change."""
@@ -113,7 +113,13 @@ class ModelEntry:
             raise FileNotFoundError(f"{self.name} weights not found: {path}")
         if path.is_file():
             module = self._build(path)
-            info: dict[str, Any] = {"path": str(path), "sha256": file_sha256(path)}
+            # A shipped file is named, not located: the package's own manifest must not
+            # carry the path of the checkout it was exported in.
+            shipped = path.resolve().parent == weights_dir().resolve()
+            info: dict[str, Any] = {
+                "path": path.name if shipped else str(path),
+                "sha256": file_sha256(path),
+            }
         else:
             import torch
 

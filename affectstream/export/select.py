@@ -1,17 +1,25 @@
-"""Choosing and opening a backend: `open_backend(model, "auto" | "torch" | ...)`.
+"""Choosing and opening a backend: `open_backend(model, "auto" | "torch" | ...)` for the
+commands that may measure and export (eval, bench), and `ready_backend(...)` for a live stream.
 
-`auto` measures: each backend that can run here is opened and timed for a few warm calls
-at batch 1 on the model's example inputs, and the fastest wins; the choice and the timings
-are logged and kept on the backend (`backend.auto`). A measurement, not a rule, because the
-winner depends on the model, the CPU and the thread count (on 1-2 CPU threads ONNX Runtime
-usually wins; on a GPU it is TensorRT or PyTorch with CUDA graphs). The pick is measured once
-per machine and kept in the cache (`<cache>/auto/`, keyed by the model's code and weights, the
-options, the CPU and the runtime versions): later starts open only the winner, which is what
-makes a start take about a second rather than four. Delete the folder to measure again.
+`open_backend(..., "auto")` measures: each backend that can run here is opened and timed for a
+few warm calls at batch 1 on the model's example inputs, and the fastest wins; the choice and
+the timings are logged and kept on the backend (`backend.auto`) and in the cache
+(`<cache>/auto/`, keyed by the model's code and weights, the options, the CPU and the runtime
+versions). A measurement, not a rule, because the winner depends on the model, the CPU and
+the thread count.
 
-ONNX Runtime and TensorRT need the exported ONNX file: from `onnx_dir` (written by
-`affectstream export`) or, failing that, exported once into the user cache (in a
-subprocess; seconds for face and voice, about a minute for text on a small CPU).
+A live stream never measures, exports or compiles: on a first launch that work starved the
+stream (a 14-s clip lost its words entirely while three models were exported on its two
+cores). `ready_backend` opens only what is ready: a pick measured before on this machine if
+its files are there, else the ONNX file that ships in the package (`models/weights/onnx/`,
+written by `affectstream export` and checked against the shipped weights by the tests) or
+one the user exported, else PyTorch. So the first launch runs the same backends as the
+second.
+
+ONNX Runtime and TensorRT need an exported ONNX file: from `onnx_dir` (written by
+`affectstream export`), from the package (the shipped weights only), or, for the commands
+that may export, exported once into the user cache (in a subprocess; seconds for face and
+voice, about a minute for text on a small CPU).
 """
 
 from __future__ import annotations
@@ -87,14 +95,38 @@ def _weights_identity(entry: registry.ModelEntry, weights: str | Path | None) ->
     return {"random_init": registry.RANDOM_SEED}
 
 
+def shipped_onnx_dir() -> Path:
+    """The ONNX files that ship in the package, exported from the shipped weights."""
+    return registry.weights_dir() / "onnx"
+
+
+def _shipped_export(entry: registry.ModelEntry, want: dict[str, Any], fp16: bool):
+    """(path, record) of the package's own export of `entry` when it was made from the same
+    weights (`want`), else None. Its code is not compared at run time: the tests check that
+    every shipped file matches the shipped weights and the PyTorch module."""
+    from affectstream.export.onnx_export import ExportError, find_exported
+
+    folder = shipped_onnx_dir()
+    if fp16 or not (folder / "manifest.json").is_file():
+        return None
+    try:
+        path, record = find_exported(folder, entry.name)
+    except (FileNotFoundError, ExportError):
+        return None
+    got = record.get("weights", {})
+    return (path, record) if {k: got.get(k) for k in want} == want else None
+
+
 def exported_model(
     model: str,
     onnx_dir: str | Path | None = None,
     weights: str | Path | None = None,
     fp16: bool = False,
     threads: int = 1,
+    export: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """(ONNX path, manifest record) from `onnx_dir`, or from the cache, exporting on a miss."""
+    """(ONNX path, manifest record) from `onnx_dir`, the package or the cache; on a miss,
+    exported into the cache, or `ExportError` when `export` is False (a live stream)."""
     from affectstream.export.onnx_export import ExportError, export_all, find_exported
 
     entry = registry.get(model)
@@ -113,18 +145,18 @@ def exported_model(
         if fp16 and "fp16" not in record:
             raise ExportError(f"{onnx_dir} has no FP16 export of {model}: export with --fp16")
         return path, record
-    import torch
-
-    from affectstream.core.version import __version__
-
-    key = json.dumps(
-        [model, want, entry.source_hash(), torch.__version__, __version__, fp16], sort_keys=True
-    )
-    folder = cache_root() / "onnx" / f"{model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    shipped = _shipped_export(entry, want, fp16)
+    if shipped is not None:
+        return shipped
+    folder = _cache_folder(entry, want, fp16)
     try:
         return find_exported(folder, model)
     except (FileNotFoundError, ExportError):
-        pass
+        if not export:
+            raise ExportError(
+                f"{model}: no exported ONNX file is ready (none ships for these weights, "
+                "none in the cache); a live stream does not export"
+            ) from None
     log.warning("exporting %s to ONNX once (cached in %s); this takes a while", model, folder)
     t0 = time.perf_counter()
     export_all(
@@ -132,6 +164,23 @@ def exported_model(
     )
     log.info("%s exported in %.1f s", model, time.perf_counter() - t0)
     return find_exported(folder, model)
+
+
+def _cache_folder(entry: registry.ModelEntry, want: dict[str, Any], fp16: bool) -> Path:
+    """Where `exported_model` keeps its own exports: keyed by the weights, the model's code,
+    torch and affectstream versions, and fp16."""
+    from importlib import metadata
+
+    from affectstream.core.version import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    key = json.dumps(
+        [entry.name, want, entry.source_hash(), torch_version, __version__, fp16], sort_keys=True
+    )
+    return cache_root() / "onnx" / f"{entry.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 # -- opening backends ----------------------------------------------------------------------
@@ -144,6 +193,7 @@ def _open_one(
     device: str,
     fp16: bool,
     cuda_graphs: bool,
+    export: bool = True,
 ) -> Backend:
     if name == "torch":
         from affectstream.export.torch_backend import TorchBackend
@@ -165,7 +215,7 @@ def _open_one(
     if name == "onnxruntime":
         from affectstream.export.onnxrt import OnnxRuntimeBackend
 
-        path, record = exported_model(entry.name, onnx_dir, weights, threads=threads)
+        path, record = exported_model(entry.name, onnx_dir, weights, threads=threads, export=export)
         sig = Signature.from_dict(record["signature"])
         return OnnxRuntimeBackend(entry.name, path, sig, threads=threads, device=device).load()
     if name == "tensorrt":
@@ -174,7 +224,9 @@ def _open_one(
         ok, why = tensorrt_status()  # before any export work
         if not ok:
             raise BackendUnavailable(f"tensorrt: {why}")
-        path, record = exported_model(entry.name, onnx_dir, weights, fp16=fp16, threads=threads)
+        path, record = exported_model(
+            entry.name, onnx_dir, weights, fp16=fp16, threads=threads, export=export
+        )
         half = path.parent / record["fp16"]["file"] if "fp16" in record else None
         return TensorRTBackend(
             entry.name,
@@ -288,6 +340,45 @@ def open_backend(
         ", ".join(f"{k} {v:.2f} ms" for k, v in timings.items()),
     )
     return chosen
+
+
+def ready_backend(
+    model_name: str,
+    backend: str = "auto",
+    onnx_dir: str | Path | None = None,
+    weights: str | Path | None = None,
+    threads: int = 1,
+    device: str = "cpu",
+) -> Backend:
+    """A loaded backend for a live stream: like `open_backend`, but "auto" neither measures
+    nor exports. It opens, in this order, the first that is ready: the pick measured before
+    on this machine (by `open_backend(..., "auto")`, e.g. `eval ... --backend auto`), ONNX
+    Runtime on an exported file that is already there (the user's `onnx_dir`, the package's
+    own, the cache), PyTorch. `backend.auto` says which rule chose it. A named backend is
+    opened as `open_backend` would (the user asked for it, export included)."""
+    if backend != "auto":
+        return open_backend(model_name, backend, onnx_dir, weights, threads, device)
+    entry = registry.get(model_name)
+    on_gpu = device == "cuda"
+    args = (entry, onnx_dir, weights, threads, device, on_gpu, on_gpu)
+    reasons = {k: v for k, v in availability(device).items() if v}
+    known = _read_auto(_auto_key(entry, weights, threads, device, on_gpu, on_gpu))
+    tries: list[tuple[str, str]] = []
+    if known is not None and known["picked"] not in reasons:
+        tries.append((known["picked"], "measured before on this machine"))
+    if "onnxruntime" not in reasons:
+        tries.append(("onnxruntime", "an exported ONNX file is ready"))
+    tries.append(("torch", "needs nothing prepared"))
+    for name, why in tries:
+        try:
+            chosen = _open_one(name, *args, export=False)
+        except (BackendError, FileNotFoundError, OSError) as e:
+            log.info("%s for %s not ready: %s", name, model_name, e)
+            continue
+        chosen.auto = {"picked": name, "why": why, "unavailable": reasons}
+        log.info("backend auto for %s on %s: %s (%s)", model_name, device, name, why)
+        return chosen
+    raise BackendUnavailable(f"no backend can run {model_name} here: {reasons}")
 
 
 # -- the auto pick, measured once per machine ------------------------------------------------
