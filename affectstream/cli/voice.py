@@ -121,6 +121,26 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="draw clips so each corpus (and each speaker in it) gets a share growing as its "
         "clip count to this power (0.5: square root; default: every clip equally)",
     )
+    p.add_argument(
+        "--session-head",
+        action="store_true",
+        help="fit only the session head (per-session normalised embedding -> classes) on the "
+        "frozen encoder of --init (default: the shipped voice.pt); --out names the .npz, which "
+        "is used when it sits beside its encoder as <encoder>.session.npz",
+    )
+    p.add_argument(
+        "--session-strength",
+        type=float,
+        default=30.0,
+        help="seconds of speech the training statistics count as in a new session "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--session-by-corpus",
+        default="",
+        help="corpora whose clips form one training session per corpus instead of one per "
+        "speaker (comma-separated; e.g. urdu, whose speaker tags mostly carry one emotion)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", default="voice.pt", help="weight file to write")
@@ -217,6 +237,9 @@ def run_train(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+    if args.session_head:
+        return _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report, t0)
 
     def weights_of(idx):
         if args.balance is None:
@@ -317,6 +340,82 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report, t0) -> int:
+    """`train voice --session-head`: the session head on the frozen encoder of --init."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from affectstream.models.voice import train as T
+    from affectstream.models.voice.encoder import default_weights_path, load_networks
+    from affectstream.models.voice.evaluate import corpus_scores
+    from affectstream.models.voice.session import file_sha256, stream_sessions
+
+    encoder = Path(args.init) if args.init else default_weights_path()
+    try:
+        net = load_networks(encoder)[0]
+    except (ValueError, OSError) as e:
+        raise _usage(str(e)) from None
+    fit = bank.indices(fit_actors)
+    by_corpus = tuple(c for c in args.session_by_corpus.split(",") if c)
+    emb, owner, seconds = T.window_embeddings(net, bank, fit)
+    head = T.fit_session_head(
+        emb,
+        owner,
+        seconds,
+        bank,
+        args.session_strength,
+        seed=0,
+        balance=args.balance,
+        corpus_sessions=by_corpus,
+    )
+    report.update(
+        {
+            "session_head": True,
+            "encoder": str(encoder),
+            "encoder_sha256": file_sha256(encoder),
+            "session_strength_s": args.session_strength,
+            "session_by_corpus": list(by_corpus),
+            "train_actors": fit_actors,
+            "train_clips": int(len(fit)),
+            "train_windows": int(len(owner)),
+            "train_corpora": dict(Counter(str(c) for c in bank.corpus[fit])),
+        }
+    )
+    test = np.setdiff1d(bank.indices(test_actors), np.flatnonzero(~usable))
+    if len(test):
+        # one session per speaker, its clips in a seeded random order, as eval voice reads them
+        rng = np.random.default_rng(0)
+        order = np.concatenate(
+            [rng.permutation(test[bank.actors[test] == a]) for a in sorted(set(bank.actors[test]))]
+        )
+        e, o, sec = T.window_embeddings(net, bank, order)
+        pw = stream_sessions(head, e, sec, bank.actors[o])
+        clip_p = np.zeros((len(bank.actors), pw.shape[1]))
+        np.add.at(clip_p, o, pw)
+        first = np.r_[True, o[1:] != o[:-1]]
+        plain_p, _ = T.predict_cached([net], bank, order)
+        y = cache["labels"][order]
+        report["test"] = {
+            "session": corpus_scores(y, clip_p[order], pw[first]),
+            "stateless": corpus_scores(y, plain_p, plain_p),
+        }
+    report["train_s"] = time.perf_counter() - t0
+    head = replace(head, encoder_sha256=report["encoder_sha256"], meta=report)
+    head.save(args.out)
+    write_json(args.json, report)
+    print(f"wrote {args.out} (session head on {encoder}, {report['train_s']:.0f} s)")
+    if "test" in report:
+        _print_scores(
+            f"held-out actors {list(test_actors)}, clips, one session per speaker",
+            report["test"]["session"]["clips"],
+        )
+        _print_scores(
+            "the same, stateless (the network's own head)", report["test"]["stateless"]["clips"]
+        )
+    return 0
+
+
 # ----------------------------------------------------------------------------- eval
 
 
@@ -332,6 +431,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="weight file (default: the shipped one)")
     p.add_argument("--actors", default="", help="only these actors (comma-separated)")
     p.add_argument("--hop", type=float, default=0.5, help="window hop in seconds")
+    p.add_argument(
+        "--no-session",
+        action="store_true",
+        help="score every window on its own with the network's head, even when the weights "
+        "have a session head (default: each speaker is one session)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the scores here")
     from affectstream.cli.args import add_eval_backend_arguments
@@ -356,7 +461,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except (ValueError, OSError, BackendError) as e:
         raise _usage(str(e)) from None
     try:
-        res = evaluate_clips(enc, clips, hop_s=args.hop)
+        res = evaluate_clips(enc, clips, hop_s=args.hop, sessions=not args.no_session)
     except DataError as e:
         raise _usage(str(e)) from None
     trained_on = set(enc.meta.get("train_actors", []))
@@ -367,6 +472,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if seen:
         print(f"warning: actors {seen} were in this model's training set", file=sys.stderr)
     print(f"{len(clips)} clips, actors {res['actors']}, window {enc.window_s:.2f} s")
+    if res["session_norm"]:
+        print(
+            "each speaker is one session (its clips in a seeded random order); "
+            f"the network's own head, stateless: clip accuracy "
+            f"{res['stateless']['clips']['accuracy']:.3f}"
+        )
     _print_scores("clips (mean over windows)", res["clips"])
     _print_scores("single centre window", res["single_window"])
     if len(res["classes"]) < 7:

@@ -60,9 +60,12 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
     if name == "voice":
         from affectstream.models.voice.encoder import default_weights_path, read_header
         from affectstream.models.voice.predictor import VoicePredictor
+        from affectstream.models.voice.session import load_companion
 
-        window_s, mel, meta = read_header(weights or default_weights_path())
-        return VoicePredictor(backend, window_s=window_s, mel=mel, meta=meta)
+        path = weights or default_weights_path()
+        window_s, mel, meta = read_header(path)
+        session = load_companion(path)
+        return VoicePredictor(backend, window_s=window_s, mel=mel, meta=meta, session=session)
     if name == "text":
         from affectstream.models.text.net import default_weights_path
         from affectstream.models.text.predictor import TextPredictor, read_header

@@ -207,6 +207,7 @@ class AffectStream:
                 None,
                 window_s=cfg.voice.window_s,
                 available=lambda: src.status.state is not SourceState.RECONNECTING,
+                session_norm=cfg.voice.session_norm,
             )
             self._attach("voice", stage)
             self.stages.append(stage)

@@ -4,6 +4,11 @@ A clip is scored the way the live system sees speech: sliding windows of `window
 speech (silence trimmed, as in training), each window classified on its own; the clip's
 prediction averages the window probabilities. Single-window accuracy (the window centred on
 the speech) is reported beside it, since a live tick sees only one window.
+
+When the predictor has a session head, each speaker is one session, as one live stream
+would be: the speaker's clips come in a seeded random order, each window updates the
+speaker's `SpeakerNorm` (no labels) and is read standardised by the statistics so far. The
+stateless figures (the network's own head, every window on its own) are reported beside.
 """
 
 from __future__ import annotations
@@ -71,19 +76,51 @@ def corpus_scores(y_true: np.ndarray, clip_probs: np.ndarray, window_probs: np.n
     }
 
 
+def session_order(clips: Sequence[Clip], seed: int = 0) -> list[int]:
+    """Indices of `clips`, speaker after speaker, each speaker's clips in a seeded random
+    order (file names often sort by emotion, which would make every session start alike)."""
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    for a in sorted({c.actor for c in clips}):
+        mine = [i for i, c in enumerate(clips) if c.actor == a]
+        out.extend(mine[j] for j in rng.permutation(len(mine)))
+    return out
+
+
 def evaluate_clips(
     predictor: VoicePredictor,
     clips: Sequence[Clip],
     hop_s: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
+    sessions: bool = True,
+    seed: int = 0,
 ) -> dict:
-    """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics."""
+    """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics.
+
+    `sessions` (when the predictor has a session head): one session per speaker, clips in
+    `session_order(clips, seed)`; the stateless scores are under "stateless"."""
     mel = predictor.mel if predictor.mel is not None else MelOptions()
+    head = getattr(predictor, "session", None) if sessions else None
+    if head is not None:
+        clips = [clips[i] for i in session_order(clips, seed)]
+    norms: dict[int, object] = {}
     y, clip_probs, win_probs, rows = [], [], [], []
+    plain_clip, plain_win = [], []
     for i, c in enumerate(clips):
         x = load_audio(c.path, predictor.sample_rate)
         wins, n = clip_windows(x, mel, predictor.window_s, hop_s)
-        probs, _ = predictor.predict(wins)
+        probs, emb = predictor.predict(wins)
+        if head is not None:
+            plain_clip.append(probs[:n].mean(axis=0))
+            plain_win.append(probs[n])
+            norm = norms.get(c.actor)
+            if norm is None:
+                norm = norms[c.actor] = head.new_session()
+            new_s = [predictor.window_s] + [hop_s] * (n - 1)
+            probs = np.concatenate(
+                [head.step(norm, emb[j], new_s[j]) for j in range(n)]
+                + [head.probs(norm.apply(emb[n]))]  # the centre window: already counted
+            )
         clip_probs.append(probs[:n].mean(axis=0))
         win_probs.append(probs[n])
         y.append(c.label_index)
@@ -99,10 +136,15 @@ def evaluate_clips(
         )
         if progress is not None:
             progress(i + 1, len(clips))
-    return {
+    out = {
         **corpus_scores(np.asarray(y), np.stack(clip_probs), np.stack(win_probs)),
         "actors": sorted({c.actor for c in clips}),
+        "session_norm": head is not None,
+        "session_strength_s": head.strength_s if head is not None else None,
         "hop_s": hop_s,
         "window_s": predictor.window_s,
         "predictions": rows,
     }
+    if head is not None:
+        out["stateless"] = corpus_scores(np.asarray(y), np.stack(plain_clip), np.stack(plain_win))
+    return out

@@ -53,6 +53,10 @@ class VoicePredictor:
         window_s: the window the weights were trained on (eval slides it over a clip).
         mel: the weights' `MelOptions` when known (eval aligns windows to its frames), else None.
         meta: the weights file's metadata (train/test actors...), {} when unknown.
+        session: the weights' session head (`session.SessionHead`, read from
+            `voice.session.npz` beside them), or None. `predict` never uses it: it is
+            stateless; a caller that follows one session (the voice stage, `eval voice` per
+            speaker) keeps a `session.new_session()` and reads `session.step(...)`.
     """
 
     labels = LABELS
@@ -65,8 +69,10 @@ class VoicePredictor:
         window_s: float = DEFAULT_WINDOW_S,
         mel: Any = None,
         meta: dict | None = None,
+        session: Any = None,
     ) -> None:
         self.backend = backend
+        self.session = session
         self.window_s = float(window_s)
         self.mel = mel
         self.meta = dict(meta or {})

@@ -26,6 +26,7 @@ from affectstream.core.labels import LABELS
 from .data import Clip, kept_segment, load_audio, window_starts
 from .features import MelOptions, log_mel_numpy, mel_centres_hz
 from .net import NetOptions, VoiceEnsemble, VoiceNet
+from .session import SessionHead, fit_head, simulated_sessions
 
 log = logging.getLogger(__name__)
 
@@ -523,3 +524,67 @@ def keep_members(src: str | Path, dst: str | Path, k: int, **meta_updates) -> No
     meta = json.loads(blob.get("meta", "{}"))
     meta.update(meta_updates, members=k)
     torch.save({**blob, "members": blob["members"][:k], "meta": json.dumps(meta)}, dst)
+
+
+# ----------------------------------------------------------------------------- session head
+
+
+@torch.inference_mode()
+def window_embeddings(
+    net: VoiceNet, bank: MelBank, idx: np.ndarray, hop_s: float = 0.5, chunk: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings of the sliding windows of clips `idx` (the windows `predict_cached` scores):
+    (emb (n, D), each window's clip row in the bank (n,), seconds of new speech (n,): a clip's
+    first window brings `window_s`, each later one `hop_s`)."""
+    net.eval()
+    hop = max(1, int(round(hop_s * bank.mel.sample_rate / bank.mel.hop)))
+    embs, owners = [], []
+    for s in range(0, len(idx), chunk):
+        part = np.asarray(idx[s : s + chunk])
+        wins, owner = bank.windows(part, hop)
+        for i in range(0, len(wins), 256):
+            embs.append(net.forward_mel(wins[i : i + 256])[1].cpu().numpy())
+        owners.append(part[owner])
+    owner = np.concatenate(owners)
+    first = np.r_[True, owner[1:] != owner[:-1]]
+    seconds = np.where(first, bank.window_s, hop * bank.mel.hop / bank.mel.sample_rate)
+    return np.concatenate(embs).astype(np.float64), owner, seconds
+
+
+def fit_session_head(
+    emb: np.ndarray,
+    owner: np.ndarray,
+    seconds: np.ndarray,
+    bank: MelBank,
+    strength_s: float,
+    seed: int = 0,
+    l2: float = 1e-3,
+    balance: float | None = 0.5,
+    corpus_sessions: Sequence[str] = (),
+) -> SessionHead:
+    """The session head on windows `emb` of the training clips `owner` (rows of `bank`).
+
+    The prior is the training windows' (balanced) mean and variance; each window is
+    standardised as a live session of random length of its own speaker would have it
+    (`simulated_sessions`); a softmax regression is fitted on that. The clips of the corpora
+    in `corpus_sessions` form one speaker per corpus (URDU's speaker tags mostly carry one
+    emotion each, so a session of one tag would remove the emotion itself).
+    """
+    clips = np.unique(owner)
+    if balance is None:
+        cw = np.ones(len(clips))
+    else:
+        cw = balance_weights(bank.corpus[clips], bank.actors[clips], balance)
+    per_clip = np.zeros(len(bank.actors))
+    per_clip[clips] = cw / np.bincount(owner, minlength=len(bank.actors))[clips]
+    sw = per_clip[owner]
+    mean = np.average(emb, axis=0, weights=sw)
+    var = np.maximum(np.average((emb - mean) ** 2, axis=0, weights=sw), 1e-4)
+    speaker = bank.actors[owner].astype(np.int64)
+    for i, name in enumerate(corpus_sessions):
+        speaker[bank.corpus[owner] == name] = -1 - i
+    z = simulated_sessions(
+        emb, seconds, speaker, owner, mean, var, strength_s, np.random.default_rng(seed)
+    )
+    w, b = fit_head(z, bank.labels[torch.as_tensor(owner)].cpu().numpy(), sw, l2=l2)
+    return SessionHead(w, b, mean, var, float(strength_s))

@@ -2,6 +2,12 @@
 
 Silence makes the voice modality absent (not a confident "neutral"); so does a microphone
 that is reconnecting. While someone speaks, the predictor sees the newest `window_s` seconds.
+
+When the predictor has a session head (`models.voice.session`) and `session_norm` is on, the
+class probabilities are read from the embedding standardised by this stream's own running
+statistics (one `SpeakerNorm` per stage, so per stream; `reset_session` starts again), which
+the head shrinks toward the training statistics while the stream has little speech. The
+embedding handed on (to the fusion) is the encoder's own, unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class VoiceStage(Stage):
         window_s: float = 2.0,
         speech_ms: float = 300.0,
         available: Callable[[], bool] = lambda: True,
+        session_norm: bool = True,
     ) -> None:
         self.ring = ring
         self.vad = vad
@@ -31,6 +38,12 @@ class VoiceStage(Stage):
         self.speech_ms = speech_ms
         self.available = available
         self._last_end = -1
+        self.session_norm = session_norm
+        self._norm = None  # this stream's SpeakerNorm, made when the head is first seen
+
+    def reset_session(self) -> None:
+        """Forget this stream's voice statistics (a new speaker or session starts)."""
+        self._norm = None
 
     def run(self, now_ns: int) -> ModalityResult | object | None:
         self.vad.update(self.ring)
@@ -41,16 +54,24 @@ class VoiceStage(Stage):
         end = self.ring.written
         if end == self._last_end:
             return None  # no new audio since the last tick
+        new = end - max(0, self._last_end)
         self._last_end = end
         x, t0 = self.ring.latest(self.window)
         probs, emb = self.predictor.predict(x)
+        info = {"speech_prob": self.vad.speech_prob(self.speech_ms)}
+        head = getattr(self.predictor, "session", None) if self.session_norm else None
+        if head is not None:
+            if self._norm is None:
+                self._norm = head.new_session()
+            probs = head.step(self._norm, emb[0], min(new, len(x)) / self.ring.sample_rate)
+            info["session_s"] = self._norm.seconds
         t_newest = t0 + int(len(x) * 1e9 / self.ring.sample_rate)
         return ModalityResult(
             probs=probs[0],
             t_ns=t_newest,
             embedding=emb[0],
             confidence=float(probs[0].max()),
-            info={"speech_prob": self.vad.speech_prob(self.speech_ms)},
+            info=info,
         )
 
     def warmup(self) -> None:
