@@ -260,6 +260,16 @@ def _merge_status(traces: Sequence[StreamTrace]) -> dict[str, dict[str, int]]:
 BUDGET_MODALITIES = ("face", "voice")
 
 
+def batch_stats(predictors: dict[str, Any]) -> dict[str, Any]:
+    """Per shared model, the `BatchStats` of its cross-session batcher (`export.batching`)."""
+    out = {}
+    for name, p in predictors.items():
+        stats = getattr(getattr(p, "backend", None), "stats", None)
+        if stats is not None:
+            out[name] = stats
+    return out
+
+
 def worst_age_p99(summary: dict[str, Any]) -> float | None:
     """The largest p99 estimate age over face and voice (when they were ever present)."""
     ages = summary["age_ms"]
@@ -298,10 +308,13 @@ def measure(
     rows = []
     for n in streams:
         cb = (lambda s, n=n: progress(n, s)) if progress is not None else None
+        for stats in batch_stats(predictors).values():  # each stream count counts its own
+            stats.clear()
         traces, resources, predictors = run_streams(
             config, media, n, seconds, predictors, cb, transcribe
         )
         summary = summarize(traces, seconds)
+        summary["batches"] = {m: s.summary() for m, s in batch_stats(predictors).items()}
         if "backends" not in result["machine"]:
             result["machine"]["backends"] = {
                 name: getattr(getattr(p, "backend", None), "name", None)
@@ -327,6 +340,7 @@ def measure(
                 "rss_mb_max": resources["rss_mb"]["max"],
                 "tick_overruns": summary["tick_overruns"],
                 "ticks_skipped": summary["ticks_skipped"],
+                "batches": summary["batches"],
             }
         )
     within = [

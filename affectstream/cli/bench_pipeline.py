@@ -131,7 +131,7 @@ def streams_table(result: dict):
         f"largest within it: {result['max_streams_within_budget']})"
     )
     cols = ("streams", "tick p99 ms", "age p99 ms", "rate Hz", "CPU % p50", "RSS max MB")
-    for col in cols:
+    for col in (*cols, "batches: mean size (max), wait p99 ms"):
         t.add_column(col, justify="right")
     for r in result["streams"]:
         t.add_row(
@@ -141,8 +141,20 @@ def streams_table(result: dict):
             f"{r['estimate_rate_hz']:.2f}",
             _fmt(r["cpu_percent_p50"]),
             _fmt(r["rss_mb_max"]),
+            batches_cell(r.get("batches", {})),
         )
     return t
+
+
+def batches_cell(batches: dict) -> str:
+    """`face 2.9 (3) 1.2, voice ...`: per shared model, the mean and largest batch and the
+    p99 time a request waited for its batch."""
+    parts = []
+    for model, b in batches.items():
+        if b["calls"]:
+            wait = b["wait_ms"]["p99"]
+            parts.append(f"{model} {b['mean_batch']:.1f} ({b['max_batch']}) {_fmt(wait)}")
+    return ", ".join(parts) or "-"
 
 
 def _fmt(x) -> str:

@@ -38,6 +38,9 @@ class SchedulerConfig:
     # VM whose host deschedules idle vCPUs, the work just after a sleep runs slow (docs/
     # benchmarks.md, "Real-time runs"). Costs that much CPU per tick; 0 turns it off.
     spin_ms: float = 0.0
+    # Ticks fall on multiples of the period on the monotonic clock, so the streams of one
+    # process (server sessions) tick together and their model calls batch (config `batch`).
+    align_ticks: bool = True
     deadline_ms: dict[str, float] = field(
         default_factory=lambda: {"face": 40.0, "voice": 30.0, "text": 30.0, "fusion": 10.0}
     )
@@ -148,6 +151,23 @@ class BackendConfig:
 
 
 @dataclass
+class BatchConfig:
+    """How a model shared by several streams batches their requests (`export.batching`).
+
+    Attributes:
+        enabled: batch at all (one stream alone never waits either way).
+        window_ms: the longest the first request of a batch waits for the others.
+        max_batch: the most requests in one call.
+        active_s: a stream that asked within this many seconds is waited for.
+    """
+
+    enabled: bool = True
+    window_ms: float = 4.0
+    max_batch: int = 32
+    active_s: float = 1.0
+
+
+@dataclass
 class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
@@ -158,6 +178,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 def _check(value, tp, key: str):

@@ -18,6 +18,7 @@ import numpy as np
 
 from affectstream.core.clock import now_ns
 from affectstream.core.config import SchedulerConfig
+from affectstream.core.deadline import deadline
 from affectstream.core.labels import MODALITIES, valence_arousal
 from affectstream.core.messages import Estimate
 from affectstream.realtime.fusion import confidence_fusion
@@ -40,6 +41,7 @@ class StageWorker:
         self.stage = stage
         self._cv = threading.Condition()
         self._job: int | None = None  # t_ns of the call to make
+        self._due_ns: int | None = None  # perf_counter time its answer is needed by
         self._busy = False
         self._result: tuple | None = None  # (output, exception, duration_ms)
         self._closed = False
@@ -51,11 +53,13 @@ class StageWorker:
         with self._cv:
             return self._busy
 
-    def start(self, t_ns: int) -> None:
+    def start(self, t_ns: int, due_ns: int | None = None) -> None:
+        """Call the stage for tick time `t_ns`; `due_ns` (perf_counter) is when the tick stops
+        waiting for it: a batcher down the call holds the request no longer than that."""
         with self._cv:
             if self._busy:
                 raise RuntimeError(f"stage {self.stage.name}: a call is still running")
-            self._job, self._busy, self._result = t_ns, True, None
+            self._job, self._due_ns, self._busy, self._result = t_ns, due_ns, True, None
             self._cv.notify_all()
 
     def wait(self, timeout_s: float) -> bool:
@@ -82,11 +86,12 @@ class StageWorker:
                 self._cv.wait_for(lambda: self._job is not None or self._closed)
                 if self._closed:
                     return
-                t_ns, self._job = self._job, None
+                t_ns, due_ns, self._job = self._job, self._due_ns, None
             s0 = time.perf_counter_ns()
             out, exc = None, None
             try:
-                out = self.stage.run(t_ns)
+                with deadline(due_ns):
+                    out = self.stage.run(t_ns)
             except Exception as e:  # reported in the estimate; the stream goes on
                 exc = e
             d_ms = (time.perf_counter_ns() - s0) / 1e6
@@ -121,6 +126,9 @@ class Pipeline:
     transcript: Callable[[int], str] | None = None
     fuse: Callable = confidence_fusion  # (present results, emit_ns) -> (probs, relevance)
     start_ns: int | None = None
+    # A stage's model call may wait (up to its deadline) for other streams' calls to batch
+    # with; a stepped replay never waits, so its results do not depend on other streams.
+    wait_for_batches: bool = True
 
     def __post_init__(self) -> None:
         self._states = [
@@ -164,9 +172,10 @@ class Pipeline:
                     st.ran_last_tick = False
                 else:
                     st.started_ns = s0 = time.perf_counter_ns()
-                    st.worker.start(t_ns + (s0 - w0))
                     # wait as long as the tick can afford, and never less than the deadline
                     left_ms = max(st.deadline_ms, budget_ms - (s0 - w0) / 1e6)
+                    due = s0 + int(st.deadline_ms * 1e6) if self.wait_for_batches else s0
+                    st.worker.start(t_ns + (s0 - w0), due)
                     st.ran_last_tick = True
                     if st.worker.wait(left_ms / 1e3):
                         stages_ms[name] = self._take(st)
@@ -299,11 +308,15 @@ def run_realtime(
     """Tick on the monotonic clock until `done()` (sources finished) or `stop()`.
 
     A tick that overruns its period does not make the next ones queue up: the schedule
-    jumps to the next period boundary and the skipped ticks are counted.
+    jumps to the next period boundary and the skipped ticks are counted. With
+    `align_ticks`, ticks fall on multiples of the period, so the streams of one process tick
+    together and their calls of a shared model form one batch (`export.batching`).
     """
     period = pipeline.period_ns
     spin_ns = int(pipeline.config.spin_ms * 1e6)
     start = now_ns()
+    if pipeline.config.align_ticks:  # the next multiple of the period on the monotonic clock
+        start = -(-start // period) * period
     pipeline.start_ns = start
     k = 0
     while not stop():
@@ -343,6 +356,7 @@ def run_stepped(
     """
     period = pipeline.period_ns
     pipeline.start_ns = start_ns
+    pipeline.wait_for_batches = False
     k = 0
     while not stop():
         t = start_ns + k * period
