@@ -1,10 +1,21 @@
-"""Benchmarks: print a table and write JSON (face, voice, text, fusion, stt, models, audio, pipeline, scheduler, startup)."""
+"""Benchmarks: print a table and write JSON (face, voice, text, fusion, stt, models, audio,
+pipeline, serve, scheduler, startup)."""
 
 from __future__ import annotations
 
 import argparse
 
-from affectstream.cli import bench_audio, bench_pipeline, face, fusion, models, stt, text, voice
+from affectstream.cli import (
+    bench_audio,
+    bench_pipeline,
+    bench_serve,
+    face,
+    fusion,
+    models,
+    stt,
+    text,
+    voice,
+)
 from affectstream.cli.bench_runtime import Scheduler, Startup
 
 # bench target -> module providing add_bench_arguments / run_bench
@@ -17,6 +28,7 @@ TARGETS = {
     "models": models,
     "audio": bench_audio,
     "pipeline": bench_pipeline,
+    "serve": bench_serve,
     "scheduler": Scheduler,
     "startup": Startup,
 }

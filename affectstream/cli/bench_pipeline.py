@@ -73,7 +73,7 @@ def run_bench(args: argparse.Namespace) -> int:
             transcribe=not args.no_transcribe,
             progress=progress,
         )
-    out = Console()
+    out = Console(width=max(Console().width, 140))  # the streams table is wide
     out.print(header_text(result))
     out.print(stages_table(result))
     if len(args.streams) > 1 or args.streams != [1]:

@@ -271,13 +271,28 @@ class StreamServer:
 
     def status(self, client: Client) -> dict:
         s = client.session
-        return {
+        msg = {
             "type": "status",
             "mode": self.mode,
             "clients": len(self.clients),
             "estimates": s.estimates if s is not None else self.estimates,
             "dropped": client.dropped,
         }
+        batches = self.batches()
+        if batches:
+            msg["batches"] = batches
+        return msg
+
+    def batches(self) -> dict:
+        """Per model shared by the sessions, the calls its batcher made (export.batching)."""
+        out = {}
+        shared = self.sessions.predictors if self.sessions is not None else {}
+        for name, predictor in shared.items():
+            stats = getattr(getattr(predictor, "backend", None), "stats", None)
+            if stats is not None:
+                s = stats.summary()
+                out[name] = {k: s[k] for k in ("requests", "calls", "mean_batch", "max_batch")}
+        return out
 
     def hello(self, client: Client) -> dict:
         s = client.session
