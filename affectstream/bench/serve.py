@@ -86,11 +86,14 @@ def load_media(path: str | Path, jpeg_quality: int = 85) -> Media:
     return Media([f.tobytes() for f in frames], float(fps), pcm16, int(rate))
 
 
-def default_launch(port: int, sessions: int, token: str, transcribe: bool = True) -> list[str]:
-    """`affectstream serve` on 127.0.0.1:`port` for `sessions` sessions (push mode)."""
+def default_launch(
+    port: int, sessions: int, token: str, transcribe: bool = True, extra: Sequence[str] = ()
+) -> list[str]:
+    """`affectstream serve` on 127.0.0.1:`port` for `sessions` sessions (push mode); `extra`:
+    more of its flags (`--device cuda`, `--backend ...`, `--config FILE`)."""
     argv = [sys.executable, "-m", "affectstream", "serve", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--token", token, "--max-sessions", str(sessions)]
-    return argv + ([] if transcribe else ["--no-transcribe"])
+    return argv + ([] if transcribe else ["--no-transcribe"]) + list(extra)
 
 
 def free_port() -> int:

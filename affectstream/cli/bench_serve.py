@@ -28,6 +28,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seconds", type=float, default=30.0, metavar="S", help="per run (30)")
     p.add_argument("--no-transcribe", action="store_true", help="the server runs no words")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="the server's --device")
+    p.add_argument("--backend", help="the server's --backend (auto, torch, onnxruntime, ...)")
+    p.add_argument("--config", metavar="FILE", help="the server's --config")
     p.add_argument(
         "--budget-ms",
         type=float,
@@ -50,7 +53,13 @@ def run_bench(args: argparse.Namespace) -> int:
     media = looped_media(args)
     if args.seconds <= 0:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
-    launch = functools.partial(serve.default_launch, transcribe=not args.no_transcribe)
+    extra = []
+    for flag in ("device", "backend", "config"):
+        if getattr(args, flag):
+            extra += [f"--{flag}", str(getattr(args, flag))]
+    launch = functools.partial(
+        serve.default_launch, transcribe=not args.no_transcribe, extra=extra
+    )
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
