@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
+from affectstream.cli.args import sample_media
 from tests.conftest import REPO, affectstream
 
 
-def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_path):
+def test_bench_pipeline_two_stream_counts_writes_json_and_plot(tmp_path):
+    """No --media: the bundled sample, looped (every install has it)."""
     out, png = tmp_path / "p.json", tmp_path / "p.png"
     r = subprocess.run(
         [
@@ -20,8 +22,6 @@ def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_pat
             "affectstream",
             "bench",
             "pipeline",
-            "--media",
-            str(megamind),
             "--seconds",
             "2",
             "--streams",
@@ -40,15 +40,21 @@ def test_bench_pipeline_two_stream_counts_writes_json_and_plot(megamind, tmp_pat
     assert r.returncode == 0, r.stderr
     assert "stage face" in r.stdout and "streams sharing the models" in r.stdout
     d = json.loads(out.read_text())
+    assert d["media"] == str(sample_media())
     m = d["machine"]
     assert m["cores"] >= 1 and m["cpu"] and m["backends"]["face"] in ("onnxruntime", "torch")
     p = d["pipeline"]
     assert {"face", "voice", "fusion", "total"} <= set(p["stages_ms"])
     for s in p["stages_ms"].values():
         assert s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
-    assert p["age_ms"]["face"]["p50"] is not None and p["present_fraction"]["face"] > 0.5
+    assert p["age_ms"]["face"]["p50"] is not None and 0 < p["present_fraction"]["face"] <= 1
     assert p["age_ms"]["text"]["p50"] is None  # --no-transcribe: no words
-    assert p["estimates"] >= 12 and 5 < p["estimate_rate_hz"] < 12
+    # the counts add up: every estimate has one status per modality; the rate is the count
+    # over the seconds (how high it gets is this machine's figure, not the test's)
+    assert p["estimates"] >= 2 and p["estimate_rate_hz"] == pytest.approx(
+        p["estimates"] / 2, abs=1e-3
+    )
+    assert all(sum(c.values()) == p["estimates"] for c in p["status"].values()), p["status"]
     assert p["resources"]["rss_mb"]["max"] > 100
     assert [row["streams"] for row in d["streams"]] == [1, 2]
     for row in d["streams"]:
@@ -88,15 +94,15 @@ def test_bench_scheduler_prints_and_writes_its_cost(tmp_path):
     assert d["scheduler_ms_per_tick_p50"] == round(w["p50"] - i["p50"], 4)
 
 
-def test_bench_startup_times_the_first_estimate(megamind, tmp_path):
+def test_bench_startup_times_the_first_estimate(tmp_path):
+    """No --media: it launches `run` on the bundled sample."""
     out = tmp_path / "st.json"
-    r = affectstream(
-        "bench", "startup", "--media", megamind, "--runs", "1", "--no-transcribe", "--json", out
-    )
+    r = affectstream("bench", "startup", "--runs", "1", "--no-transcribe", "--json", out)
     assert r.returncode == 0, r.stderr
     assert "first estimate" in r.stdout
     d = json.loads(out.read_text())
     assert d["flags"] == ["--no-transcribe"] and len(d["first_estimate_s"]) == 1
-    assert 0 < d["first_estimate_s"][0] < 120
+    assert d["media"] == str(sample_media())
+    assert d["first_estimate_s"][0] > 0
     assert d["first_estimate_s"][0] <= d["joined_s"][0]["face"] <= d["all_loaded_s"][0]
     assert "all loaded" in r.stdout and d["joined_s"][0].keys() == {"face", "voice"}

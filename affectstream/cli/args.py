@@ -171,8 +171,8 @@ def add_looped_stream_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--media",
         type=Path,
-        help="video with an audio track, looped (default: the checkout's "
-        "../shared/media/Megamind.avi, resolved when the command runs)",
+        help="video with an audio track, looped (default: the bundled sample clip, as "
+        "`run --sample`)",
     )
     p.add_argument(
         "--no-transcribe", action="store_true", help="no speech-to-text, no text modality"
@@ -182,11 +182,11 @@ def add_looped_stream_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def looped_media(args: argparse.Namespace) -> Path:
-    """`--media`, or the checkout's Megamind.avi; UsageError when the file is not there."""
-    from affectstream.cli.defaults import shared_dir
+    """`--media`, or the bundled sample, which every install has (a default under ../shared
+    would fail outside a checkout); UsageError when the file is not there."""
     from affectstream.core.errors import UsageError
 
-    media = Path(args.media or shared_dir() / "media" / "Megamind.avi")
+    media = Path(args.media or sample_media())
     if not media.is_file():
         raise UsageError(f"--media: file not found: {media}")
     return media

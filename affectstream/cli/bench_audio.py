@@ -32,14 +32,14 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from affectstream.bench.audio import measure
-    from affectstream.cli.defaults import shared_dir
+    from affectstream.cli.defaults import fill_shared_defaults, shared_dir
     from affectstream.core.errors import UsageError
 
-    media_dir = shared_dir() / "media"
-    speech = args.audio or media_dir / "speech"
+    fill_shared_defaults(args, {"audio": ("--audio FILE", "media/speech")})
+    speech = Path(args.audio)
     media = args.media
     if media is None:
-        megamind = media_dir / "Megamind.avi"  # AC-3 48 kHz stereo: decode + resample
+        megamind = shared_dir() / "media" / "Megamind.avi"  # AC-3 48 kHz stereo: decode + resample
         files = sorted(speech.glob("librivox/*.wav")) if speech.is_dir() else [speech]
         media = megamind if megamind.is_file() else (files[0] if files else None)
     if media is None:

@@ -1,8 +1,8 @@
 """`affectstream bench pipeline`: the whole pipeline at real pace (bench/pipeline.py), as
 tables, JSON and a plot.
 
-The media default is the checkout's `../shared/media/Megamind.avi` (resolved when the command
-runs); the file is looped for as long as `--seconds` asks.
+The media default is the bundled sample clip (`run --sample`); the file is looped for as long
+as `--seconds` asks.
 """
 
 from __future__ import annotations

@@ -379,10 +379,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from affectstream.bench.face import print_bench, run_face_bench
-    from affectstream.cli.defaults import shared_dir
+    from affectstream.cli.defaults import fill_shared_defaults
     from affectstream.core.errors import UsageError
 
-    video = Path(args.video) if args.video else shared_dir() / "media" / "Megamind.avi"
+    fill_shared_defaults(args, {"video": ("--video FILE", "media/Megamind.avi")})
+    video = Path(args.video)
     if not video.is_file():
         raise UsageError(f"video not found: {video}")
     try:

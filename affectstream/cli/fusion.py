@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from affectstream.cli.args import add_backend_arguments, add_fusion_argument, write_json
-from affectstream.cli.defaults import shared_dir
+from affectstream.cli.defaults import fill_shared_defaults
 from affectstream.cli.voice import actors_arg
 
 log = logging.getLogger(__name__)
@@ -23,45 +23,39 @@ EVAL_HELP = "replay a labelled stream through the real pipeline and score every 
 EVAL_ACTORS, TRAIN_ACTORS = "17,18,19,20", ",".join(str(a) for a in range(1, 17))
 
 
-def _data(*parts: str) -> str:
-    return str(shared_dir().joinpath("data", *parts))
-
-
 def _usage(msg: str):
     from affectstream.core.errors import UsageError
 
     return UsageError(msg)
 
 
-def _corpora(split: str) -> dict[str, str]:
-    """The default corpora of a split ("train" or "eval"): disjoint people, images, sentences."""
+def _corpora(split: str) -> dict[str, tuple[str, str]]:
+    """The default corpora of a split ("train" or "eval"; disjoint people, images, sentences):
+    dest -> (flag, path under the checkout's ../shared), for `fill_shared_defaults`."""
     held = split == "eval"
     return {
-        "faces": _data("fer2013", "PublicTest.npz" if held else "Training.npz"),
-        "ravdess": _data("ravdess_speech"),
-        "actors": EVAL_ACTORS if held else TRAIN_ACTORS,
-        "text": _data("meld_text", "dev_sent_emo.csv" if held else "train_sent_emo.csv"),
+        "faces": ("--faces NPZ", f"data/fer2013/{'PublicTest' if held else 'Training'}.npz"),
+        "ravdess": ("--ravdess DIR", "data/ravdess_speech"),
+        "text": ("--text CSV", f"data/meld_text/{'dev' if held else 'train'}_sent_emo.csv"),
     }
 
 
 def _add_corpora(p: argparse.ArgumentParser, split: str) -> None:
     held = split == "eval"
-    default = _corpora(split)
+    default = {k: f"the checkout's ../shared/{rel}" for k, (_, rel) in _corpora(split).items()}
     p.add_argument(
         "--faces",
-        default=default["faces"],
         metavar="NPZ",
-        help="faces in FER2013's npz format (default: FER2013 %(default)s)",
+        help=f"faces in FER2013's npz format (default: FER2013 {default['faces']})",
     )
     p.add_argument(
         "--ravdess",
-        default=default["ravdess"],
         metavar="DIR",
-        help="RAVDESS-layout speech folder (default: %(default)s)",
+        help=f"RAVDESS-layout speech folder (default: {default['ravdess']})",
     )
     p.add_argument(
         "--actors",
-        default=default["actors"],
+        default=EVAL_ACTORS if held else TRAIN_ACTORS,
         help="RAVDESS actors to draw voices from (default: %(default)s, "
         + (
             "the voice model's unseen test actors)"
@@ -71,9 +65,8 @@ def _add_corpora(p: argparse.ArgumentParser, split: str) -> None:
     )
     p.add_argument(
         "--text",
-        default=default["text"],
         metavar="CSV",
-        help="sentences in MELD's CSV format (default: %(default)s)",
+        help=f"sentences in MELD's CSV format (default: {default['text']})",
     )
 
 
@@ -105,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.minutes <= 0:
         raise _usage(f"--minutes must be positive, got {args.minutes}")
+    fill_shared_defaults(args, _corpora("eval"))
     try:
         speaker = sc.Speaker(seed=args.seed)
     except sc.ScenarioError as e:
@@ -306,10 +300,30 @@ def _calibrate_seed(args) -> int | None:
         raise _usage(f"--calibrate-seed must be an integer or 'none', got {given!r}") from None
 
 
-def _dev_stream(args, speaker) -> Path | None:
+def _dev_corpora(args) -> argparse.Namespace | None:
+    """The corpora the development stream of `--calibrate-seed` is drawn from: the evaluation
+    ones, as `scenario make` draws by default, with `--ravdess`; None when there is no such
+    stream to make. Checked before training, so a missing corpus stops the command at once."""
+    from affectstream.core.errors import UsageError
+
+    if args.calibrate_on or _calibrate_seed(args) is None:
+        return None
+    held = argparse.Namespace(faces=None, ravdess=args.ravdess, actors=EVAL_ACTORS, text=None)
+    try:
+        fill_shared_defaults(held, _corpora("eval"))
+    except UsageError:
+        raise _usage(
+            "give --calibrate-on DIR (or --calibrate-seed none): the evaluation corpora the "
+            "development stream is drawn from are not in the checkout's ../shared"
+        ) from None
+    return held
+
+
+def _dev_stream(args, speaker, held: argparse.Namespace | None) -> Path | None:
     """The development stream that calibrates the temperature: `--calibrate-on`, or the one of
-    `--calibrate-seed`, drawn from the evaluation corpora as `scenario make` draws by default
-    (the evaluation streams use other seeds), written once into the user cache."""
+    `--calibrate-seed`, drawn from the evaluation corpora `held` (`_dev_corpora`) as `scenario
+    make` draws by default (the evaluation streams use other seeds), written once into the
+    user cache."""
     if args.calibrate_on:
         return Path(args.calibrate_on)
     seed = _calibrate_seed(args)
@@ -320,7 +334,6 @@ def _dev_stream(args, speaker) -> Path | None:
     from affectstream.export.select import cache_root
     from affectstream.models.fusion import scenario as sc
 
-    held = argparse.Namespace(**{**_corpora("eval"), "ravdess": args.ravdess})
     key = hashlib.sha256(repr(sorted(vars(held).items())).encode()).hexdigest()[:12]
     dev_speaker = sc.Speaker(seed=seed)
     return _stream_in_cache(
@@ -366,7 +379,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     args.config = None
     config = config_from_args(args)
-    _calibrate_seed(args)  # a bad value stops the command before the training, not after
+    fill_shared_defaults(args, _corpora("train"))
+    held = _dev_corpora(args)  # a bad value or missing corpus stops it before the training
     if args.members is not None and args.members < 1:
         raise _usage(f"--members must be 1 or more, got {args.members}")
     t0 = time.perf_counter()
@@ -433,7 +447,7 @@ def run_train(args: argparse.Namespace) -> int:
     record["seconds"] = round(time.perf_counter() - t0, 1)
     out = save_weights(net, opts.history, record, args.out or default_weights_path())
     print(f"temperature {record['temperature']:.3f}; wrote {out} ({record['seconds']:.0f} s)")
-    dev = _dev_stream(args, speaker)
+    dev = _dev_stream(args, speaker, held)
     if dev is not None:
         record = calibrate(out, str(dev), config)
         print(f"temperature refitted on {dev}: {record['temperature']:.3f}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from affectstream.cli.args import add_model_arguments, transcriber_config, write_json
-from affectstream.cli.defaults import shared_dir
+from affectstream.cli.defaults import fill_shared_defaults
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -136,8 +136,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.pause < 0:
         raise UsageError("--runs must be >= 1 and --pause >= 0")
-    if args.audio is None:
-        args.audio = str(shared_dir() / "media" / "speech" / "librivox")
+    fill_shared_defaults(args, {"audio": ("--audio DIR", "media/speech/librivox")})
     cfg = transcriber_config(args)
     clips = _clips(args)
     audio, _ = clips.joined()

@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from affectstream.cli.args import write_json
-from affectstream.cli.defaults import shared_dir
+from affectstream.cli.defaults import fill_shared_defaults
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,19 @@ def run_train(args: argparse.Namespace) -> int:
     from affectstream.models.text.net import TextModelSpec
     from affectstream.models.text.train import TrainOptions, save_result, train
 
-    shared = shared_dir() / "data"
-    goemotions = shared / "goemotions" / "ekman" if args.goemotions is None else args.goemotions
+    args.meld_train, args.meld_dev = args.meld_train or None, args.meld_dev or None  # '': default
+    fill_shared_defaults(
+        args,
+        {
+            "goemotions": ("--goemotions DIR (or '' for none)", "data/goemotions/ekman"),
+            "meld_train": ("--meld-train CSV", "data/meld_text/train_sent_emo.csv"),
+            "meld_dev": ("--meld-dev CSV", "data/meld_text/dev_sent_emo.csv"),
+        },
+    )
     opts = TrainOptions(
-        goemotions=str(goemotions),
-        meld_train=args.meld_train or str(shared / "meld_text" / "train_sent_emo.csv"),
-        meld_dev=args.meld_dev or str(shared / "meld_text" / "dev_sent_emo.csv"),
+        goemotions=args.goemotions,
+        meld_train=args.meld_train,
+        meld_dev=args.meld_dev,
         base=args.base,
         spec=TextModelSpec(
             use_context=args.context,

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from affectstream.cli.args import write_json
-from affectstream.cli.defaults import shared_dir
+from affectstream.cli.defaults import fill_shared_defaults
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +151,11 @@ def _load_caches(args: argparse.Namespace, T) -> tuple[dict, str]:
     """The training cache from --data and --cache (merged when several), and its description."""
     from affectstream.models.voice.data import DataError
 
+    if args.data is None and not args.cache:
+        fill_shared_defaults(args, {"data": ("--data DIR", "data/ravdess_speech")})
+        args.data = [args.data]
     datas = [Path(d) for d in args.data] if args.data else []
     caches = list(args.cache or [])
-    if not datas and not caches:
-        datas = [shared_dir() / "data" / "ravdess_speech"]
     if caches and datas and len(caches) != len(datas):
         raise _usage(f"{len(caches)} --cache file(s) for {len(datas)} --data folder(s)")
     parts, desc = [], []
@@ -346,12 +347,13 @@ def _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report
 
     import numpy as np
 
+    from affectstream.export.predictors import resolve_weights
     from affectstream.models.voice import train as T
     from affectstream.models.voice.encoder import default_weights_path, load_networks
     from affectstream.models.voice.evaluate import corpus_scores
     from affectstream.models.voice.session import file_sha256, stream_sessions
 
-    encoder = Path(args.init) if args.init else default_weights_path()
+    encoder = Path(resolve_weights(args.init) or default_weights_path())  # a shipped name too
     try:
         net = load_networks(encoder)[0]
     except (ValueError, OSError) as e:
