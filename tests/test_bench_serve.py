@@ -15,6 +15,8 @@ from tests.conftest import affectstream
 @pytest.mark.slow
 def test_bench_serve_reports_each_session_count(tmp_path):
     out, png = tmp_path / "serve.json", tmp_path / "serve.png"
+    batch_on = tmp_path / "batch-on.yaml"  # on a CPU the server batches only when asked
+    batch_on.write_text("batch:\n  enabled: true\n")
     r = affectstream(
         "bench",
         "serve",
@@ -23,6 +25,8 @@ def test_bench_serve_reports_each_session_count(tmp_path):
         "--seconds",
         "4",
         "--no-transcribe",
+        "--config",
+        batch_on,
         "--json",
         out,
         "--plot",

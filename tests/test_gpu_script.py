@@ -14,8 +14,11 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_the_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
+    batch_on = tmp_path / "batch-on.yaml"
+    batch_on.write_text("batch:\n  enabled: true\n")  # the default on a GPU, not on a CPU
     env = dict(
         os.environ,
+        CONFIG=str(batch_on),
         OUT=str(tmp_path),
         DEVICE="cpu",
         SECONDS_PER_RUN="3",

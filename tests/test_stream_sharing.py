@@ -58,4 +58,9 @@ def test_streams_share_one_whisper_model_and_both_hear_the_words(megamind):
         ests = list(stream.estimates())
         said.append(" ".join(e.transcript for e in ests[-5:]))
         assert any(e.present["text"] for e in ests)
-    assert said[0].strip() and said[0] == said[1]  # the same words from the one model
+    # the same speech through the one model: the same words. Not the same string: a stepped
+    # replay's clock advances by the work each tick took, so the decodes fall at other points
+    # and punctuation or a word at a cut may differ.
+    words = [set(s.lower().replace(".", " ").replace(",", " ").split()) for s in said]
+    assert words[0] and words[1], said
+    assert len(words[0] & words[1]) >= 0.8 * min(len(words[0]), len(words[1])), said

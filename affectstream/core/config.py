@@ -38,9 +38,6 @@ class SchedulerConfig:
     # VM whose host deschedules idle vCPUs, the work just after a sleep runs slow (docs/
     # benchmarks.md, "Real-time runs"). Costs that much CPU per tick; 0 turns it off.
     spin_ms: float = 0.0
-    # Ticks fall on multiples of the period on the monotonic clock, so the streams of one
-    # process (server sessions) tick together and their model calls batch (config `batch`).
-    align_ticks: bool = True
     deadline_ms: dict[str, float] = field(
         default_factory=lambda: {"face": 40.0, "voice": 30.0, "text": 30.0, "fusion": 10.0}
     )
@@ -110,6 +107,9 @@ class TranscriberConfig:
     vad_threshold: float = 0.5  # Silero speech probability that counts as voice
     prompt_words: int = 40  # earlier committed words given as context (0: none)
     beam_size: int = 1
+    # OS niceness of the decoding threads (Linux): words come seconds late anyway, and the
+    # ticks must not wait behind a decode on a busy CPU (core/priority.py); 0 leaves them be
+    nice: int = 10
 
 
 @dataclass
@@ -155,16 +155,27 @@ class BatchConfig:
     """How a model shared by several streams batches their requests (`export.batching`).
 
     Attributes:
-        enabled: batch at all (one stream alone never waits either way).
+        enabled: auto (on with `backend.device: cuda`, off on a CPU), true, false. On a CPU the
+            model calls are a small share of a tick's work and a request held for a batch
+            only waits: measured on 2 cores, batching raised the p99 estimate age
+            (docs/benchmarks.md, "Many streams"); on a GPU one call per tick is the win.
         window_ms: the longest the first request of a batch waits for the others.
         max_batch: the most requests in one call.
         active_s: a stream that asked within this many seconds is waited for.
+        align_ticks: with batching on, ticks fall on multiples of the period on the
+            monotonic clock, so the streams of one process tick together and their calls
+            meet within the window.
     """
 
-    enabled: bool = True
+    enabled: bool | typing.Literal["auto"] = "auto"
     window_ms: float = 4.0
     max_batch: int = 32
     active_s: float = 1.0
+    align_ticks: bool = True
+
+    def on(self, device: str) -> bool:
+        """Whether streams on `device` batch."""
+        return self.enabled is True or (self.enabled == "auto" and device == "cuda")
 
 
 @dataclass

@@ -58,6 +58,9 @@ class BatchStats:
     calls: int = 0
     sizes: deque = field(default_factory=deque)
     waits_ms: deque = field(default_factory=deque)
+    # why each batch stopped waiting: all_in (every active stream asked), full, deadline,
+    # window (the others did not come in time)
+    cut_by: dict[str, int] = field(default_factory=dict)
 
     def add(self, size: int, waits_ms: Sequence[float]) -> None:
         self.calls += 1
@@ -71,6 +74,7 @@ class BatchStats:
         self.requests = self.calls = 0
         self.sizes.clear()
         self.waits_ms.clear()
+        self.cut_by.clear()
 
     def summary(self) -> dict[str, Any]:
         sizes = list(self.sizes)
@@ -84,6 +88,7 @@ class BatchStats:
             "max_batch": max(sizes) if sizes else None,
             "batch_sizes": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
             "wait_ms": percentiles(list(self.waits_ms), with_max=True),
+            "cut_by": dict(self.cut_by),
         }
 
 
@@ -238,12 +243,15 @@ class BatchingBackend:
             now = time.perf_counter_ns()
             n = len(self._pending)
             if n >= self.options.max_batch or n >= self._active(now):
+                reason = "full" if n >= self.options.max_batch else "all_in"
                 break
             latest = [r.latest_ns for r in self._pending if r.latest_ns is not None]
             until = min([end, *latest])
             if until <= now:
+                reason = "window" if until == end else "deadline"
                 break
             self._cv.wait((until - now) / 1e9)
+        self.stats.cut_by[reason] = self.stats.cut_by.get(reason, 0) + 1
         batch = self._pending[: self.options.max_batch]
         del self._pending[: len(batch)]
         return batch
@@ -275,10 +283,12 @@ class BatchingBackend:
         return split_outputs(self.inner.infer(merged), own, self.signature)
 
 
-def batching(backend, options: BatchConfig | None = None, padded: Sequence[str] = ()):
-    """`backend` wrapped in a `BatchingBackend`, unless batching is off in `options`."""
+def batching(
+    backend, options: BatchConfig | None = None, padded: Sequence[str] = (), device: str = "cpu"
+):
+    """`backend` wrapped in a `BatchingBackend` where batching is on for `device`."""
     options = options or BatchConfig()
-    return BatchingBackend(backend, options, padded) if options.enabled else backend
+    return BatchingBackend(backend, options, padded) if options.on(device) else backend
 
 
 __all__ = [

@@ -150,8 +150,8 @@ def _int8_face(config: Config) -> Path | None:
 def open_predictor(name: str, config: Config) -> Any:
     """The predictor the runtime stage of model `name` runs, as the config says. It opens only
     what is ready (`select.ready_backend`): a live stream never exports or measures. Its
-    backend batches the requests of the streams that share it (`export.batching`, config
-    `batch`)."""
+    backend batches the requests of the streams that share it where batching is on
+    (`export.batching`, config `batch`: by default on a GPU)."""
     from affectstream.export.batching import batching
     from affectstream.export.registry import get
 
@@ -176,7 +176,7 @@ def open_predictor(name: str, config: Config) -> Any:
             device=b.device,
         )
         log.info("%s encoder runs on %s", name, backend.name)  # wording tests and users grep for
-    return wrap(name, batching(backend, config.batch, get(name).paddable), weights)
+    return wrap(name, batching(backend, config.batch, get(name).paddable, b.device), weights)
 
 
 def module_predictor(

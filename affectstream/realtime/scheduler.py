@@ -129,6 +129,9 @@ class Pipeline:
     # A stage's model call may wait (up to its deadline) for other streams' calls to batch
     # with; a stepped replay never waits, so its results do not depend on other streams.
     wait_for_batches: bool = True
+    # Ticks on multiples of the period, so the streams of a process tick together (when
+    # they batch: config `batch.align_ticks`)
+    align_ticks: bool = False
 
     def __post_init__(self) -> None:
         self._states = [
@@ -315,7 +318,7 @@ def run_realtime(
     period = pipeline.period_ns
     spin_ns = int(pipeline.config.spin_ms * 1e6)
     start = now_ns()
-    if pipeline.config.align_ticks:  # the next multiple of the period on the monotonic clock
+    if pipeline.align_ticks:  # the next multiple of the period on the monotonic clock
         start = -(-start // period) * period
     pipeline.start_ns = start
     k = 0

@@ -146,6 +146,7 @@ class AffectStream:
             counters=counters,
             transcript=transcript,
             fuse=fuse,
+            align_ticks=cfg.batch.on(cfg.backend.device) and cfg.batch.align_ticks,
         )
 
     def _build_video(self) -> None:

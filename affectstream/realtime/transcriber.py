@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from affectstream.core import priority
 from affectstream.core.audio import MODEL_SAMPLE_RATE
 from affectstream.core.clock import now_ns
 from affectstream.core.config import TranscriberConfig
@@ -58,10 +59,15 @@ def load_decoder(cfg: TranscriberConfig):
     from affectstream.models.stt.whisper_model import SttModelError, WhisperDecoder
 
     _, decode = stream_options(cfg)
+    before = priority.thread_ids()
     try:
-        return WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)
+        decoder = WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)
     except SttModelError as e:
         raise SourceError(str(e)) from None
+    # CTranslate2 decodes on threads of its own, made as the model loads: they yield to the
+    # ticks (core/priority.py)
+    priority.lower(priority.thread_ids() - before, cfg.nice)
+    return decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +196,7 @@ class Transcriber(Source):
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        priority.lower_this_thread(self.config.nice)  # the ticks come first (core/priority.py)
         online = self._online
         while not self._stop_event.is_set():
             done = self._input_done.is_set()
