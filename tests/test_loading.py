@@ -55,7 +55,9 @@ def test_modalities_join_as_their_models_load(megamind, held_voice):
             seen_loading = est
             held_voice.set()
         if seen_loading is not None and st["voice"] != "loading":
-            assert st["voice"] in ("ok", "absent", "stale"), st
+            # a working modality from then on (on a loaded machine a first call may also miss
+            # its tick: "timeout", which is a working state too)
+            assert st["voice"].split(":")[0] in ("ok", "absent", "stale", "timeout"), st
         if est.present["voice"]:
             seen_voice = est
         if (seen_voice is not None and st["text"] != "loading") or est.t > 9.0:

@@ -67,8 +67,8 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
         session = load_companion(path)
         return VoicePredictor(backend, window_s=window_s, mel=mel, meta=meta, session=session)
     if name == "text":
-        from affectstream.models.text.net import default_weights_path
         from affectstream.models.text.predictor import TextPredictor, read_header
+        from affectstream.models.text.spec import default_weights_path
 
         spec, info = read_header(weights or default_weights_path())
         return TextPredictor(backend, spec, info)

@@ -49,10 +49,17 @@ def load_weights(path: str | Path) -> dict:
 
 
 def read_header(path: str | Path) -> tuple[Any, HistorySpec, dict]:
-    """(FusionSpec, HistorySpec, info) of a weights file."""
-    from affectstream.models.fusion.net import FusionSpec
+    """(FusionSpec, HistorySpec, info) of a weights file, without importing torch
+    (`models/weights_header.py`)."""
+    from affectstream.models.fusion.spec import FusionSpec
+    from affectstream.models.weights_header import read_plain
 
-    d = load_weights(path)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"fusion weights not found: {path}")
+    d = read_plain(path, "fusion weights file")
+    if not {"state", "spec", "history"} <= set(d):
+        raise ValueError(f"{path} is not a fusion weights file (needs state, spec, history)")
     return FusionSpec.from_json(d["spec"]), HistorySpec.from_json(d["history"]), d.get("info", {})
 
 

@@ -28,7 +28,7 @@ class Tokenizer:
     ) -> None:
         from tokenizers import Tokenizer as _Tokenizer
 
-        from affectstream.models.text.net import base_model_path
+        from affectstream.models.text.spec import base_model_path
 
         base = base or base_model_path()
         self._tok = _Tokenizer.from_file(str(base / "tokenizer.json"))

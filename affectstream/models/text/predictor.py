@@ -30,7 +30,7 @@ OUTPUTS = (LOGITS, EMBEDDING)
 def read_header(path: str | Path) -> tuple[Any, dict]:
     """(TextModelSpec, info) of a weights file, read from its safetensors JSON header without
     loading the tensors."""
-    from affectstream.models.text.net import TextModelSpec
+    from affectstream.models.text.spec import TextModelSpec
 
     path = Path(path)
     if not path.is_file():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from affectstream.core.labels import LABELS
 from affectstream.models.voice.predictor import MIN_SAMPLES
+from affectstream.models.weights_header import read_plain
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,26 @@ def _read_blob(path: Path) -> dict:
     return blob
 
 
-def read_header(path: str | Path | None = None) -> tuple[float, object, dict]:
-    """(window_s, MelOptions, meta) of a weight file, without building the networks."""
-    from .net import NetOptions
+def _read_plain(path: Path) -> dict:
+    """A voice weight file's plain fields (format, labels, window_s, net, meta), without
+    importing torch (`models/weights_header.py`)."""
+    blob = read_plain(path, "voice weight file")
+    if blob.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: not a voice weight file ({WEIGHTS_FORMAT})")
+    if tuple(blob["labels"]) != LABELS:
+        raise ValueError(f"{path}: labels {blob['labels']} differ from {LABELS}")
+    return blob
 
-    blob = _read_blob(_find(path))
+
+def read_header(path: str | Path | None = None) -> tuple[float, object, dict]:
+    """(window_s, MelOptions, meta) of a weight file, without building the networks or
+    importing torch."""
+    from .options import MelOptions
+
+    blob = _read_plain(_find(path))
     return (
         float(blob["window_s"]),
-        NetOptions.from_dict(blob["net"]).mel,
+        MelOptions(**blob["net"]["mel"]),
         json.loads(blob.get("meta", "{}")),
     )
 
