@@ -245,7 +245,7 @@ def test_learned_fusion_weights_present_modalities_only_and_backends_agree():
                     t,
                     rng.standard_normal(dims["voice"]).astype(np.float32),
                 )
-            probs, rel = fusion(present, t + int(5e6))
+            probs, rel, _ = fusion(present, t + int(5e6))
             assert abs(float(probs.sum()) - 1) < 1e-4 and set(rel) == set(present)
             assert abs(sum(rel.values()) - 1) < 1e-4 and all(0 <= v <= 1 for v in rel.values())
             seq.append((probs, rel))
@@ -275,17 +275,17 @@ def test_learned_fusion_reports_relevance_for_a_voice_it_holds():
 
     for k in range(10):  # face and voice for a second, then the speaker stops
         fusion({"face": result("face", k * 10**8), "voice": result("voice", k * 10**8)}, k * 10**8)
-    _, rel = fusion({"face": result("face", 15 * 10**8)}, 15 * 10**8)  # 0.6 s after the voice
+    _, rel, _ = fusion({"face": result("face", 15 * 10**8)}, 15 * 10**8)  # 0.6 s after the voice
     assert set(rel) == {"face", "voice"} and rel["voice"] > 0
     assert abs(sum(rel.values()) - 1) < 1e-4
-    _, rel = fusion({"face": result("face", 25 * 10**8)}, 25 * 10**8)  # 1.6 s: let go
+    _, rel, _ = fusion({"face": result("face", 25 * 10**8)}, 25 * 10**8)  # 1.6 s: let go
     assert set(rel) == {"face"} and rel["face"] == pytest.approx(1.0, abs=1e-4)
-    probs, rel = fusion({}, 40 * 10**8)  # nothing held either
+    probs, rel, _ = fusion({}, 40 * 10**8)  # nothing held either
     assert rel == {} and np.allclose(probs, 1 / 7)
     for k in range(41, 45):  # the voice again, then switched off (`forget`): gone at once
         fusion({"face": result("face", k * 10**8), "voice": result("voice", k * 10**8)}, k * 10**8)
     fusion.forget("voice")
-    _, rel = fusion({"face": result("face", 45 * 10**8)}, 45 * 10**8)
+    _, rel, _ = fusion({"face": result("face", 45 * 10**8)}, 45 * 10**8)
     assert set(rel) == {"face"}
 
 

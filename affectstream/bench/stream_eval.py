@@ -83,7 +83,7 @@ def ablate(predictor, record: list, drop: str) -> np.ndarray:
     fusion = LearnedFusion(predictor)
     out = []
     for emit_ns, tokens in record:
-        probs, _ = fusion.step({m: v for m, v in tokens.items() if m != drop}, emit_ns)
+        probs = fusion.step({m: v for m, v in tokens.items() if m != drop}, emit_ns)[0]
         out.append(int(np.argmax(probs)))
     return np.asarray(out)
 

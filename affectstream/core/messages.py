@@ -102,14 +102,7 @@ class Estimate:
             "stale": {m: bool(self.stale.get(m, False)) for m in MODALITIES},
             "age_ms": {m: _round(self.age_ms.get(m), 2) for m in MODALITIES},
             "status": {m: self.status.get(m, "off") for m in MODALITIES},
-            "modalities": {
-                m: {
-                    "emotion": LABELS[int(np.argmax(v["probs"]))],
-                    "probs": {k: _round(p) for k, p in zip(LABELS, v["probs"], strict=True)},
-                    "confidence": _round(float(np.max(v["probs"]))),
-                }
-                for m, v in self.modalities.items()
-            },
+            "modalities": {m: _view(v) for m, v in self.modalities.items()},
             "stages_ms": {k: _round(v, 3) for k, v in self.stages_ms.items()},
             "dropped": dict(self.dropped),
             "overrun": self.overrun,
@@ -118,3 +111,20 @@ class Estimate:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+def _view(v: dict) -> dict:
+    """One modality's view: its newest output (emotion, probs, confidence) and, where the
+    fusion read it, the distribution the fusion mixed (`reading`)."""
+    out = {
+        "emotion": LABELS[int(np.argmax(v["probs"]))],
+        "probs": _probs(v["probs"]),
+        "confidence": _round(float(np.max(v["probs"]))),
+    }
+    if v.get("reading") is not None:
+        out["reading"] = _probs(v["reading"])
+    return out
+
+
+def _probs(p) -> dict[str, float]:
+    return {k: _round(x) for k, x in zip(LABELS, p, strict=True)}

@@ -22,21 +22,28 @@ from affectstream.realtime.stages.base import ModalityResult
 
 UNIFORM = np.full(len(LABELS), 1.0 / len(LABELS), dtype=np.float32)
 
-Fuse = Callable[[dict[str, ModalityResult], int], tuple[np.ndarray, dict[str, float]]]
+# (present results, emit_ns) -> (fused probabilities, relevance, readings): the readings are
+# what the fusion mixes, one distribution per modality it read, so that
+# fused = calibrate(sum of relevance x reading) is there for a user to see
+Fuse = Callable[
+    [dict[str, ModalityResult], int],
+    tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]],
+]
 
 
 def confidence_fusion(
     results: dict[str, ModalityResult], emit_ns: int = 0
-) -> tuple[np.ndarray, dict[str, float]]:
+) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
     """Present modalities weighted by their own confidence; relevance is the normalised
-    weight, so it sums to 1 over the present modalities."""
+    weight, so it sums to 1 over the present modalities. Each reading is the modality's own
+    newest output."""
     if not results:
-        return UNIFORM.copy(), {}
+        return UNIFORM.copy(), {}, {}
     w = {m: max(r.confidence, 1e-3) for m, r in results.items()}
     total = sum(w.values())
     rel = {m: v / total for m, v in w.items()}
     probs = sum(rel[m] * results[m].probs for m in results)
-    return np.asarray(probs, dtype=np.float32), rel
+    return np.asarray(probs, dtype=np.float32), rel, {m: r.probs for m, r in results.items()}
 
 
 class LearnedFusion:
@@ -62,7 +69,7 @@ class LearnedFusion:
 
     def __call__(
         self, present: dict[str, ModalityResult], emit_ns: int
-    ) -> tuple[np.ndarray, dict[str, float]]:
+    ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
         predictor = self.predictor
         if predictor is None:
             return confidence_fusion(present, emit_ns)
@@ -77,18 +84,27 @@ class LearnedFusion:
         the stream's own thread applies it."""
         self._forget.add(modality)
 
-    def step(self, tokens: dict, emit_ns: int) -> tuple[np.ndarray, dict[str, float]]:
+    def step(
+        self, tokens: dict, emit_ns: int
+    ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
         """Fold this tick's newest tokens into the history and run the model once. The
         relevance covers what the model attended to: the present modalities, and one it
-        still holds after it went absent (a voice just after the speaker stopped)."""
+        still holds after it went absent (a voice just after the speaker stopped). The
+        readings are each of those modalities' distribution over its last seconds (the
+        auxiliary heads), which the model mixes by relevance before calibrating."""
         while self._forget:
             self.history.forget(self._forget.pop())
         self.history.update(tokens, emit_ns)
         seen = [m for m in MODALITIES if self.history.visible(m)]
         if not seen:
-            return UNIFORM.copy(), {}
-        probs, rel, _ = self.predictor.predict(self.predictor.inputs(self.history, emit_ns))
-        return probs[0], {m: float(rel[0, j]) for j, m in enumerate(MODALITIES) if m in seen}
+            return UNIFORM.copy(), {}, {}
+        probs, rel, aux = self.predictor.predict(self.predictor.inputs(self.history, emit_ns))
+        index = {m: j for j, m in enumerate(MODALITIES) if m in seen}
+        return (
+            probs[0],
+            {m: float(rel[0, j]) for m, j in index.items()},
+            {m: aux[0, j] for m, j in index.items()},
+        )
 
 
 def make_fusion(method: str, predictor=None) -> Fuse:

@@ -124,7 +124,7 @@ class Pipeline:
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
     counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
     transcript: Callable[[int], str] | None = None
-    fuse: Callable = confidence_fusion  # (present results, emit_ns) -> (probs, relevance)
+    fuse: Callable = confidence_fusion  # realtime.fusion.Fuse: -> (probs, relevance, readings)
     start_ns: int | None = None
     # A stage's model call may wait (up to its deadline) for other streams' calls to batch
     # with; a stepped replay never waits, so its results do not depend on other streams.
@@ -199,7 +199,7 @@ class Pipeline:
             present[name] = r
             age_ms[name] = age
             stale[name] = age > self.config.stale_ms.get(name, DEFAULT_STALE_MS)
-        probs, relevance = self.fuse(present, emit_ns)
+        probs, relevance, readings = self.fuse(present, emit_ns)
         valence, arousal = valence_arousal(probs)
         confidence = float(np.max(probs)) if relevance else 0.0  # it fused something
         stages_ms["fusion"] = (time.perf_counter_ns() - f0) / 1e6
@@ -239,7 +239,10 @@ class Pipeline:
             tick=self.ticks,
             emitted_ns=emit_ns,
             status=status,
-            modalities={m: {"probs": r.probs} for m, r in present.items()},
+            modalities={
+                m: {"probs": r.probs, **({"reading": readings[m]} if m in readings else {})}
+                for m, r in present.items()
+            },
         )
         self.ticks += 1
         return est

@@ -202,7 +202,12 @@ def _modalities(canvas: np.ndarray, layout: Layout, est: Estimate | None, enable
         if not enabled.get(m, True):
             what, color = f"off (key {MODALITY_KEYS[m]})", DIM
         elif view is not None:
-            what, color = _top(view["probs"]), CLASS_COLORS[LABELS[int(np.argmax(view["probs"]))]]
+            # the newest output, and what the fusion mixed (its reading over the last
+            # seconds), so fused = relevance x reading can be seen adding up
+            what = _top(view["probs"])
+            if view.get("reading") is not None:
+                what += f"   mixed {_top(view['reading'])}"
+            color = CLASS_COLORS[LABELS[int(np.argmax(view["probs"]))]]
         else:
             status = est.status.get(m, "off") if est is not None else "-"
             what, color = f"- ({status})"[:48], DIM
