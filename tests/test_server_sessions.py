@@ -159,6 +159,8 @@ def hostile_messages(n: int = 1000) -> list[tuple[str | bytes, set[str]]]:
         (b"\x11", {"bad_time"}),
         (b"\x11" + struct.pack("<d", math.nan) + jpg, {"bad_time"}),
         (b"\x12" + struct.pack("<d", math.inf) + pcm, {"bad_time"}),
+        (b"\x11" + struct.pack("<d", 1e300) + jpg, {"bad_time"}),  # ns would overflow
+        (b"\x12" + struct.pack("<d", -1e300) + pcm, {"bad_time"}),
         (b"\x11" + struct.pack("<d", 0.0) + jpg, {"bad_time", "rate_limited"}),  # backwards
         (b"\x12" + struct.pack("<d", 0.0) + pcm, {"bad_time", "rate_limited"}),
         (b"", {"unknown_kind"}),
@@ -196,6 +198,17 @@ async def push_media(ws, frames: list[bytes], pcm: np.ndarray, rate: int, second
             piece = audio_message(pcm[k * step : (k + 1) * step], rate)[1:]
             await ws.send(b"\x12" + struct.pack("<d", t0 + k / 25) + piece)
             k += 1
+
+
+async def closed_by_server(server_url: str, message: bytes | None, timeout_s: float = 20) -> tuple:
+    """Connect, send `message`, and wait for the server to close: (code, reason)."""
+    async with connect(server_url, additional_headers=AUTH) as ws:
+        if message is not None:
+            await ws.send(message)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), timeout_s)
+        return ws.close_code, ws.close_reason
 
 
 def test_sessions_are_isolated_and_survive_a_hostile_neighbour(server, megamind):
@@ -255,13 +268,7 @@ def test_sessions_are_isolated_and_survive_a_hostile_neighbour(server, megamind)
 
     async def refused_connection(delay: float, message: bytes | None) -> tuple:
         await asyncio.sleep(delay)
-        async with connect(url(server), additional_headers=AUTH) as ws:
-            if message is not None:
-                await ws.send(message)
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    await asyncio.wait_for(ws.recv(), 20)
-            return ws.close_code, ws.close_reason
+        return await closed_by_server(url(server), message)
 
     async def scenario():
         log, refused = [], {}
@@ -345,9 +352,16 @@ def test_sessions_are_isolated_and_survive_a_hostile_neighbour(server, megamind)
 
 
 def test_no_token_or_a_wrong_one_is_refused_at_the_handshake(server):
+    check_token(url(server))
+
+
+def check_token(server_url: str) -> None:
+    """No token, a wrong one, or one without "Bearer": HTTP 401 at the handshake; the right
+    one: the hello reply (also run against `serve --ray`, tests/test_serving_ray.py)."""
+
     async def attempt(headers):
         try:
-            async with connect(url(server), additional_headers=headers) as ws:
+            async with connect(server_url, additional_headers=headers) as ws:
                 await ws.send(json.dumps({"type": "hello"}))
                 while "type" not in (m := json.loads(await ws.recv())):
                     pass
@@ -360,7 +374,7 @@ def test_no_token_or_a_wrong_one_is_refused_at_the_handshake(server):
         assert r.status_code == 401 and b"Authorization: Bearer" in r.body, headers
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
     hello = asyncio.run(attempt(AUTH))
-    assert hello["type"] == "hello" and hello["protocol"] == 1
+    assert hello["type"] == "hello" and hello["protocol"] == 1 and hello["mode"] == "push"
     assert hello["limits"] == LIMITS.to_dict()
 
 

@@ -55,6 +55,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             metavar="N",
             help=f"{what} (default {default})",
         )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="serve push mode as a Ray Serve application on the cluster at ADDRESS, or on a "
+        "local one started on 127.0.0.2 (extra affectstream[ray]; config `serving`; "
+        "docs/serving.md)",
+    )
     from affectstream.cli.args import add_input_arguments
 
     add_input_arguments(p)
@@ -89,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
         limits = replace(Limits(), **{name: getattr(args, name) for name, _, _ in LIMIT_FLAGS})
     except ValueError as e:
         raise UsageError(str(e).replace("limit ", "--").replace("_", "-")) from None
+    if args.ray is not None:
+        if has_input(args):
+            raise UsageError("--ray serves push mode only: leave out the input flags")
+        return run_on_ray(args, config_from_args(args), token, limits)
     stream = sessions = None
     if has_input(args):
         stream = build_stream(args)
@@ -136,4 +149,54 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if stream is not None:
             stream.close()
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace, config, token: str | None, limits) -> int:
+    """`serve --ray`: deploy the application, print its address, and on Ctrl-C or SIGTERM
+    close its sessions with 1012 and delete it (and stop the local cluster if we started it)."""
+    import signal
+    import threading
+
+    from affectstream.core.errors import UsageError
+
+    try:
+        import ray
+        from ray import serve
+
+        from affectstream.serving import app
+    except ImportError as e:
+        raise UsageError(
+            f"--ray needs Ray Serve: pip install 'affectstream[ray]' ({e.name} is missing)"
+        ) from None
+    if args.port == 0:
+        raise UsageError("--ray needs a fixed --port (Ray Serve's proxy has no free-port choice)")
+    options = app.ServerOptions(
+        host=args.host,
+        port=args.port,
+        token=token,
+        limits=limits,
+        queue_size=args.queue,
+        status_every_s=args.status_every,
+        video=not args.no_video,
+        audio=not args.no_audio,
+        transcribe=args.transcribe,
+    )
+    started = app.connect(args.ray or None)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        app.deploy(config, options)
+        where = args.ray or f"a local cluster on {app.LOCAL_HEAD}"
+        print(
+            f"affectstream serve: ws://{args.host}:{args.port} (push mode, Ray Serve on {where})",
+            flush=True,
+        )
+        stop.wait()
+        app.shut_down()
+    finally:
+        if started:
+            serve.shutdown()
+        ray.shutdown()
     return 0

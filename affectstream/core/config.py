@@ -178,6 +178,42 @@ class BatchConfig:
         return self.enabled is True or (self.enabled == "auto" and device == "cuda")
 
 
+RemoteModel = typing.Literal["face", "voice", "text", "fusion", "stt"]
+ProxyLocation = typing.Literal["HeadOnly", "EveryNode"]
+
+
+@dataclass
+class ServingConfig:
+    """`affectstream serve --ray`: where each model runs on a Ray cluster (docs/serving.md).
+
+    Attributes:
+        remote: models served by shared deployments batched across sessions; the others run
+            inside each session host. Default whisper only: on CPU nodes a small encoder
+            costs less than a remote call to it (docs/serving.md).
+        hosts: session-host replicas (the WebSocket ingress; sessions live in them).
+        hosts_per_node: at most this many hosts on one node (0: no limit).
+        host_cpus: CPUs each session host reserves.
+        replicas: replicas of each remote model.
+        model_cpus, model_gpus: what each remote model replica reserves (GPUs > 0: on GPU
+            nodes).
+        max_batch: the most requests in one call of a remote model.
+        batch_wait_ms: the longest a remote model waits for its batch to fill.
+        proxy: where Serve's HTTP proxy runs ("HeadOnly", or "EveryNode" behind a load
+            balancer).
+    """
+
+    remote: list[RemoteModel] = field(default_factory=lambda: ["stt"])
+    hosts: int = 1
+    hosts_per_node: int = 0
+    host_cpus: float = 1.0
+    replicas: int = 1
+    model_cpus: float = 1.0
+    model_gpus: float = 0.0
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    proxy: ProxyLocation = "HeadOnly"
+
+
 @dataclass
 class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -190,6 +226,7 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
 def _check(value, tp, key: str):

@@ -30,6 +30,7 @@ KIND_VIDEO_TIMED = KIND_VIDEO | TIMED
 KIND_AUDIO_TIMED = KIND_AUDIO | TIMED
 KINDS = {KIND_VIDEO, KIND_AUDIO, KIND_VIDEO_TIMED, KIND_AUDIO_TIMED}
 MAX_SAMPLE_RATE = 384_000
+MAX_TIME_S = 1e10  # a capture time's magnitude (seconds: over 300 years of any clock)
 
 # Close codes (RFC 6455 registry): the connection ends; every other problem is an error reply.
 CLOSE_NORMAL = 1000  # the server stops, or its file inputs ended
@@ -53,7 +54,7 @@ ERROR_CODES = {
     "unknown_kind": "a binary message with no kind byte, or one the server does not know",
     "bad_image": "a video message that is not a decodable JPEG or PNG",
     "bad_audio": "an audio message with a bad header (rate) or not whole int16 samples",
-    "bad_time": "a capture time that is not finite, or goes backwards",
+    "bad_time": "a capture time that is not finite, too far from zero, or goes backwards",
     "rate_limited": "over the frames or audio seconds a session may push per second",
     "not_push_mode": "pushing or session.update to a server that reads its own inputs",
     "off": "pushing a medium this server does not take (--no-video, --no-audio)",
@@ -145,6 +146,10 @@ def split_binary(message: bytes) -> tuple[int, float | None, bytes]:
     (t,) = struct.unpack_from("<d", message, 1)
     if not math.isfinite(t):
         raise MessageError("bad_time", f"timed {what} message: capture time {t} is not finite")
+    if abs(t) > MAX_TIME_S:  # in nanoseconds it would overflow the stream clock
+        raise MessageError(
+            "bad_time", f"timed {what} message: capture time {t:g} s is beyond ±{MAX_TIME_S:g} s"
+        )
     return kind & ~TIMED, t, message[9:]
 
 

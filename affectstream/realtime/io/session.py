@@ -16,8 +16,9 @@ import asyncio
 import copy
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from affectstream.core.config import Config
 from affectstream.core.labels import MODALITIES
@@ -87,17 +88,24 @@ class SessionFactory:
     `video`/`audio`: whether sessions take pushed frames and audio; `transcribe`: whether our
     speech-to-text gives the words of the text modality. `open()` builds one stream, waits for
     its models and closes it, so every model is loaded (and a bad config or weight file fails)
-    before the server listens; sessions then only read the shared predictors.
+    before the server listens; sessions then only read the shared predictors. `predictors`:
+    models opened elsewhere (`serving.remote`), used as they are.
     """
 
     def __init__(
-        self, config: Config, video: bool = True, audio: bool = True, transcribe: bool = True
+        self,
+        config: Config,
+        video: bool = True,
+        audio: bool = True,
+        transcribe: bool = True,
+        predictors: Mapping[str, Any] | None = None,
     ) -> None:
         if not (video or audio):
             raise ValueError("a push session needs video or audio (not both off)")
         self.config = config
         self.video, self.audio, self.transcribe = bool(video), bool(audio), bool(transcribe)
-        self.predictors: dict = {}
+        self.predictors: dict = dict(predictors or {})  # given ones (remote models) are kept
+        self._opened = False
         self._lock = threading.Lock()
 
     def available(self) -> dict[str, bool]:
@@ -116,7 +124,7 @@ class SessionFactory:
     def open(self) -> None:
         """Open every model once (a first stream, then closed) and keep its predictors;
         a model that cannot be opened is a ValueError that says why."""
-        if self.predictors:
+        if self._opened:
             return
         stream = self.build(self.defaults())
         try:
@@ -126,6 +134,7 @@ class SessionFactory:
                 raise ValueError(problem)
             with self._lock:
                 self.predictors.update(stream.predictors)
+                self._opened = True
         finally:
             stream.close()
 

@@ -168,6 +168,7 @@ class StreamServer:
         self.estimates = 0  # inputs mode: estimates of the shared stream
         self.error: BaseException | None = None
         self._ids = itertools.count(1)
+        self.session_prefix = ""  # before each session id: the host's, where several serve
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: asyncio.Event | None = None
         self._stop_requested = False
@@ -190,7 +191,7 @@ class StreamServer:
         if self.sessions is not None:
             await asyncio.to_thread(self.sessions.open)
         async with serve(
-            self._handle,
+            self.connection,
             self.host,
             self.port,
             max_size=2 * self.limits.max_message_bytes,  # beyond: closed with 1009
@@ -215,9 +216,18 @@ class StreamServer:
                 status.cancel()
                 if thread is not None:
                     await asyncio.to_thread(thread.join)
-                await self._close_clients()
+                await self.close_clients()
         if self.error is not None:
             raise self.error
+
+    async def attach(self) -> asyncio.Task:
+        """Push mode behind another front end, with no socket of its own (the Ray Serve
+        session host, `affectstream.serving`): the models open, and the returned task sends
+        status messages until cancelled; each connection is then given to `connection(ws)`."""
+        self._loop = asyncio.get_running_loop()
+        self._ended = asyncio.Event()
+        await asyncio.to_thread(self.sessions.open)
+        return asyncio.create_task(self._status_loop())
 
     def stop(self) -> None:
         """End serving after the current ticks; safe from any thread or a signal handler."""
@@ -239,13 +249,16 @@ class StreamServer:
         finally:
             loop.call_soon_threadsafe(self._ended.set)
 
-    async def _close_clients(self, timeout_s: float = 5.0) -> None:
+    async def close_clients(
+        self, code: int = CLOSE_NORMAL, reason: str = "stream ended", timeout_s: float = 5.0
+    ) -> None:
+        """Stop every session, send each client what is queued, then close with `code`."""
         clients = list(self.clients)
         sessions = [c.session.stop() for c in clients if c.session is not None]
         if sessions:
             await asyncio.gather(*sessions)
         for c in clients:
-            c.close()
+            c.close(code, reason)
         waiters = [c.task for c in clients if c.task is not None]
         if waiters:
             await asyncio.wait(waiters, timeout=timeout_s)
@@ -321,11 +334,21 @@ class StreamServer:
                 c.offer(json.dumps(self.status(c)), droppable=False)
 
     # -- incoming -----------------------------------------------------------------------
-    async def _handle(self, ws) -> None:
+    async def admit(self) -> bool:
+        """Whether one more connection may have a session (`--max-sessions`); a front end
+        shared by several processes counts them all (`serving.hosts`)."""
+        return len(self.clients) < self.limits.max_sessions
+
+    def released(self) -> None:
+        """A connection admitted by `admit()` has ended."""
+
+    async def connection(self, ws) -> None:
+        """One connection, until it closes: refused with 1013 past `--max-sessions`, else its
+        session, its messages and replies (and `released()` as it leaves)."""
         from websockets.exceptions import ConnectionClosed
 
-        n = self.limits.max_sessions
-        if len(self.clients) >= n:
+        if not await self.admit():
+            n = self.limits.max_sessions
             log.info("refused a client, server busy: %s", ws.remote_address)
             await ws.close(CLOSE_BUSY, f"server busy: {n} sessions at once (--max-sessions {n})")
             return
@@ -336,7 +359,7 @@ class StreamServer:
         try:
             if self.sessions is not None:
                 client.session = Session(
-                    str(next(self._ids)),
+                    f"{self.session_prefix}{next(self._ids)}",
                     self.sessions,
                     self.limits,
                     deliver=client.offer,
@@ -363,6 +386,7 @@ class StreamServer:
             pass
         finally:
             self.clients.discard(client)
+            self.released()
             if client.session is not None:
                 await client.session.stop()
             if not client.closing:
