@@ -96,6 +96,23 @@ def default_launch(
     return argv + ([] if transcribe else ["--no-transcribe"]) + list(extra)
 
 
+RAY_HOST = "127.0.0.2"  # a local Ray cluster's head: never 127.0.0.1 (docs/serving.md)
+
+
+def ray_launch(
+    port: int,
+    sessions: int,
+    token: str,
+    address: str = "",
+    transcribe: bool = True,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """`affectstream serve --ray [ADDRESS]` on 127.0.0.2:`port`: the Ray Serve application on
+    the cluster at `address`, or on a local one it starts."""
+    argv = default_launch(port, sessions, token, transcribe, extra)
+    return [*argv[:4], "--ray", *([address] if address else []), "--host", RAY_HOST, *argv[6:]]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -249,16 +266,18 @@ class ProcessSampler:
         }
 
 
-def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 180.0) -> float:
-    """Seconds until the server accepts TCP connections; raises if it exits or never does."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before listening")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return time.monotonic() - t0
-        time.sleep(0.2)
+def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 300.0) -> float:
+    """Seconds until the server prints its `affectstream serve: ws://...` line (once it
+    serves: Ray Serve's proxy takes connections before the application is up); raises if it
+    exits or never does."""
+    t0, line = time.monotonic(), []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if line and line[0].startswith(b"affectstream serve:"):
+        return time.monotonic() - t0
+    if proc.poll() is not None:
+        raise RuntimeError(f"the server exited with {proc.returncode} before listening")
     raise RuntimeError(f"the server did not listen on port {port} within {timeout_s:.0f} s")
 
 
@@ -269,7 +288,7 @@ def run_sessions(
     port, token = free_port(), secrets.token_hex(8)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        launch(port, n, token), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        launch(port, n, token), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     try:
         startup_s = wait_listening(port, proc)
@@ -333,6 +352,7 @@ def measure(
     launch: Launch = default_launch,
     progress: Callable[[int], None] | None = None,
     label: str = "in-process server (affectstream serve)",
+    host: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """Every session count in `sessions`, `seconds` each; see the module docstring.
     `progress(n)` is called as the run with `n` sessions starts."""
@@ -345,7 +365,7 @@ def measure(
     for n in sessions:
         if progress is not None:
             progress(n)
-        rows.append(run_sessions(n, media, seconds, launch))
+        rows.append(run_sessions(n, media, seconds, launch, host))
     within = [
         r["sessions"]
         for r in rows
@@ -389,4 +409,4 @@ def plot(result: dict[str, Any], out: str | Path) -> Path:
     return save(fig, out)
 
 
-__all__ = ["Media", "default_launch", "load_media", "measure", "plot", "run_sessions"]
+__all__ = ["Media", "default_launch", "ray_launch", "load_media", "measure", "plot", "run_sessions"]

@@ -32,6 +32,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="the server's --backend (auto, torch, onnxruntime, ...)")
     p.add_argument("--config", metavar="FILE", help="the server's --config")
     p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="measure `serve --ray [ADDRESS]` (on 127.0.0.2) instead of the in-process server: "
+        "the cluster at ADDRESS, or a local one per run (docs/serving.md)",
+    )
+    p.add_argument(
         "--budget-ms",
         type=float,
         default=150.0,
@@ -60,6 +68,13 @@ def run_bench(args: argparse.Namespace) -> int:
     launch = functools.partial(
         serve.default_launch, transcribe=not args.no_transcribe, extra=extra
     )
+    where = {}
+    if args.ray is not None:
+        launch = functools.partial(
+            serve.ray_launch, address=args.ray, transcribe=not args.no_transcribe, extra=extra
+        )
+        cluster = f"the cluster at {args.ray}" if args.ray else "a local cluster"
+        where = {"host": serve.RAY_HOST, "label": f"Ray Serve (serve --ray) on {cluster}"}
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
@@ -69,7 +84,7 @@ def run_bench(args: argparse.Namespace) -> int:
             bar.update(task, description=f"{n} session{'s' * (n > 1)}: server, then clients")
 
         result = serve.measure(
-            media, args.seconds, args.sessions, args.budget_ms, launch, progress=progress
+            media, args.seconds, args.sessions, args.budget_ms, launch, progress=progress, **where
         )
     Console(width=max(Console().width, 160)).print(table(result))  # a wide table
     write_json(args.json, result)

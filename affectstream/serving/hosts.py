@@ -21,6 +21,7 @@ redeploy: the old hosts are about to be stopped).
 import asyncio
 import contextlib
 import hmac
+import itertools
 import logging
 import time
 from typing import Any
@@ -139,6 +140,10 @@ class HostedServer(StreamServer):
         self.registry = registry
         self.session_prefix = f"{host_id}-"
         self.served = 0  # sessions admitted since the host started
+        self.remote_batches: dict[str, dict] = {}  # the remote models' batches, refreshed
+
+    def batches(self) -> dict:
+        return {**super().batches(), **self.remote_batches}
 
     async def admit(self) -> bool:
         ok = await self.registry.admit.remote(self.host_id, self.limits.max_sessions)
@@ -168,6 +173,7 @@ class SessionHost:
 
         self.options = options
         self.registry = registry
+        self.models = {m: h for m, h in models.items() if m != "stt"}  # those that batch
         ctx = serve.get_replica_context()
         self.host_id = ctx.replica_id.unique_id
         self.where = {**where(), "actor": ray.get_runtime_context().get_actor_name()}
@@ -196,7 +202,13 @@ class SessionHost:
         log.info("session host %s on %s", self.host_id, self.where["node_ip"])
 
     async def _heartbeat(self) -> None:
-        while True:
+        for beat in itertools.count():
+            if beat % 4 == 0:  # the remote models' batch counts, for status messages
+                with contextlib.suppress(Exception):
+                    for name, handle in self.models.items():
+                        b = (await handle.describe.remote())["batches"]
+                        keys = ("requests", "calls", "mean_batch", "max_batch")
+                        self.server.remote_batches[name] = {k: b[k] for k in keys}
             info = {
                 "sessions": len(self.server.clients),
                 "served": self.server.served,
