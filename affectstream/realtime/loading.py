@@ -81,10 +81,15 @@ class ModelLoader:
         """Whether every model was opened (or failed) within `timeout` seconds."""
         return self._done.wait(timeout)
 
-    def close(self) -> None:
-        """Open no more models (one being opened finishes on its own thread, unused)."""
+    def close(self, wait_s: float = 0.0) -> None:
+        """Open no more models. One being opened finishes on its own thread, unused; with
+        `wait_s`, wait up to that long for it (a model opening is native code that must not
+        be running when the process exits)."""
         with self._lock:
             self._closed = True
+            thread = self._thread
+        if wait_s > 0 and thread is not None and thread is not threading.current_thread():
+            thread.join(wait_s)
 
     def _run(self, raise_errors: bool) -> None:
         try:

@@ -35,6 +35,8 @@ from affectstream.realtime.sources.video import CameraSource, PushVideoSource, V
 
 log = logging.getLogger(__name__)
 
+LOADER_CLOSE_WAIT_S = 30.0  # the longest close() waits for a model that is opening
+
 
 @dataclass
 class Inputs:
@@ -405,7 +407,10 @@ class AffectStream:
             forget(modality)
 
     def close(self) -> None:
-        self.loader.close()
+        # A model still opening is native code (ONNX Runtime building a session) on the
+        # loader's thread: let it return, so a process that exits right after does not abort
+        # in it ("terminate called without an active exception"); the loader opens no more.
+        self.loader.close(wait_s=LOADER_CLOSE_WAIT_S)
         with self._words_lock:
             self._stop = True  # a whisper model that opens after this starts no thread
         for s in self.sources:
