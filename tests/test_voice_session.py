@@ -173,12 +173,19 @@ def test_fit_head_separates_two_classes_and_save_load_round_trip(tmp_path):
     z = np.concatenate([rng.normal(-1, 0.3, (50, 2)), rng.normal(1, 0.3, (50, 2))])
     y = np.repeat([0, 3], 50)
     w, b = fit_head(z, y, l2=1e-4)
-    head = SessionHead(w, b, np.zeros(2), np.ones(2), 7.5, encoder_sha256="ab", meta={"x": 1})
+    head = SessionHead(
+        w, b, np.zeros(2), np.ones(2), 7.5, net_weight=0.25, encoder_sha256="ab", meta={"x": 1}
+    )
     assert (head.probs(z).argmax(1) == y).mean() == 1.0
     head.save(tmp_path / "h.npz")
     back = SessionHead.load(tmp_path / "h.npz")
     np.testing.assert_array_equal(back.weight, head.weight)
-    assert (back.strength_s, back.encoder_sha256, back.meta) == (7.5, "ab", {"x": 1})
+    assert (back.strength_s, back.net_weight, back.encoder_sha256, back.meta) == (
+        7.5,
+        0.25,
+        "ab",
+        {"x": 1},
+    )
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="session head"):
         SessionHead.load(tmp_path / "bad.npz")
@@ -304,3 +311,17 @@ def test_a_session_head_fitted_on_another_encoder_is_not_used(tmp_path):
     assert load_companion(enc) is None  # none there
     _head(dim=4).save(companion_path(enc))  # encoder_sha256 "" matches nothing
     assert load_companion(enc) is None
+
+
+def test_the_step_mixes_the_network_probabilities_by_net_weight():
+    from dataclasses import replace
+
+    head = replace(_head(), net_weight=0.5)
+    net = np.eye(7, dtype=np.float32)[3]
+    alone = head.step(head.new_session(), np.ones(4), 1.0)
+    mixed = head.step(head.new_session(), np.ones(4), 1.0, net)
+    np.testing.assert_allclose(mixed, 0.5 * alone + 0.5 * net[None], rtol=1e-6)
+    assert mixed.sum() == pytest.approx(1.0)
+    ring, stage = _stage(_Predictor(head))
+    ring.write(np.full(1600, 0.5, np.float32), 0)
+    assert stage.run(0).probs[0] >= 0.5  # the network's half says neutral

@@ -136,6 +136,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--session-net-weight",
+        type=float,
+        default=0.5,
+        help="share of the network's own probabilities in the session head's output "
+        "(default: %(default)s; 0: the session head alone)",
+    )
+    p.add_argument(
         "--session-by-corpus",
         default="",
         help="corpora whose clips form one training session per corpus instead of one per "
@@ -360,7 +367,9 @@ def _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report
         raise _usage(str(e)) from None
     fit = bank.indices(fit_actors)
     by_corpus = tuple(c for c in args.session_by_corpus.split(",") if c)
-    emb, owner, seconds = T.window_embeddings(net, bank, fit)
+    if not 0.0 <= args.session_net_weight <= 1.0:
+        raise _usage("--session-net-weight must be within 0..1")
+    emb, owner, seconds, _ = T.window_embeddings(net, bank, fit)
     head = T.fit_session_head(
         emb,
         owner,
@@ -370,6 +379,7 @@ def _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report
         seed=0,
         balance=args.balance,
         corpus_sessions=by_corpus,
+        net_weight=args.session_net_weight,
     )
     report.update(
         {
@@ -377,6 +387,7 @@ def _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report
             "encoder": str(encoder),
             "encoder_sha256": file_sha256(encoder),
             "session_strength_s": args.session_strength,
+            "session_net_weight": args.session_net_weight,
             "session_by_corpus": list(by_corpus),
             "train_actors": fit_actors,
             "train_clips": int(len(fit)),
@@ -391,8 +402,8 @@ def _run_session_head(args, bank, cache, fit_actors, test_actors, usable, report
         order = np.concatenate(
             [rng.permutation(test[bank.actors[test] == a]) for a in sorted(set(bank.actors[test]))]
         )
-        e, o, sec = T.window_embeddings(net, bank, order)
-        pw = stream_sessions(head, e, sec, bank.actors[o])
+        e, o, sec, net_p = T.window_embeddings(net, bank, order)
+        pw = stream_sessions(head, e, sec, bank.actors[o], net_p)
         clip_p = np.zeros((len(bank.actors), pw.shape[1]))
         np.add.at(clip_p, o, pw)
         first = np.r_[True, o[1:] != o[:-1]]

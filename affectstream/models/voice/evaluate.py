@@ -117,10 +117,9 @@ def evaluate_clips(
             if norm is None:
                 norm = norms[c.actor] = head.new_session()
             new_s = [predictor.window_s] + [hop_s] * (n - 1)
-            probs = np.concatenate(
-                [head.step(norm, emb[j], new_s[j]) for j in range(n)]
-                + [head.probs(norm.apply(emb[n]))]  # the centre window: already counted
-            )
+            read = [head.step(norm, emb[j], new_s[j], probs[j]) for j in range(n)]
+            read.append(head.step(norm, emb[n], 0.0, probs[n]))  # the centre: counted already
+            probs = np.concatenate(read)
         clip_probs.append(probs[:n].mean(axis=0))
         win_probs.append(probs[n])
         y.append(c.label_index)

@@ -202,18 +202,23 @@ def fit_head(
 
 
 def stream_sessions(
-    head: SessionHead, emb: np.ndarray, seconds: np.ndarray, session: np.ndarray
+    head: SessionHead,
+    emb: np.ndarray,
+    seconds: np.ndarray,
+    session: np.ndarray,
+    net_probs: np.ndarray | None = None,
 ) -> np.ndarray:
     """Probabilities (n, 7) of windows `emb` (n, D) read live, in the order given: each
     session id has its own `SpeakerNorm`, updated with a window (its `seconds` of new
-    speech) before that window is read (evaluation, the live stage's arithmetic)."""
+    speech) before that window is read (evaluation, the live stage's arithmetic).
+    `net_probs` (n, 7): the network's own probabilities, mixed in as `head.step` does."""
     norms: dict = {}
     out = np.empty((len(emb), len(LABELS)), dtype=np.float32)
     for i, (e, w, sid) in enumerate(zip(emb, seconds, session, strict=True)):
         norm = norms.get(sid)
         if norm is None:
             norm = norms[sid] = head.new_session()
-        out[i] = head.step(norm, e, float(w))[0]
+        out[i] = head.step(norm, e, float(w), None if net_probs is None else net_probs[i])[0]
     return out
 
 
@@ -233,6 +238,8 @@ class SessionHead:
         weight: (7, D) and bias (7,): logits = weight @ z + bias.
         prior_mean, prior_var: (D,) the training embeddings' statistics.
         strength_s: k, seconds of speech the prior counts as.
+        net_weight: the share of the network's own (stateless) probabilities in what `step`
+            returns; the rest is this head's reading of the standardised embedding.
         encoder_sha256: the encoder weight file whose embedding this head reads.
         meta: how it was fitted (echoed by the card).
     """
@@ -242,6 +249,7 @@ class SessionHead:
     prior_mean: np.ndarray
     prior_var: np.ndarray
     strength_s: float
+    net_weight: float = 0.0
     encoder_sha256: str = ""
     meta: dict | None = None
 
@@ -258,11 +266,22 @@ class SessionHead:
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.dim)
         return softmax(z @ self.weight.T + self.bias)
 
-    def step(self, norm: SpeakerNorm, emb: np.ndarray, seconds: float) -> np.ndarray:
+    def step(
+        self,
+        norm: SpeakerNorm,
+        emb: np.ndarray,
+        seconds: float,
+        net_probs: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The live step: add the newest embedding (D,) or (1, D) to the session, then read
-        it standardised by the session so far; returns probabilities (1, 7)."""
+        it standardised by the session so far; returns probabilities (1, 7), mixed with the
+        network's own `net_probs` (7,) by `net_weight` when given."""
         norm.update(emb, seconds)
-        return self.probs(norm.apply(emb))
+        p = self.probs(norm.apply(emb))
+        if net_probs is None or self.net_weight == 0:
+            return p
+        net = np.asarray(net_probs, dtype=np.float32).reshape(1, -1)
+        return ((1 - self.net_weight) * p + self.net_weight * net).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
         np.savez(
@@ -274,6 +293,7 @@ class SessionHead:
             prior_mean=self.prior_mean.astype(np.float64),
             prior_var=self.prior_var.astype(np.float64),
             strength_s=np.array(self.strength_s),
+            net_weight=np.array(self.net_weight),
             encoder_sha256=np.array(self.encoder_sha256),
             meta=np.array(json.dumps(self.meta or {})),
         )
@@ -295,6 +315,7 @@ class SessionHead:
             prior_mean=d["prior_mean"],
             prior_var=d["prior_var"],
             strength_s=float(d["strength_s"]),
+            net_weight=float(d.get("net_weight", 0.0)),
             encoder_sha256=str(d["encoder_sha256"]),
             meta=json.loads(str(d["meta"])),
         )

@@ -535,20 +535,23 @@ def window_embeddings(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings of the sliding windows of clips `idx` (the windows `predict_cached` scores):
     (emb (n, D), each window's clip row in the bank (n,), seconds of new speech (n,): a clip's
-    first window brings `window_s`, each later one `hop_s`)."""
+    first window brings `window_s`, each later one `hop_s`; the network's probabilities
+    (n, 7))."""
     net.eval()
     hop = max(1, int(round(hop_s * bank.mel.sample_rate / bank.mel.hop)))
-    embs, owners = [], []
+    embs, probs, owners = [], [], []
     for s in range(0, len(idx), chunk):
         part = np.asarray(idx[s : s + chunk])
         wins, owner = bank.windows(part, hop)
         for i in range(0, len(wins), 256):
-            embs.append(net.forward_mel(wins[i : i + 256])[1].cpu().numpy())
+            logits, emb = net.forward_mel(wins[i : i + 256])
+            embs.append(emb.cpu().numpy())
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
         owners.append(part[owner])
     owner = np.concatenate(owners)
     first = np.r_[True, owner[1:] != owner[:-1]]
     seconds = np.where(first, bank.window_s, hop * bank.mel.hop / bank.mel.sample_rate)
-    return np.concatenate(embs).astype(np.float64), owner, seconds
+    return np.concatenate(embs).astype(np.float64), owner, seconds, np.concatenate(probs)
 
 
 def fit_session_head(
@@ -561,6 +564,7 @@ def fit_session_head(
     l2: float = 1e-3,
     balance: float | None = 0.5,
     corpus_sessions: Sequence[str] = (),
+    net_weight: float = 0.0,
 ) -> SessionHead:
     """The session head on windows `emb` of the training clips `owner` (rows of `bank`).
 
@@ -568,7 +572,8 @@ def fit_session_head(
     standardised as a live session of random length of its own speaker would have it
     (`simulated_sessions`); a softmax regression is fitted on that. The clips of the corpora
     in `corpus_sessions` form one speaker per corpus (URDU's speaker tags mostly carry one
-    emotion each, so a session of one tag would remove the emotion itself).
+    emotion each, so a session of one tag would remove the emotion itself). `net_weight` is
+    stored: the share of the network's own probabilities in what the head returns live.
     """
     clips = np.unique(owner)
     if balance is None:
@@ -587,4 +592,4 @@ def fit_session_head(
         emb, seconds, speaker, owner, mean, var, strength_s, np.random.default_rng(seed)
     )
     w, b = fit_head(z, bank.labels[torch.as_tensor(owner)].cpu().numpy(), sw, l2=l2)
-    return SessionHead(w, b, mean, var, float(strength_s))
+    return SessionHead(w, b, mean, var, float(strength_s), net_weight=float(net_weight))

@@ -4,8 +4,8 @@ Silence makes the voice modality absent (not a confident "neutral"); so does a m
 that is reconnecting. While someone speaks, the predictor sees the newest `window_s` seconds.
 
 When the predictor has a session head (`models.voice.session`) and `session_norm` is on, the
-class probabilities are read from the embedding standardised by this stream's own running
-statistics (one `SpeakerNorm` per stage, so per stream; `reset_session` starts again), which
+class probabilities mix the network's own with a reading of the embedding standardised by
+this stream's own running statistics (one `SpeakerNorm` per stage, so per stream; `reset_session` starts again), which
 the head shrinks toward the training statistics while the stream has little speech. The
 embedding handed on (to the fusion) is the encoder's own, unchanged.
 """
@@ -63,7 +63,8 @@ class VoiceStage(Stage):
         if head is not None:
             if self._norm is None:
                 self._norm = head.new_session()
-            probs = head.step(self._norm, emb[0], min(new, len(x)) / self.ring.sample_rate)
+            seconds = min(new, len(x)) / self.ring.sample_rate
+            probs = head.step(self._norm, emb[0], seconds, probs[0])
             info["session_s"] = self._norm.seconds
         t_newest = t0 + int(len(x) * 1e9 / self.ring.sample_rate)
         return ModalityResult(
