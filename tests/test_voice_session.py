@@ -325,3 +325,17 @@ def test_the_step_mixes_the_network_probabilities_by_net_weight():
     ring, stage = _stage(_Predictor(head))
     ring.write(np.full(1600, 0.5, np.float32), 0)
     assert stage.run(0).probs[0] >= 0.5  # the network's half says neutral
+
+
+def test_the_shipped_session_head_reads_the_shipped_encoder():
+    """voice.session.npz is fitted on voice.pt's embedding: if voice.pt changes, refit it with
+    the command in models/cards/voice.md (train voice --session-head), or it is not used."""
+    from affectstream.models.voice.encoder import default_weights_path
+    from affectstream.models.voice.session import companion_path, load_companion
+
+    enc = default_weights_path()
+    assert companion_path(enc).is_file()
+    head = load_companion(enc)
+    assert head is not None, "voice.pt changed since voice.session.npz was fitted: refit it"
+    assert head.weight.shape == (7, 128) and head.net_weight == 0.5
+    assert "--session-head" in head.meta["command"]
