@@ -78,7 +78,11 @@ def load_media(path: str | Path, jpeg_quality: int = 85) -> Media:
         if container.streams.audio:
             stream = container.streams.audio[0]
             rate = stream.rate
-            parts = [frame_to_mono(f) for f in container.decode(stream)]
+            for packet in container.demux(stream):
+                try:  # a damaged packet is skipped, as the file source does
+                    parts += [frame_to_mono(f) for f in packet.decode()]
+                except av.error.FFmpegError:
+                    continue
     pcm = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     pcm16 = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
     if not frames and not pcm16.size:
