@@ -103,7 +103,7 @@ def ray_server(tmp_path_factory, request):
         assert "(push mode, Ray Serve on" in line, (line, proc.poll())
         started = time.monotonic() - t0
         ray.init(address=cluster.address, log_to_driver=False)
-        yield {"url": f"ws://{HEAD}:{port}", "proc": proc, "ray": ray}
+        yield {"url": f"ws://{HEAD}:{port}", "proc": proc, "ray": ray, "config": config}
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -246,6 +246,32 @@ def test_sessions_isolated_hostile_answered_and_busy_on_two_nodes(ray_server, me
 
 def test_no_token_or_a_wrong_one_is_refused_at_the_handshake(ray_server):
     check_token(ray_server["url"])
+
+
+def test_an_agents_recognizer_runs_on_the_remote_models(ray_server):
+    """An agent's own process (here the test's, connected to the cluster) keeps its session
+    state in a `Recognizer` and calls the cluster's voice and fusion deployments."""
+    from affectstream import Recognizer
+    from affectstream.core.config import load_config
+    from affectstream.serving.remote import RemoteBackend, remote_predictors
+
+    config = load_config(ray_server["config"])
+    predictors = remote_predictors(config)
+    assert set(predictors) == {"voice", "fusion"}
+    assert all(isinstance(p.backend, RemoteBackend) for p in predictors.values())
+    before = batches("voice")["requests"]
+    speech, rate = sf.read(LIBRIVOX, dtype="int16")
+    step = rate // 25
+    got: list = []
+    with Recognizer(config, push=True, transcribe=False, predictors=predictors) as rec:
+        rec.on_estimate(got.append)
+        t0 = time.monotonic()
+        for i in range(100):  # 4 s of speech in 40 ms pieces, at real pace
+            time.sleep(max(0.0, t0 + (i + 1) * 0.04 - time.monotonic()))
+            rec.push_audio(speech[i * step : (i + 1) * step], rate, t=t0 + i * 0.04)
+        time.sleep(0.5)
+    assert any(e.present["voice"] for e in got), [e.status["voice"] for e in got]
+    assert batches("voice")["requests"] > before
 
 
 async def hello_and_estimates(url: str, n: int = 3, timeout_s: float = 90.0) -> tuple:
