@@ -85,8 +85,10 @@ class VoiceConfig:
     vad_threshold: float = 0.5
     weights: str = ""
     # read the classes from the embedding standardised by the stream's own voice statistics
-    # (the session head beside the weights, models/cards/voice.md); off: the network's head
-    session_norm: bool = True
+    # (the session head beside the weights, models/cards/voice.md); off: the network's head.
+    # Off by default until the fusion model is retrained on these readings: its training
+    # bank read the network's head, and the voice tokens it was trained on would change
+    session_norm: bool = False
 
 
 @dataclass
