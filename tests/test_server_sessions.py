@@ -363,7 +363,8 @@ def check_token(server_url: str) -> None:
         try:
             async with connect(server_url, additional_headers=headers) as ws:
                 await ws.send(json.dumps({"type": "hello"}))
-                while "type" not in (m := json.loads(await ws.recv())):
+                # estimates and a periodic status may come first on a busy machine
+                while (m := json.loads(await ws.recv())).get("type") not in ("hello", "error"):
                     pass
                 return m
         except InvalidStatus as e:
