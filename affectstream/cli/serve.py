@@ -183,11 +183,15 @@ def run_on_ray(args: argparse.Namespace, config, token: str | None, limits) -> i
         transcribe=args.transcribe,
     )
     started = app.connect(args.ray or None)
+    serve_was_running = app.serve_running()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
         signal.signal(sig, lambda *_: stop.set())
     try:
-        app.deploy(config, options)
+        try:
+            app.deploy(config, options)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         where = args.ray or f"a local cluster on {app.LOCAL_HEAD}"
         print(
             f"affectstream serve: ws://{args.host}:{args.port} (push mode, Ray Serve on {where})",
@@ -196,7 +200,7 @@ def run_on_ray(args: argparse.Namespace, config, token: str | None, limits) -> i
         stop.wait()
         app.shut_down()
     finally:
-        if started:
+        if started or not serve_was_running:  # Serve (and its proxy port) is ours to stop
             serve.shutdown()
         ray.shutdown()
     return 0

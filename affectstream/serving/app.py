@@ -116,15 +116,33 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def serve_running() -> bool:
+    """Whether Ray Serve already runs on the connected cluster."""
+    import ray
+
+    try:
+        ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+    except ValueError:
+        return False
+    return True
+
+
 def deploy(config: Config, options: ServerOptions) -> None:
     """Start Serve's proxy on `options.host:port` and run (or redeploy) the application;
-    returns once every replica is up."""
+    returns once every replica is up. Serve already running elsewhere on the cluster keeps
+    its own proxy address: another one is a ValueError."""
     from ray import serve
 
     serve.start(
         proxy_location=config.serving.proxy,
         http_options={"host": options.host, "port": options.port},
     )
+    http = serve.context._get_global_client().http_config
+    if (http.host, http.port) != (options.host, options.port):
+        raise ValueError(
+            f"Ray Serve already runs on this cluster with its proxy on {http.host}:{http.port}:"
+            f" give --host {http.host} --port {http.port}, or stop it (serve shutdown)"
+        )
     serve.run(build(config, options), name=APP, route_prefix="/")
 
 
@@ -142,4 +160,12 @@ def shut_down(timeout_s: float = 5.0) -> None:
     serve.delete(APP)
 
 
-__all__ = ["LOCAL_HEAD", "ServerOptions", "build", "connect", "deploy", "shut_down"]
+__all__ = [
+    "LOCAL_HEAD",
+    "ServerOptions",
+    "build",
+    "connect",
+    "deploy",
+    "serve_running",
+    "shut_down",
+]
