@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.bench.pipeline import BUDGET_MODALITIES
+from affectstream.bench.pipeline import BUDGET_MODALITIES, ResourceSampler
 from affectstream.core.labels import MODALITIES
 from affectstream.core.machine import cpu_model
 from affectstream.core.stats import percentiles
@@ -203,31 +203,19 @@ async def _push(ws, media: Media, seconds: float) -> None:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
-class ProcessSampler:
-    """CPU % (of one core) and resident MB of the server process with its children, and of
-    this (the clients') process, every `interval_s`, on a thread."""
+class ServerTree:
+    """CPU % (of one core) and resident MB of the server process with its children (Ray starts
+    some), summed, one sample per call: the `extra` of a `pipeline.ResourceSampler`, which
+    samples this (the clients') process itself."""
 
-    def __init__(self, server_pid: int, interval_s: float = 0.5) -> None:
+    def __init__(self, server_pid: int) -> None:
         import psutil
 
         self.server = psutil.Process(server_pid)
-        self.me = psutil.Process()
-        self.interval_s = interval_s
-        self.samples: list[dict[str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="serve-sampler", daemon=True)
         self._seen: dict[int, Any] = {}
+        self._tree()  # the first cpu_percent of each process only starts its interval
 
-    def __enter__(self) -> ProcessSampler:
-        self.me.cpu_percent(None)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-
-    def _server_tree(self):
+    def _tree(self) -> list:
         import psutil
 
         try:
@@ -241,33 +229,28 @@ class ProcessSampler:
                     p.cpu_percent(None)
         return [self._seen[p.pid] for p in procs]
 
-    def _run(self) -> None:
+    def __call__(self) -> dict[str, float]:
         import psutil
 
-        self._server_tree()
-        while not self._stop.wait(self.interval_s):
-            cpu = rss = 0.0
-            for p in self._server_tree():
-                with contextlib.suppress(psutil.Error):
-                    cpu += p.cpu_percent(None)
-                    rss += p.memory_info().rss / 2**20
-            self.samples.append(
-                {
-                    "server_cpu_percent": round(cpu, 1),
-                    "server_rss_mb": round(rss, 1),
-                    "clients_cpu_percent": self.me.cpu_percent(None),
-                }
-            )
+        cpu = rss = 0.0
+        for p in self._tree():
+            with contextlib.suppress(psutil.Error):
+                cpu += p.cpu_percent(None)
+                rss += p.memory_info().rss / 2**20
+        return {"server_cpu_percent": round(cpu, 1), "server_rss_mb": round(rss, 1)}
 
-    def summary(self) -> dict[str, Any]:
-        def col(k: str) -> list[float]:
-            return [s[k] for s in self.samples]
 
-        return {
-            "server_cpu_percent": percentiles(col("server_cpu_percent"), (50, 95), 1),
-            "server_rss_mb": {"max": max(col("server_rss_mb"), default=None)},
-            "clients_cpu_percent": percentiles(col("clients_cpu_percent"), (50, 95), 1),
-        }
+def resources(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The server tree's and the clients' CPU, and the server's largest RSS, over a run."""
+
+    def col(k: str) -> list[float]:
+        return [s[k] for s in samples]
+
+    return {
+        "server_cpu_percent": percentiles(col("server_cpu_percent"), (50, 95), 1),
+        "server_rss_mb": {"max": max(col("server_rss_mb"), default=None)},
+        "clients_cpu_percent": percentiles(col("cpu_percent"), (50, 95), 1),
+    }
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 300.0) -> float:
@@ -305,7 +288,7 @@ def run_sessions(
                 return_exceptions=True,
             )
 
-        with ProcessSampler(proc.pid) as sampler:
+        with ResourceSampler(extra=ServerTree(proc.pid)) as sampler:
             outcomes = asyncio.run(all_clients())
         failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
     finally:
@@ -319,7 +302,7 @@ def run_sessions(
         "sessions": n,
         "server_startup_s": round(startup_s, 2),
         "client_failures": failures,
-        "resources": sampler.summary(),
+        "resources": resources(sampler.samples),
         "server_log_tail": (err or b"").decode(errors="replace").splitlines()[-5:],
     }
 

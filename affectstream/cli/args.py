@@ -181,6 +181,19 @@ def add_looped_stream_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_arguments(p)
 
 
+def add_budget_argument(p: argparse.ArgumentParser, counted: str) -> None:
+    """`--budget-ms`: the p99 estimate age (face, voice) a stream or session count must keep,
+    shared by `bench pipeline` and `bench serve`, which both name the largest count that does."""
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        default=150.0,
+        metavar="MS",
+        help=f"p99 estimate age (face, voice) a {counted} count must keep to count as "
+        "sustained (150)",
+    )
+
+
 def looped_media(args: argparse.Namespace) -> Path:
     """`--media`, or the bundled sample, which every install has (a default under ../shared
     would fail outside a checkout); UsageError when the file is not there."""

@@ -11,6 +11,7 @@ import argparse
 import functools
 
 from affectstream.cli.args import (
+    add_budget_argument,
     add_looped_stream_arguments,
     config_from_args,
     looped_media,
@@ -31,13 +32,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "the models (default 1)",
     )
     p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
-    p.add_argument(
-        "--budget-ms",
-        type=float,
-        default=150.0,
-        metavar="MS",
-        help="p99 estimate age a stream count must keep to count as sustained (150)",
-    )
+    add_budget_argument(p, "stream")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="latency over time and CDF per stage")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from affectstream.cli.args import positive_ints, write_json
+from affectstream.cli.args import add_budget_argument, positive_ints, write_json
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,13 +39,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="measure `serve --ray [ADDRESS]` (on 127.0.0.2) instead of the in-process server: "
         "the cluster at ADDRESS, or a local one per run (docs/serving.md)",
     )
-    p.add_argument(
-        "--budget-ms",
-        type=float,
-        default=150.0,
-        metavar="MS",
-        help="p99 estimate age (face, voice) a session count must keep (150)",
-    )
+    add_budget_argument(p, "session")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="p99 age and server CPU per session count")
 
@@ -65,9 +59,7 @@ def run_bench(args: argparse.Namespace) -> int:
     for flag in ("device", "backend", "config"):
         if getattr(args, flag):
             extra += [f"--{flag}", str(getattr(args, flag))]
-    launch = functools.partial(
-        serve.default_launch, transcribe=not args.no_transcribe, extra=extra
-    )
+    launch = functools.partial(serve.default_launch, transcribe=not args.no_transcribe, extra=extra)
     where = {}
     if args.ray is not None:
         launch = functools.partial(

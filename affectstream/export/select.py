@@ -363,13 +363,13 @@ def ready_backend(
     args = (entry, onnx_dir, weights, threads, device, on_gpu, on_gpu)
     reasons = {k: v for k, v in availability(device).items() if v}
     known = _read_auto(_auto_key(entry, weights, threads, device, on_gpu, on_gpu))
-    tries: list[tuple[str, str]] = []
+    tries: dict[str, str] = {}  # backend -> why it is chosen, in the order tried
     if known is not None and known["picked"] not in reasons:
-        tries.append((known["picked"], "measured before on this machine"))
+        tries[known["picked"]] = "measured before on this machine"
     if "onnxruntime" not in reasons:
-        tries.append(("onnxruntime", "an exported ONNX file is ready"))
-    tries.append(("torch", "needs nothing prepared"))
-    for name, why in tries:
+        tries.setdefault("onnxruntime", "an exported ONNX file is ready")
+    tries.setdefault("torch", "needs nothing prepared")
+    for name, why in tries.items():  # each once, though the measured pick is one of them
         try:
             chosen = _open_one(name, *args, export=False)
         except (BackendError, FileNotFoundError, OSError) as e:
