@@ -28,6 +28,7 @@ from affectstream.core.labels import MODALITIES
 from affectstream.core.machine import cpu_model
 from affectstream.core.stats import percentiles
 from affectstream.core.version import __version__
+from affectstream.export.batching import batch_stats
 
 Progress = Callable[[float], None]  # called with seconds of the current run done so far
 
@@ -258,16 +259,6 @@ def _merge_status(traces: Sequence[StreamTrace]) -> dict[str, dict[str, int]]:
 # Modalities whose age the budget bounds. A text result is as old as the utterance it read
 # (seconds: words are committed when a phrase ends), so its age measures speech, not the tick.
 BUDGET_MODALITIES = ("face", "voice")
-
-
-def batch_stats(predictors: dict[str, Any]) -> dict[str, Any]:
-    """Per shared model, the `BatchStats` of its cross-session batcher (`export.batching`)."""
-    out = {}
-    for name, p in predictors.items():
-        stats = getattr(getattr(p, "backend", None), "stats", None)
-        if stats is not None:
-            out[name] = stats
-    return out
 
 
 def worst_age_p99(summary: dict[str, Any]) -> float | None:

@@ -283,6 +283,16 @@ class BatchingBackend:
         return split_outputs(self.inner.infer(merged), own, self.signature)
 
 
+def batch_stats(predictors: Mapping[str, Any]) -> dict[str, BatchStats]:
+    """Per predictor whose backend is a batcher, its `BatchStats` (the others have none)."""
+    out = {}
+    for name, predictor in predictors.items():
+        stats = getattr(getattr(predictor, "backend", None), "stats", None)
+        if stats is not None:
+            out[name] = stats
+    return out
+
+
 def batching(
     backend, options: BatchConfig | None = None, padded: Sequence[str] = (), device: str = "cpu"
 ):
@@ -293,6 +303,7 @@ def batching(
 
 __all__ = [
     "BatchStats",
+    "batch_stats",
     "BatchingBackend",
     "batching",
     "merge_feeds",

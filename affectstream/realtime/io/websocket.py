@@ -30,6 +30,7 @@ from http import HTTPStatus
 
 from affectstream.core.clock import now_ns
 from affectstream.core.version import __version__
+from affectstream.export.batching import batch_stats
 from affectstream.realtime.io.protocol import (
     CLOSE_BUSY,
     CLOSE_NORMAL,
@@ -300,11 +301,9 @@ class StreamServer:
         """Per model shared by the sessions, the calls its batcher made (export.batching)."""
         out = {}
         shared = self.sessions.predictors if self.sessions is not None else {}
-        for name, predictor in shared.items():
-            stats = getattr(getattr(predictor, "backend", None), "stats", None)
-            if stats is not None:
-                s = stats.summary()
-                out[name] = {k: s[k] for k in ("requests", "calls", "mean_batch", "max_batch")}
+        for name, stats in batch_stats(shared).items():
+            s = stats.summary()
+            out[name] = {k: s[k] for k in ("requests", "calls", "mean_batch", "max_batch")}
         return out
 
     def hello(self, client: Client) -> dict:
