@@ -43,18 +43,18 @@ def _read_blob(path: Path) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a broken or foreign file
         raise ValueError(f"{path}: not a voice weight file ({e.__class__.__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path}: not a voice weight file ({WEIGHTS_FORMAT})")
-    if tuple(blob["labels"]) != LABELS:
-        raise ValueError(f"{path}: labels {blob['labels']} differ from {LABELS}")
-    return blob
+    return _checked(path, blob)
 
 
 def _read_plain(path: Path) -> dict:
     """A voice weight file's plain fields (format, labels, window_s, net, meta), without
     importing torch (`models/weights_header.py`)."""
-    blob = read_plain(path, "voice weight file")
-    if blob.get("format") != WEIGHTS_FORMAT:
+    return _checked(path, read_plain(path, "voice weight file"))
+
+
+def _checked(path: Path, blob) -> dict:
+    """`blob` if it is a voice weight file in LABELS order, else ValueError naming `path`."""
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{path}: not a voice weight file ({WEIGHTS_FORMAT})")
     if tuple(blob["labels"]) != LABELS:
         raise ValueError(f"{path}: labels {blob['labels']} differ from {LABELS}")
