@@ -70,13 +70,14 @@ def test_old_results_become_stale_then_absent_and_absent_clears():
 
 
 def test_slow_stage_is_skipped_and_counted_not_queued():
-    cfg = SchedulerConfig(rate_hz=20, deadline_ms={"slow": 5.0})
-    slow = Scripted("slow", lambda t: ModalityResult(HAPPY, t_ns=t, confidence=0.5), cost_s=0.02)
+    # deadlines are per modality (config keys scheduler.deadline_ms.face, ...)
+    cfg = SchedulerConfig(rate_hz=20, deadline_ms={"face": 5.0})
+    slow = Scripted("face", lambda t: ModalityResult(HAPPY, t_ns=t, confidence=0.5), cost_s=0.02)
     p = Pipeline([slow], cfg)
     ests = list(run_stepped(p, lambda t: None, done=lambda: p.ticks >= 6, start_ns=0))
     assert slow.calls == 3  # runs, is skipped the next tick, runs again ...
-    assert ests[-1].dropped["slow_skipped"] == 3
-    assert ests[-1].dropped["slow_overruns"] == 3
+    assert ests[-1].dropped["face_skipped"] == 3
+    assert ests[-1].dropped["face_overruns"] == 3
 
 
 def test_realtime_driver_skips_ticks_when_behind_and_keeps_rate():
@@ -183,3 +184,46 @@ def test_status_says_absent_stale_and_off():
     ] * 2
     assert all(e.status["text"] == "off" for e in ests)
     assert json.loads(ests[-1].to_json())["status"]["face"] == "absent"
+
+
+def test_tick_phases_spread_the_streams_over_the_period():
+    from affectstream.realtime.scheduler import TickPhases
+
+    phases = TickPhases()
+    taken = [phases.take() for _ in range(4)]
+    assert taken == [0.0, 0.5, 0.25, 0.75]  # each new stream in the middle of the widest gap
+    phases.give_back(0.5)
+    assert phases.take() == 0.5  # a stream that leaves frees its turn for the next one
+    assert phases.take() in (0.125, 0.375, 0.625, 0.875)
+
+
+def test_streams_started_together_tick_half_a_period_apart():
+    """Two streams of one process, started at the same moment, take turns within the period
+    (their stages would otherwise queue for the same cores at once); with `align_ticks`
+    (batching) they tick together instead."""
+    cfg = SchedulerConfig(rate_hz=20)
+    period = int(1e9 / cfg.rate_hz)
+
+    def ticks_of(align: bool) -> list[Pipeline]:
+        pipes = [
+            Pipeline([Scripted("face", lambda t: ABSENT)], cfg, align_ticks=align)
+            for _ in range(2)
+        ]
+        barrier = threading.Barrier(2)
+
+        def drive(p):
+            barrier.wait()
+            list(run_realtime(p, done=lambda: p.ticks >= 3))
+
+        threads = [threading.Thread(target=drive, args=(p,)) for p in pipes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        return pipes
+
+    a, b = ticks_of(align=False)
+    gap = (a.start_ns - b.start_ns) % period
+    assert gap in (period // 2, period - period // 2)
+    a, b = ticks_of(align=True)
+    assert a.start_ns % period == b.start_ns % period == 0

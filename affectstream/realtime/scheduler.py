@@ -308,6 +308,41 @@ def _status(st: _StageState, present: bool, stale: dict[str, bool]) -> str:
     return "missing: no recent input" if st.last is not None else "missing: no input yet"
 
 
+class TickPhases:
+    """Where in the tick period each stream of this process ticks, so their ticks take turns.
+
+    Streams that do not batch gain nothing from ticking together: started at the same moment
+    (a benchmark, sessions that connect together), their stages would all run at once and
+    queue for the same cores, while the rest of the period sits idle. A stream that starts
+    takes the middle of the widest free gap between the phases in use; it gives its phase
+    back when it stops. Phases are fractions of the period, in [0, 1).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken: list[float] = []
+
+    def take(self) -> float:
+        with self._lock:
+            taken = sorted(self._taken)
+            if not taken:
+                phase = 0.0
+            else:
+                gaps = [(b - a, a) for a, b in zip(taken, taken[1:] + [taken[0] + 1.0], strict=True)]
+                width, at = max(gaps, key=lambda g: (g[0], -g[1]))  # ties: the earliest
+                phase = (at + width / 2) % 1.0
+            self._taken.append(phase)
+            return phase
+
+    def give_back(self, phase: float) -> None:
+        with self._lock:
+            if phase in self._taken:
+                self._taken.remove(phase)
+
+
+TICK_PHASES = TickPhases()  # one per process: the streams that share its cores
+
+
 def run_realtime(
     pipeline: Pipeline, done: Callable[[], bool], stop: Callable[[], bool] = lambda: False
 ) -> Iterator[Estimate]:
@@ -321,21 +356,30 @@ def run_realtime(
     period = pipeline.period_ns
     spin_ns = int(pipeline.config.spin_ms * 1e6)
     start = now_ns()
+    phase = None
     if pipeline.align_ticks:  # the next multiple of the period on the monotonic clock
         start = -(-start // period) * period
+    else:  # the next tick time at this stream's own phase, so the streams take turns
+        phase = TICK_PHASES.take()
+        offset = int(phase * period)
+        start = -(-(start - offset) // period) * period + offset
     pipeline.start_ns = start
     k = 0
-    while not stop():
-        due = start + k * period
-        _wait_until(due, spin_ns)
-        yield pipeline.tick(now_ns())
-        if done():
-            return
-        k += 1
-        behind = (now_ns() - (start + k * period)) // period
-        if behind > 0:
-            pipeline.ticks_skipped += int(behind)
-            k += int(behind)
+    try:
+        while not stop():
+            due = start + k * period
+            _wait_until(due, spin_ns)
+            yield pipeline.tick(now_ns())
+            if done():
+                return
+            k += 1
+            behind = (now_ns() - (start + k * period)) // period
+            if behind > 0:
+                pipeline.ticks_skipped += int(behind)
+                k += int(behind)
+    finally:
+        if phase is not None:
+            TICK_PHASES.give_back(phase)
 
 
 def _wait_until(due_ns: int, spin_ns: int = 0) -> None:

@@ -172,6 +172,13 @@ class Transcriber(Source):
             return True
         return self.join(timeout)
 
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Ask the thread to end and wait for the decode it may be in: a process that exits
+        while CTranslate2 still decodes on this thread aborts ("terminate called without an
+        active exception"). A decode takes well under a second alone, but the streams of a
+        host share one model and queue for it, hence the long bound."""
+        return super().stop(timeout)
+
     # -- stepped driving ----------------------------------------------------------------
     def step(self, t_ns: int) -> None:
         """Stepped mode: transcribe the audio written up to now; `t_ns` stamps the output.
