@@ -186,7 +186,12 @@ async def _client(url: str, token: str, media: Media, seconds: float, trace: Ses
 
 async def _push(ws, media: Media, seconds: float) -> None:
     """Frames at the video's rate and audio in 40-ms pieces, looped, stamped with the
-    monotonic time they are 'captured' (kinds 0x11 and 0x12 of docs/server.md)."""
+    monotonic time they are 'captured' (kinds 0x11 and 0x12 of docs/server.md).
+
+    As from a real microphone, a piece is sent once it has been recorded, stamped with the
+    time its recording began. (Sent at its start, it would reach the server 40 ms before its
+    end was "recorded"; the server's clock mapping, which never maps a time after its
+    arrival, would then date every frame 40 ms older than it is.)"""
     step = int(media.rate * PIECE_S)
     t0, i, k = time.monotonic(), 0, 0
     while (now := time.monotonic()) - t0 < seconds:
@@ -194,12 +199,13 @@ async def _push(ws, media: Media, seconds: float) -> None:
             jpeg = media.frames[i % len(media.frames)]
             await ws.send(b"\x11" + struct.pack("<d", now) + jpeg)
             i += 1
-        if media.pcm.size and now >= t0 + k * PIECE_S:
+        if media.pcm.size and now >= t0 + (k + 1) * PIECE_S:
             start = (k * step) % max(1, media.pcm.size - step)
             piece = media.pcm[start : start + step]
-            await ws.send(b"\x12" + struct.pack("<dI", now, media.rate) + piece.tobytes())
+            began = now - PIECE_S
+            await ws.send(b"\x12" + struct.pack("<dI", began, media.rate) + piece.tobytes())
             k += 1
-        due = min(t0 + i / media.fps if media.frames else 1e18, t0 + k * PIECE_S)
+        due = min(t0 + i / media.fps if media.frames else 1e18, t0 + (k + 1) * PIECE_S)
         await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
