@@ -135,6 +135,8 @@ def hostile_messages(n: int = 1000) -> list[tuple[str | bytes, set[str]]]:
         ('{"type": "session.update", "rate_hz": "fast"}', {"invalid"}),
         ('{"type": "session.update", "rate_hz": -1}', {"invalid"}),
         ('{"type": "session.update", "rate_hz": 1e9}', {"invalid"}),
+        # NaN passes the schema (no comparison holds); the config check refuses it
+        ('{"type": "session.update", "rate_hz": NaN}', {"invalid"}),
         ('{"type": "session.update", "rate_hz": true}', {"invalid"}),
         ('{"type": "session.update", "modalities": {"smell": true}}', {"invalid"}),
         ('{"type": "session.update", "modalities": {"face": "yes"}}', {"invalid"}),

@@ -115,12 +115,18 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def apply_backend_arguments(config, args: argparse.Namespace) -> None:
-    """`--backend/--device/--onnx-dir/--threads` override the config's backend section."""
-    b = config.backend
-    b.name = args.backend or b.name
-    b.device = args.device or b.device
-    b.onnx_dir = args.onnx_dir or b.onnx_dir
-    b.threads = args.threads or b.threads
+    """`--backend/--device/--onnx-dir/--threads` override the config's backend section,
+    through the config's own check (`--threads 0` is refused naming `backend.threads`)."""
+    from affectstream.core.config import set_key
+
+    for key, value, flag in (
+        ("name", args.backend, "--backend"),
+        ("device", args.device, "--device"),
+        ("onnx_dir", args.onnx_dir, "--onnx-dir"),
+        ("threads", args.threads, "--threads"),
+    ):
+        if value is not None and value != "":
+            set_key(config, f"backend.{key}", value, flag)
 
 
 def sample_media() -> Path:
@@ -149,19 +155,16 @@ def apply_sample(args: argparse.Namespace) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """`--config FILE` loaded, then `--backend/--device/--onnx-dir/--threads` and, where the
-    command has it, `--rate` applied over it."""
-    from affectstream.core.config import load_config
-    from affectstream.core.errors import UsageError
+    command has it, `--rate` and `--fusion` applied over it: each flag through the check a
+    file's value gets (`--rate: scheduler.rate_hz must be > 0 and <= 1000, got 0`)."""
+    from affectstream.core.config import load_config, set_key
 
     config = load_config(args.config)
     apply_backend_arguments(config, args)
-    rate = getattr(args, "rate", None)
-    if rate is not None:
-        if rate <= 0:
-            raise UsageError(f"--rate must be positive, got {rate}")
-        config.scheduler.rate_hz = rate
+    if getattr(args, "rate", None) is not None:
+        set_key(config, "scheduler.rate_hz", args.rate, "--rate")
     if getattr(args, "fusion", None):
-        config.fusion.method = args.fusion
+        set_key(config, "fusion.method", args.fusion, "--fusion")
     return config
 
 
@@ -289,17 +292,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def transcriber_config(args):
     """The config's transcriber section with `--model` and `--threads` applied."""
-    from affectstream.core.config import load_config
-    from affectstream.core.errors import UsageError
+    from affectstream.core.config import load_config, set_key
 
-    cfg = load_config(args.config).transcriber
+    config = load_config(args.config)
     if args.model is not None:
-        cfg.model = args.model
+        set_key(config, "transcriber.model", args.model, "--model")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        cfg.cpu_threads = args.threads
-    return cfg
+        set_key(config, "transcriber.cpu_threads", args.threads, "--threads")
+    return config.transcriber
 
 
 def write_json(path: str | Path | None, data: dict) -> None:

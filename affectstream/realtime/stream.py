@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from affectstream.core.clock import now_ns
-from affectstream.core.config import Config
+from affectstream.core.config import Config, check_config
 from affectstream.core.messages import Estimate, VideoFrame
 from affectstream.core.ringbuffer import RingBuffer, SampleRing
 from affectstream.realtime.loading import ModelLoader
@@ -72,8 +72,11 @@ class AffectStream:
         a loaded whisper decoder), by name, shared with other streams in the process (server
         sessions, `bench pipeline`): those are used at once. The others are opened from
         `config` (in the background unless stepped) and added as they open; a host that
-        shares them with its next streams waits for them first (`wait_models`)."""
-        self.config = config
+        shares them with its next streams waits for them first (`wait_models`).
+
+        `config` gets the check a config file gets (a value set after it was made included):
+        a bad value is a ConfigError naming the key, before anything opens."""
+        self.config = check_config(config)
         self.inputs = inputs
         self.predictors = dict(predictors or {})
         self.loader = ModelLoader()

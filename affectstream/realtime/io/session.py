@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from affectstream.core.config import Config
+from affectstream.core.config import Config, ConfigError, check_config
 from affectstream.core.labels import MODALITIES
 from affectstream.realtime.io.protocol import (
     KIND_VIDEO,
@@ -138,13 +138,20 @@ class SessionFactory:
         finally:
             stream.close()
 
-    def build(self, options: SessionOptions) -> AffectStream:
-        """A session's stream with `options`, on the shared predictors (after `open()`)."""
+    def config_for(self, options: SessionOptions) -> Config:
+        """The server's config with a session's `options` applied, through the check a config
+        file gets: a ConfigError names the key (`scheduler.rate_hz`) a value breaks."""
         cfg = copy.deepcopy(self.config)
         cfg.scheduler.rate_hz = options.rate_hz
         on = options.modalities
         cfg.face.enabled, cfg.voice.enabled = on["face"], on["voice"]
         cfg.text.enabled = cfg.transcriber.enabled = on["text"]  # no words without their stage
+        return check_config(cfg)
+
+    def build(self, options: SessionOptions) -> AffectStream:
+        """A session's stream with `options`, on the shared predictors (after `open()`)."""
+        cfg = self.config_for(options)
+        on = options.modalities
         inputs = Inputs(
             push_video=self.video, push_audio=self.audio, transcribe=self.transcribe and on["text"]
         )
@@ -210,6 +217,10 @@ class Session:
         for m, on in options.modalities.items():
             if on and not available[m]:
                 raise MessageError("off", f"{m} is not available on this server ({_why(m)})")
+        try:  # the schema bounds the fields; the config's own check has the last word (NaN)
+            self.factory.config_for(options)
+        except ConfigError as e:
+            raise MessageError("invalid", f'"session.update": {e}') from None
         if options != self.options:
             await self.stop()
             self.options = options
