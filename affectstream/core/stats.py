@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,3 +44,48 @@ def latency_ms(samples_ms: Iterable[float], digits: int = 3) -> dict[str, float 
         "p99_ms": p["p99"],
         "max_ms": p["max"],
     }
+
+
+@dataclass
+class BatchStats:
+    """Sizes of the calls a shared model made and how long requests waited for them
+    (bounded history): the batchers of `export.batching` and the shared whisper model of
+    `models.stt.shared` keep one each."""
+
+    keep: int = 4096
+    requests: int = 0
+    calls: int = 0
+    sizes: deque = field(default_factory=deque)
+    waits_ms: deque = field(default_factory=deque)
+    # why each batch stopped waiting: all_in (every active stream asked), full, deadline,
+    # window (the others did not come in time)
+    cut_by: dict[str, int] = field(default_factory=dict)
+
+    def add(self, size: int, waits_ms: Sequence[float]) -> None:
+        self.calls += 1
+        self.requests += size
+        for q, values in ((self.sizes, [size]), (self.waits_ms, waits_ms)):
+            q.extend(values)
+            while len(q) > self.keep:
+                q.popleft()
+
+    def clear(self) -> None:
+        self.requests = self.calls = 0
+        self.sizes.clear()
+        self.waits_ms.clear()
+        self.cut_by.clear()
+
+    def summary(self) -> dict[str, Any]:
+        sizes = list(self.sizes)
+        hist: dict[str, int] = {}
+        for s in sizes:
+            hist[str(s)] = hist.get(str(s), 0) + 1
+        return {
+            "requests": self.requests,
+            "calls": self.calls,
+            "mean_batch": round(float(np.mean(sizes)), 3) if sizes else None,
+            "max_batch": max(sizes) if sizes else None,
+            "batch_sizes": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+            "wait_ms": percentiles(list(self.waits_ms), with_max=True),
+            "cut_by": dict(self.cut_by),
+        }

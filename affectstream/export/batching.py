@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from affectstream.core import deadline
 from affectstream.core.config import BatchConfig
-from affectstream.core.stats import percentiles
+from affectstream.core.stats import BatchStats
 
 Feed = Mapping[str, np.ndarray]
 
@@ -47,49 +46,6 @@ class _Request:
     done: bool = False
     result: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
-
-
-@dataclass
-class BatchStats:
-    """Sizes of the calls made and how long requests waited for them (bounded history)."""
-
-    keep: int = 4096
-    requests: int = 0
-    calls: int = 0
-    sizes: deque = field(default_factory=deque)
-    waits_ms: deque = field(default_factory=deque)
-    # why each batch stopped waiting: all_in (every active stream asked), full, deadline,
-    # window (the others did not come in time)
-    cut_by: dict[str, int] = field(default_factory=dict)
-
-    def add(self, size: int, waits_ms: Sequence[float]) -> None:
-        self.calls += 1
-        self.requests += size
-        for q, values in ((self.sizes, [size]), (self.waits_ms, waits_ms)):
-            q.extend(values)
-            while len(q) > self.keep:
-                q.popleft()
-
-    def clear(self) -> None:
-        self.requests = self.calls = 0
-        self.sizes.clear()
-        self.waits_ms.clear()
-        self.cut_by.clear()
-
-    def summary(self) -> dict[str, Any]:
-        sizes = list(self.sizes)
-        hist: dict[str, int] = {}
-        for s in sizes:
-            hist[str(s)] = hist.get(str(s), 0) + 1
-        return {
-            "requests": self.requests,
-            "calls": self.calls,
-            "mean_batch": round(float(np.mean(sizes)), 3) if sizes else None,
-            "max_batch": max(sizes) if sizes else None,
-            "batch_sizes": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
-            "wait_ms": percentiles(list(self.waits_ms), with_max=True),
-            "cut_by": dict(self.cut_by),
-        }
 
 
 def shape_key(feed: Feed, padded: Sequence[str], signature) -> tuple:
@@ -284,11 +240,14 @@ class BatchingBackend:
 
 
 def batch_stats(predictors: Mapping[str, Any]) -> dict[str, BatchStats]:
-    """Per predictor whose backend is a batcher, its `BatchStats` (the others have none)."""
+    """Per predictor whose backend is a batcher, its `BatchStats` (the others have none); the
+    shared whisper model ("stt", `models.stt.shared.SharedDecoder`) keeps one of its own."""
     out = {}
     for name, predictor in predictors.items():
         stats = getattr(getattr(predictor, "backend", None), "stats", None)
-        if stats is not None:
+        if stats is None:
+            stats = getattr(predictor, "stats", None)
+        if isinstance(stats, BatchStats):
             out[name] = stats
     return out
 

@@ -55,7 +55,10 @@ def stream_options(cfg: TranscriberConfig):
 
 
 def load_decoder(cfg: TranscriberConfig):
-    """The configured whisper model; SourceError (one clear line) when it cannot be loaded."""
+    """The configured whisper model, ready to be shared by the transcribers of many streams
+    (`models/stt/shared.py`: their spans are decoded together); SourceError (one clear line)
+    when it cannot be loaded."""
+    from affectstream.models.stt.shared import SharedDecoder
     from affectstream.models.stt.whisper_model import SttModelError, WhisperDecoder
 
     _, decode = stream_options(cfg)
@@ -67,7 +70,7 @@ def load_decoder(cfg: TranscriberConfig):
     # CTranslate2 decodes on threads of its own, made as the model loads: they yield to the
     # ticks (core/priority.py)
     priority.lower(priority.thread_ids() - before, cfg.nice)
-    return decoder
+    return SharedDecoder(decoder)
 
 
 @dataclass(frozen=True, slots=True)

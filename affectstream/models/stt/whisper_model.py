@@ -132,6 +132,39 @@ class Hypothesis:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One span to decode: `WhisperDecoder.decode`'s arguments."""
+
+    audio: np.ndarray
+    prompt: str = ""
+    prefix: tuple[str, ...] = ()
+    prefix_end: float = 0.0
+    final: bool = True
+
+
+@dataclass(slots=True)
+class _Job:
+    """A span on its way through `decode_each`."""
+
+    index: int
+    feats: np.ndarray
+    context: list[int]  # tokens of the earlier text (the prompt)
+    prefix_tokens: list[int]
+    budget: int
+    duration: float
+    tokens: list[int] | None = None  # prefix + new tokens, when there are words to align
+    result: Hypothesis | None = None
+    tokenizer: object = None
+
+    def seq(self, keep: int) -> list[int]:
+        """The decoder's forced start: the last `keep` tokens of earlier text, the start
+        tokens, then the prefix."""
+        tok = self.tokenizer
+        context = [tok.sot_prev] + self.context[len(self.context) - keep :] if keep else []
+        return context + list(tok.sot_sequence) + [tok.no_timestamps] + self.prefix_tokens
+
+
 class WhisperDecoder:
     """A loaded faster-whisper model that decodes spans; not thread-safe (one caller)."""
 
@@ -189,51 +222,119 @@ class WhisperDecoder:
         (seconds), which bounds how many new tokens the rest of the audio can hold. Returned
         words exclude the prefix and have times relative to the start of `audio`.
         """
+        out = self.decode_each([Span(audio, prompt, tuple(prefix), prefix_end, final)])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def decode_each(self, spans: list[Span]) -> list[Hypothesis | Exception]:
+        """Decode several spans (other streams' utterances) in as few model calls as can be.
+
+        Spans whose padded audio has the same length, and which agree on whether a prefix is
+        forced and whether there is earlier text, share one encoder call, one generate call
+        and one alignment call (CTranslate2 needs the start token at the same place in every
+        sequence, so their earlier text is cut to the shortest one's length): on a CPU
+        the decoder's steps cost about the same for four sequences as for one (measured in
+        docs/benchmarks.md). Each result is what `decode` alone returns for that span, or the
+        exception that span alone raised (the others are not affected).
+        """
+        out: list[Hypothesis | Exception | None] = [None] * len(spans)
+        groups: dict[tuple[int, bool], list[_Job]] = {}
+        for i, span in enumerate(spans):
+            try:
+                job = self._prepare(i, span)
+            except (ValueError, TypeError) as e:
+                out[i] = e
+                continue
+            key = (job.feats.shape[-1], bool(job.prefix_tokens), bool(job.context))
+            groups.setdefault(key, []).append(job)
+        for jobs in groups.values():
+            try:
+                for job in self._run_group(jobs):
+                    out[job.index] = job.result
+            except Exception as e:  # noqa: BLE001 - the model failed: every span of the call
+                for job in jobs:
+                    out[job.index] = e
+        return out  # type: ignore[return-value]
+
+    def _prepare(self, index: int, span: Span) -> _Job:
+        """Features, decoder prompt and token budget of one span."""
+        opts = self.options
+        tok = self.tokenizer
+        audio = np.asarray(span.audio, dtype=np.float32).reshape(-1)
+        duration = len(audio) / MODEL_SAMPLE_RATE
+        window = opts.window_s if span.final else opts.partial_window_s
+        total = max(window, duration + opts.tail_pad_s)
+        padded = np.zeros(int(total * MODEL_SAMPLE_RATE), dtype=np.float32)
+        padded[: len(audio)] = audio
+        feats = self._fw.feature_extractor(padded, padding=0)
+        feats = feats[:, : feats.shape[-1] // 2 * 2]
+
+        prefix_tokens = tok.encode(" " + join_words(span.prefix)) if span.prefix else []
+        context: list[int] = []
+        if span.prompt.strip():
+            context = tok.encode(" " + span.prompt.strip())[-opts.prompt_tokens :]
+        job = _Job(index, feats, context, prefix_tokens, 0, duration, tokenizer=tok)
+        if len(job.seq(len(context))) >= _MAX_LENGTH - 4:
+            raise ValueError(f"prompt and prefix too long ({len(job.seq(len(context)))} tokens)")
+        rate = opts.max_tokens_per_s if span.final else opts.partial_tokens_per_s
+        job.budget = int(rate * max(duration - span.prefix_end, 0.0)) + 4
+        return job
+
+    def _run_group(self, jobs: list[_Job]) -> list[_Job]:
+        """One encoder, generate and alignment call for spans of equal feature length."""
         import ctranslate2
 
         from affectstream.core.clock import now_ns
 
         opts = self.options
-        tok = self.tokenizer
-        fw = self._fw
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        duration = len(audio) / MODEL_SAMPLE_RATE
-        window = opts.window_s if final else opts.partial_window_s
-        total = max(window, duration + opts.tail_pad_s)
-        padded = np.zeros(int(total * MODEL_SAMPLE_RATE), dtype=np.float32)
-        padded[: len(audio)] = audio
-
+        model = self._fw.model
         t0 = now_ns()
-        feats = fw.feature_extractor(padded, padding=0)
-        feats = np.ascontiguousarray(feats[:, : feats.shape[-1] // 2 * 2][None])
-        enc = fw.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+        feats = np.ascontiguousarray(np.stack([j.feats for j in jobs]))
+        enc = model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
         t1 = now_ns()
-
-        prefix_tokens = tok.encode(" " + join_words(prefix)) if prefix else []
-        context: list[int] = []
-        if prompt.strip():
-            context = [tok.sot_prev] + tok.encode(" " + prompt.strip())[-opts.prompt_tokens :]
-        head = context + list(tok.sot_sequence) + [tok.no_timestamps]
-        seq = head + prefix_tokens
-        rate = opts.max_tokens_per_s if final else opts.partial_tokens_per_s
-        budget = int(rate * max(duration - prefix_end, 0.0)) + 4
         # CTranslate2 (4.x) stops whisper results at about max_length / 2 tokens, the forced
-        # prefix included (measured); so ask for twice, and enforce the budget below
-        max_length = min(_MAX_LENGTH, 2 * (len(seq) + budget))
-        if len(seq) >= _MAX_LENGTH - 4:
-            raise ValueError(f"prompt and prefix too long ({len(seq)} tokens)")
-        result = fw.model.generate(
+        # prefix included (measured); so ask for twice, and enforce each budget below
+        keep = min(len(j.context) for j in jobs)
+        seqs = [j.seq(keep) for j in jobs]
+        max_length = min(
+            _MAX_LENGTH, max(2 * (len(q) + j.budget) for q, j in zip(seqs, jobs, strict=True))
+        )
+        results = model.generate(
             enc,
-            [seq],
+            seqs,
             beam_size=opts.beam_size,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
-            suppress_blank=not prefix_tokens,
+            suppress_blank=not jobs[0].prefix_tokens,
             suppress_tokens=[-1],
-        )[0]
+        )
         t2 = now_ns()
-        tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
+        timings = {"encode": (t1 - t0) / 1e6, "generate": (t2 - t1) / 1e6, "align": 0.0}
+        to_align: list[_Job] = []
+        for job, result in zip(jobs, results, strict=True):
+            self._read(job, result, timings)
+            if job.tokens is not None:
+                to_align.append(job)
+        if to_align:
+            rows = [jobs.index(j) for j in to_align]
+            if len(rows) < len(jobs):  # the alignment reads only the spans that have words
+                enc = ctranslate2.StorageView.from_array(
+                    np.ascontiguousarray(np.asarray(enc)[rows])
+                )
+            self._align_jobs(enc, to_align)
+            timings["align"] = (now_ns() - t2) / 1e6
+        for job in jobs:
+            job.result.timings_ms = dict(timings)
+        return jobs
+
+    def _read(self, job: _Job, result, timings: dict[str, float]) -> None:
+        """Turn one generate result into the span's hypothesis (words come from the
+        alignment: `job.tokens` is set when there are any)."""
+        opts = self.options
+        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+        prefix_tokens = job.prefix_tokens
         # CTranslate2 returns the forced prefix at the front of the result
         if tokens[: len(prefix_tokens)] == prefix_tokens:
             new_tokens = tokens[len(prefix_tokens) :]
@@ -241,30 +342,33 @@ class WhisperDecoder:
             log.debug("prefix not echoed in the result; using it as given")
             new_tokens = tokens
             tokens = prefix_tokens + tokens
-        new_tokens = new_tokens[:budget]
-        tokens = tokens[: len(prefix_tokens) + budget]
+        new_tokens = new_tokens[: job.budget]
+        tokens = tokens[: len(prefix_tokens) + job.budget]
         n_new = max(len(new_tokens), 1)
         avg_logprob = float(result.scores[0]) * n_new / (n_new + 1) if result.scores else 0.0
         no_speech = float(result.no_speech_prob)
-        timings = {"encode": (t1 - t0) / 1e6, "generate": (t2 - t1) / 1e6}
         silent = not prefix_tokens and (
             no_speech > opts.certain_no_speech
             or (no_speech > opts.no_speech_threshold and avg_logprob < opts.logprob_threshold)
         )
-        if silent or not new_tokens:
-            timings["align"] = 0.0
-            return Hypothesis([], duration, no_speech, avg_logprob, silent, timings)
+        job.result = Hypothesis([], job.duration, no_speech, avg_logprob, silent, timings)
+        if not (silent or not new_tokens):
+            job.tokens = tokens
 
-        words = self._align(enc, tokens, len(prefix_tokens), duration)
-        timings["align"] = (now_ns() - t2) / 1e6
-        return Hypothesis(words, duration, no_speech, avg_logprob, False, timings)
+    def _align_jobs(self, enc, jobs: list[_Job]) -> None:
+        """Word times of each job's tokens by cross-attention alignment, in one call."""
+        frames = [int(round(j.duration * MODEL_SAMPLE_RATE / _HOP)) for j in jobs]
+        # faster-whisper passes num_frames through to CTranslate2's align, which takes one
+        # count per span
+        alignments = self._fw.find_alignment(self.tokenizer, [j.tokens for j in jobs], enc, frames)
+        for job, alignment in zip(jobs, alignments, strict=True):
+            job.result.words = self._words(alignment, len(job.prefix_tokens), job.duration)
 
-    def _align(self, enc, tokens: list[int], n_prefix: int, duration: float) -> list[HypWord]:
-        """Word times by cross-attention alignment; returns the words after the prefix."""
+    @staticmethod
+    def _words(alignment: list[dict], n_prefix: int, duration: float) -> list[HypWord]:
+        """The words after the prefix, from one span's alignment."""
         from faster_whisper.transcribe import merge_punctuations
 
-        num_frames = int(round(duration * MODEL_SAMPLE_RATE / _HOP))
-        alignment = self._fw.find_alignment(self.tokenizer, [tokens], enc, num_frames)[0]
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         words: list[HypWord] = []
         seen = 0  # tokens before the current word
