@@ -82,10 +82,44 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=0.06, help="warmup fraction of the steps")
     p.add_argument("--max-seconds", type=float, default=0.0, help="time budget (0: none)")
     p.add_argument("--class-weight-power", type=float, default=0.5)
-    p.add_argument("--holdout-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.1,
+        help="MELD-train dialogues held out for selection (0: train on all of them)",
+    )
+    p.add_argument(
+        "--select-on",
+        choices=("holdout", "dev", "last"),
+        default="holdout",
+        help="what chooses the epoch kept: the MELD-train holdout, MELD dev, or the last epoch",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="",
+        help="resume state written after each epoch; a rerun with it continues the run",
+    )
+    p.add_argument(
+        "--save-epochs", default="", help="folder for every epoch's weights (for averaging)"
+    )
     p.add_argument("--hidden", type=int, default=256, help="head width = embedding size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N examples per set (smoke test)")
+    p.add_argument(
+        "--average",
+        nargs="+",
+        metavar="WEIGHTS",
+        default=None,
+        help="instead of training, write the mean of these weights files (runs from one "
+        "starting point, e.g. several seeds) to --out: one model, an ensemble's accuracy",
+    )
+
+
+def _command() -> str:
+    """The command line that ran, for the weights file's record."""
+    argv = sys.argv[1:]
+    argv = argv[argv.index("text") + 1 :] if "text" in argv else argv
+    return "affectstream train text " + shlex.join(argv)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -96,6 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
     from affectstream.models.text.net import TextModelSpec
     from affectstream.models.text.train import TrainOptions, save_result, train
 
+    if args.average:
+        return _run_average(args)
     args.meld_train, args.meld_dev = args.meld_train or None, args.meld_dev or None  # '': default
     fill_shared_defaults(
         args,
@@ -133,21 +169,22 @@ def run_train(args: argparse.Namespace) -> int:
         limit=args.limit,
         device=args.device,
         threads=args.threads,
+        select_on=args.select_on,
+        checkpoint=args.checkpoint,
+        save_epochs=args.save_epochs,
     )
     try:
         result = train(opts)
-    except DataError as e:
+    except (DataError, ValueError) as e:
         raise _usage(e) from None
-    argv = sys.argv[1:]
-    argv = argv[argv.index("text") + 1 :] if "text" in argv else argv
-    command = "affectstream train text " + shlex.join(argv)
+    command = _command()
     out = save_result(result, opts, args.out, command)
     console = Console()
-    print_report(
-        result.holdout, f"MELD-train holdout (selection), epoch {result.best_epoch}", console
-    )
+    if result.holdout is not None:
+        print_report(result.holdout, f"MELD-train holdout, epoch {result.best_epoch}", console)
     if result.dev is not None:
-        print_report(result.dev, "MELD dev (not used for selection)", console)
+        role = "selection" if opts.select_on == "dev" else "not used for selection"
+        print_report(result.dev, f"MELD dev ({role})", console)
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {result.seconds:.0f} s")
     write_json(
         args.json,
@@ -155,11 +192,25 @@ def run_train(args: argparse.Namespace) -> int:
             "weights": str(out),
             "best_epoch": result.best_epoch,
             "history": result.history,
-            "holdout": result.holdout.to_dict(),
+            "holdout": result.holdout.to_dict() if result.holdout else None,
             "meld_dev": result.dev.to_dict() if result.dev else None,
             "seconds": result.seconds,
         },
     )
+    return 0
+
+
+def _run_average(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from affectstream.models.text.soup import write_average
+
+    command = _command()
+    try:
+        out = write_average(args.average, args.out, command, Path(args.base) if args.base else None)
+    except ValueError as e:
+        raise _usage(e) from None
+    print(f"wrote {out}: the mean of {len(args.average)} weights files")
     return 0
 
 
@@ -177,6 +228,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         help="previous utterances given as context (default: as the weights were trained; "
         "0: none, to measure lone utterances)",
     )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="also score these weights ('shipped': the shipped file) and compare: weighted-F1 "
+        "of both and of the difference, with 95 %% intervals from a paired bootstrap that "
+        "resamples whole dialogues",
+    )
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     from affectstream.cli.args import add_eval_backend_arguments
 
     add_eval_backend_arguments(p)
@@ -189,12 +248,16 @@ def run_eval(args: argparse.Namespace) -> int:
     from affectstream.export.base import BackendError
     from affectstream.models.metrics import print_report
     from affectstream.models.text.data import DataError, read_meld
-    from affectstream.models.text.evaluate import evaluate_meld
+    from affectstream.models.text.evaluate import evaluate_meld, paired_bootstrap
 
     try:
         read_meld(args.meld, 0)  # a malformed file fails before the model loads
         predictor = eval_predictor(args, "text", args.weights)
         ev = evaluate_meld(predictor, args.meld, args.context_turns)
+        base = None
+        if args.baseline:
+            weights = None if args.baseline == "shipped" else args.baseline
+            base = evaluate_meld(eval_predictor(args, "text", weights), args.meld)
     except (DataError, ValueError, OSError, BackendError) as e:
         raise _usage(e) from None
     console = Console()
@@ -204,6 +267,19 @@ def run_eval(args: argparse.Namespace) -> int:
         f"{ev.context_turns}; empty utterances skipped {ev.skipped_empty}"
     )
     out = ev.report.to_dict()
+    if base is not None:
+        cmp = paired_bootstrap(
+            ev.y, base.probs.argmax(1), ev.probs.argmax(1), ev.groups, n=args.bootstrap
+        )
+        console.print(
+            f"weighted-F1, 95 % interval over {cmp['resamples']} resamples of "
+            f"{cmp['groups']} dialogues: baseline {args.baseline} {cmp['a']:.4f} "
+            f"[{cmp['a_lo']:.4f}, {cmp['a_hi']:.4f}]; these weights {cmp['b']:.4f} "
+            f"[{cmp['b_lo']:.4f}, {cmp['b_hi']:.4f}]; difference {cmp['diff']:+.4f} "
+            f"[{cmp['diff_lo']:+.4f}, {cmp['diff_hi']:+.4f}], not better in "
+            f"{cmp['p_not_better']:.1%} of resamples"
+        )
+        out["baseline"] = {"weights": args.baseline, **cmp}
     out.update(
         csv=str(args.meld),
         weights=str(args.weights or "shipped"),

@@ -242,7 +242,10 @@ def labels(examples: Sequence[TextExample]) -> np.ndarray:
 def split_by_group(
     examples: Sequence[TextExample], fraction: float, seed: int = 0
 ) -> tuple[list[TextExample], list[TextExample]]:
-    """Hold out about `fraction` of the groups (MELD dialogues), so no dialogue is in both."""
+    """Hold out about `fraction` of the groups (MELD dialogues), so no dialogue is in both;
+    `fraction <= 0` holds out nothing."""
+    if fraction <= 0:
+        return list(examples), []
     groups = sorted({e.group for e in examples})
     rng = np.random.default_rng(seed)
     held = set(rng.permutation(groups)[: max(1, round(fraction * len(groups)))].tolist())

@@ -29,6 +29,7 @@ from affectstream.models.text.spec import (  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
+
 class EmotionHead(nn.Module):
     """Sentence vector -> (logits, hidden embedding)."""
 

@@ -1,9 +1,16 @@
 """Train the text-emotion head (and optionally MiniLM's top layers) on MELD + GoEmotions.
 
-Model selection never looks at MELD dev: a slice of MELD *train* dialogues is held out as the
-selection set (best epoch by its weighted-F1); MELD dev is evaluated once, at the end, and
-reported. GoEmotions-Ekman train is mixed in with a loss weight (Reddit comments are a
-different register from TV dialogue, so they help rare classes more than they help MELD).
+By default model selection never looks at MELD dev: a slice of MELD *train* dialogues is held
+out as the selection set (best epoch by its weighted-F1); MELD dev is evaluated once, at the end,
+and reported. `select_on="dev"` (with `holdout_fraction=0`) instead trains on all of MELD train
+and selects on dev, as MELD's own split intends (its test split is the held-out judge; this
+project does not hold it). GoEmotions-Ekman train is mixed in with a loss weight (Reddit
+comments are a different register from TV dialogue, so they help rare classes more than they
+help MELD).
+
+A run saves a checkpoint after every epoch (`checkpoint`) and resumes from it when restarted
+with the same options, because CPU runs take hours on a shared machine and may be cut off;
+`save_epochs` keeps every epoch's weights, the material for checkpoint averaging (`soup.py`).
 
 With `finetuned_layers=0` the base is frozen and sentence vectors are computed once; with
 `finetuned_layers=K` the top K layers are trained too (meant for a GPU).
@@ -57,6 +64,11 @@ class TrainOptions:
             `spec.use_context` adds context, with `spec.context_tokens`, to a file trained
             without it); "" : a fresh head.
         max_seconds: stop before an epoch that would end after this (0: no limit).
+        select_on: "holdout" (the MELD-train slice), "dev" (MELD dev) or "last" (the last
+            epoch): what chooses the epoch whose weights are kept.
+        checkpoint: file for the resume state, written after each epoch; a run that finds it
+            continues after its epoch ("" : none).
+        save_epochs: folder for every epoch's weights (`epoch<N>.safetensors`; "" : none).
     """
 
     goemotions: str = ""
@@ -83,6 +95,12 @@ class TrainOptions:
     max_seconds: float = 0.0
     device: str = "cpu"
     threads: int = 1
+    select_on: str = "holdout"
+    checkpoint: str = ""
+    save_epochs: str = ""
+
+
+SELECT_ON = ("holdout", "dev", "last")
 
 
 @dataclass
@@ -238,14 +256,51 @@ def _length_batches(
 class TrainResult:
     net: TextEmotionNet
     best_epoch: int
-    holdout: ClassificationReport
+    holdout: ClassificationReport | None  # None when nothing was held out
     dev: ClassificationReport | None
     history: list[dict]
     seconds: float
 
 
+def _options(opts: TrainOptions) -> dict:
+    return {k: v for k, v in asdict(opts).items() if k != "spec"}
+
+
+def _save_checkpoint(path: str, net, optim, sched, rng: np.random.Generator, state: dict) -> None:
+    """Everything a resumed run needs, written atomically (a cut-off write leaves the old one)."""
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {
+            **state,
+            "trained": {k: v.detach().cpu() for k, v in trained_state(net).items()},
+            "optim": optim.state_dict(),
+            "sched": sched.state_dict(),
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: str, net, optim, sched, rng: np.random.Generator) -> dict | None:
+    if not path or not Path(path).exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    net.load_state_dict(ck["trained"], strict=False)
+    optim.load_state_dict(ck["optim"])
+    sched.load_state_dict(ck["sched"])
+    rng.bit_generator.state = ck["rng"]
+    torch.set_rng_state(ck["torch_rng"])
+    return ck
+
+
 def train(opts: TrainOptions) -> TrainResult:
-    """Train, select the epoch by holdout weighted-F1, evaluate MELD dev once."""
+    """Train, select the epoch (`opts.select_on`), evaluate MELD dev."""
     t0 = time.perf_counter()
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
@@ -273,9 +328,14 @@ def train(opts: TrainOptions) -> TrainResult:
     n_plain = len(train_set)
     if corp.goemotions:
         train_set = concat(train_set, encode(tok, corp.goemotions, False, opts.goemotions_weight))
-    holdout = encode(tok, corp.holdout, spec.use_context)
-    holdout_plain = encode(tok, corp.holdout, False) if spec.use_context else None
+    holdout = encode(tok, corp.holdout, spec.use_context) if corp.holdout else None
+    holdout_plain = encode(tok, corp.holdout, False) if spec.use_context and holdout else None
     dev = encode(tok, corp.dev, spec.use_context) if corp.dev else None
+    if opts.select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {SELECT_ON}, got {opts.select_on!r}")
+    select = {"holdout": holdout, "dev": dev, "last": None}[opts.select_on]
+    if opts.select_on != "last" and select is None:
+        raise ValueError(f"select_on={opts.select_on!r} but that set is empty")
 
     net = (init_net if opts.init else build_net(spec, base)).to(opts.device)
     bert_params = _freeze(net, spec)
@@ -305,11 +365,18 @@ def train(opts: TrainOptions) -> TrainResult:
     weights = torch.from_numpy(train_set.weight).to(opts.device)
 
     best_f1, best_epoch, best_state, history = -1.0, -1, None, []
-    if opts.init:  # the starting point is a candidate too ("epoch -1")
-        best_f1 = report_on(net, holdout, opts.device).weighted_f1
+    first_epoch = 0
+    resumed = _load_checkpoint(opts.checkpoint, net, optim, sched, rng)
+    if resumed is not None:
+        first_epoch = resumed["epoch"] + 1
+        best_f1, best_epoch, history = resumed["best_f1"], resumed["best_epoch"], resumed["history"]
+        best_state = resumed["best_state"]
+        log.info("resumed from %s after epoch %d", opts.checkpoint, resumed["epoch"])
+    elif opts.init and select is not None:  # the starting point is a candidate ("epoch -1")
+        best_f1 = report_on(net, select, opts.device).weighted_f1
         best_state = copy.deepcopy({k: v.detach().cpu() for k, v in trained_state(net).items()})
-        log.info("start: holdout wF1 %.4f", best_f1)
-    for epoch in range(opts.epochs):
+        log.info("start: %s wF1 %.4f", opts.select_on, best_f1)
+    for epoch in range(first_epoch, opts.epochs):
         t_epoch = time.perf_counter()
         net.train()
         if frozen is not None:
@@ -340,24 +407,40 @@ def train(opts: TrainOptions) -> TrainResult:
             optim.step()
             sched.step()
             total_loss += loss.item() * len(idx)
-        rep = report_on(net, holdout, opts.device)
-        history.append(
-            {"epoch": epoch, "loss": total_loss / len(perm), "holdout_weighted_f1": rep.weighted_f1}
-        )
-        if holdout_plain is not None:  # reported, not used for selection
-            plain = report_on(net, holdout_plain, opts.device).weighted_f1
-            history[-1]["holdout_weighted_f1_no_context"] = plain
-            log.info("epoch %d holdout wF1 without context %.4f", epoch, plain)
-        log.info(
-            "epoch %d loss %.4f holdout wF1 %.4f acc %.4f",
-            epoch,
-            total_loss / len(perm),
-            rep.weighted_f1,
-            rep.accuracy,
-        )
-        if rep.weighted_f1 > best_f1:
-            best_f1, best_epoch = rep.weighted_f1, epoch
+        history.append({"epoch": epoch, "loss": total_loss / len(perm)})
+        # dev is scored each epoch only when it selects; the plain holdout is reported only
+        for key, enc in (
+            ("holdout_weighted_f1", holdout),
+            ("dev_weighted_f1", dev if opts.select_on == "dev" else None),
+            ("holdout_weighted_f1_no_context", holdout_plain),
+        ):
+            if enc is not None:
+                history[-1][key] = report_on(net, enc, opts.device).weighted_f1
+        log.info("epoch %d %s", epoch, history[-1])
+        score = history[-1].get(f"{opts.select_on}_weighted_f1", float(epoch))
+        if score > best_f1:
+            best_f1, best_epoch = score, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in trained_state(net).items()})
+        if opts.save_epochs:
+            save_weights(
+                net,
+                Path(opts.save_epochs) / f"epoch{epoch}.safetensors",
+                {"epoch": epoch, "options": _options(opts), "history": history[-1]},
+            )
+        _save_checkpoint(
+            opts.checkpoint,
+            net,
+            optim,
+            sched,
+            rng,
+            {
+                "epoch": epoch,
+                "best_f1": best_f1,
+                "best_epoch": best_epoch,
+                "history": history,
+                "best_state": best_state,
+            },
+        )
         elapsed = time.perf_counter() - t0
         if opts.max_seconds and elapsed + (time.perf_counter() - t_epoch) > opts.max_seconds:
             log.warning("stopping after epoch %d: time budget %.0f s", epoch, opts.max_seconds)
@@ -365,7 +448,7 @@ def train(opts: TrainOptions) -> TrainResult:
     if best_state is not None:
         net.load_state_dict(best_state, strict=False)
     net.eval()
-    hold_rep = report_on(net, holdout, opts.device)
+    hold_rep = report_on(net, holdout, opts.device) if holdout is not None else None
     dev_rep = report_on(net, dev, opts.device) if dev is not None else None
     return TrainResult(net.cpu(), best_epoch, hold_rep, dev_rep, history, time.perf_counter() - t0)
 
@@ -374,15 +457,16 @@ def save_result(result: TrainResult, opts: TrainOptions, out: str | Path, comman
     """Weights + the facts the card needs (options, selection, holdout and dev metrics)."""
     info = {
         "command": command,
-        "options": {k: v for k, v in asdict(opts).items() if k != "spec"},
+        "options": _options(opts),
         "best_epoch": result.best_epoch,
-        "holdout": {
+        "seconds": round(result.seconds, 1),
+    }
+    if result.holdout is not None:
+        info["holdout"] = {
             "weighted_f1": result.holdout.weighted_f1,
             "accuracy": result.holdout.accuracy,
             "macro_f1": result.holdout.macro_f1,
-        },
-        "seconds": round(result.seconds, 1),
-    }
+        }
     if result.dev is not None:
         info["meld_dev"] = {
             "weighted_f1": result.dev.weighted_f1,
