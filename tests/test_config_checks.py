@@ -286,6 +286,18 @@ def test_run_refuses_each_file_in_one_line_and_starts_nothing(tmp_path):
         assert err.splitlines() == [f"affectstream: error: config {path}: {message}"]
 
 
+def test_the_readme_refusal_is_what_run_prints(tmp_path):
+    """README's Configuration section shows the line a bad file gets; it is the real one."""
+    from tests.conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("## Configuration\n", 1)[1]
+    shown = section.split("```\n", 2)[1].strip()
+    (tmp_path / "my.yaml").write_text("scheduler:\n  rate_hz: -5\n")
+    cmd = [sys.executable, "-m", "affectstream", "run", "--config", "my.yaml", "--sample"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr.strip()) == (2, "", shown)
+
+
 def test_a_flag_gets_the_same_check(capsys):
     from affectstream.cli.main import main
 
