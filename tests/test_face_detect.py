@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
-from conftest import MEDIA
+from conftest import MEDIA, affectstream
 
 from affectstream.bench.face import read_frames
 from affectstream.core.config import FaceConfig
@@ -74,14 +76,17 @@ def test_no_face_is_none_not_an_error():
     assert all(tracker.process(blank) is None for _ in range(5))
 
 
-def test_small_face_needs_a_wider_detection_image():
-    """messi5.jpg's face is 37 px in a 548 px photo: under the cascade's 24 px window once the
-    photo is downscaled to 320 px (a documented limit), found at full size."""
+def test_small_face_blazeface_finds_and_haar_needs_a_wider_detection_image():
+    """messi5.jpg's face is 37 px in a 548 px photo: BlazeFace (the default) finds it; for the
+    Haar cascade it is under its 24 px window once the photo is downscaled to 320 px (a
+    documented limit), found at full size."""
     img = cv2.imread(str(MEDIA / "messi5.jpg"))
-    if img is None:
-        pytest.skip("messi5.jpg missing")
-    assert FaceTracker(FaceConfig(detect_every=1)).process(img) is None
-    cfg = FaceConfig(detect_every=1, detect_width=640, min_face_frac=0.04)
+    assert img is not None, "messi5.jpg missing"
+    crop = FaceTracker(FaceConfig(detect_every=1)).process(img)
+    assert crop is not None and crop.source == "detect" and crop.id == 1
+    assert iou(crop.box, (227, 94, 37, 37)) >= 0.6
+    assert FaceTracker(FaceConfig(detect_every=1, detector="haar")).process(img) is None
+    cfg = FaceConfig(detect_every=1, detect_width=640, min_face_frac=0.04, detector="haar")
     crop = FaceTracker(cfg).process(img)
     assert crop is not None and crop.source == "detect"
     assert iou(crop.box, (227, 94, 37, 37)) >= 0.6
@@ -109,3 +114,18 @@ def test_opencv_without_cascades_is_a_clear_setup_error(monkeypatch):
     monkeypatch.delattr(detect.cv2, "CascadeClassifier")
     with pytest.raises(SetupError, match="opencv-python<5"):
         detect.load_cascade()
+
+
+def test_bench_detect_finds_more_hard_faces_with_blazeface_than_haar(tmp_path):
+    out = tmp_path / "detect.json"
+    r = affectstream("bench", "detect", "--frames", "8", "--json", out, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "hard recall" in r.stdout
+    d = json.loads(out.read_text())["detectors"]
+    assert set(d) >= {"haar", "blazeface"}
+    assert d["blazeface"]["hard_recall"] > d["haar"]["hard_recall"]
+    assert (
+        d["blazeface"]["conditions"]["rotated"]["found"]
+        > d["haar"]["conditions"]["rotated"]["found"]
+    )
+    assert all(0 <= v["hard_recall"] <= 1 for v in d.values())

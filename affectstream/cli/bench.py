@@ -1,4 +1,4 @@
-"""Benchmarks: print a table and write JSON (face, voice, text, fusion, stt, models, audio,
+"""Benchmarks: print a table and write JSON (face, detect, voice, text, fusion, stt, models, audio,
 pipeline, serve, scheduler, startup)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import argparse
 
 from affectstream.cli import (
     bench_audio,
+    bench_detect,
     bench_pipeline,
     bench_serve,
     face,
@@ -21,6 +22,7 @@ from affectstream.cli.bench_runtime import Scheduler, Startup
 # bench target -> module providing add_bench_arguments / run_bench
 TARGETS = {
     "face": face,
+    "detect": bench_detect,
     "voice": voice,
     "text": text,
     "fusion": fusion,

@@ -130,9 +130,19 @@ class VideoConfig(_Section):
     reconnect_max_s: float = setting(5.0, gt=0)  # ... doubling up to this
 
 
+# blazeface: MediaPipe's full-range network (ONNX, shipped); blazeface-short: its selfie
+# model; haar: OpenCV's cascade, the fallback that needs nothing more (models/cards/face.md)
+FaceDetector = typing.Literal["blazeface", "blazeface-short", "haar"]
+
+
 @dataclass
 class FaceConfig(_Section):
     enabled: bool = setting(True)
+    detector: FaceDetector = setting("blazeface")
+    max_faces: int = setting(4, ge=1, le=32)  # faces followed and read (one batch) at once
+    # another face becomes the primary one (the fused estimate follows it) after it stayed
+    # clearly larger than the primary this long
+    primary_switch_s: float = setting(1.0, ge=0)
     # frames are downscaled to this width for detection (the cascade needs 48 px and more)
     detect_width: int = setting(320, ge=48)
     detect_every: int = setting(3, ge=1)  # full detection every N frames; tracking in between

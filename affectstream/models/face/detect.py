@@ -1,17 +1,27 @@
-"""Find and follow the main face in a video, cheaply, and cut the 48x48 crop the CNN expects.
+"""Find and follow every face in a video, cheaply, and cut the 48x48 crops the CNN expects.
 
-Per frame cost is what matters in a live loop, so the OpenCV Haar cascade runs only every
-`detect_every` frames on a copy downscaled to `detect_width` pixels; in between, the face is
-followed by normalised cross-correlation of the last face template inside a small search
-window around the previous box (about 0.2 ms). The main face is the largest one when
-nothing is tracked; afterwards the detection that overlaps the tracked box best (IoU) keeps
-it, so the crop does not jump to another person. A track that no detection confirms for
-`track_max_frames` frames, or whose match score drops, is dropped: no face is a normal state.
+Two detectors behind one `detect(image) -> [(x, y, w, h, score)]`: BlazeFace (the default,
+`blazeface.py`: MediaPipe's network through ONNX Runtime, which finds turned, tilted, dark
+and small faces) and the OpenCV Haar cascade (`face.detector: haar`, the fallback that needs
+nothing but OpenCV; it runs on a copy downscaled to `detect_width` pixels). Measured side by
+side in the face card ("Face detection").
 
-Crop framing: run on FER2013's own images, the same cascade returns a box covering about
+Per frame cost is what matters in a live loop, so the detector runs only every
+`detect_every` frames; in between, each face is followed by normalised cross-correlation of
+its last template inside a small search window around its previous box (about 0.2 ms a
+face). Detections are matched to the tracks by overlap (IoU, greedily, best pair first): a
+matched track takes the detected box, an unmatched detection starts a new track with a new
+id (up to `max_faces`, largest first), a track that no detection confirms for
+`track_max_frames` frames, or whose match score drops, ends. An ended track's id can still be
+taken up again by a detection on its last box within `BRIDGE` frames (a missed detection, a
+blink of an occluder); after that the face is a new one with a new id. Ids are never reused.
+No face is a normal state.
+
+Crop framing: run on FER2013's own images, the Haar cascade returns a box covering about
 0.98 of the image, centred; so the crop is the detected box scaled by `crop_scale` (1.02),
 converted to grayscale and resized to 48x48 (area interpolation), replicating the border
-where the box leaves the frame.
+where the box leaves the frame. BlazeFace boxes are mapped onto the same framing
+(`blazeface.BlazeSpec.framing`).
 """
 
 from __future__ import annotations
@@ -29,17 +39,20 @@ log = logging.getLogger(__name__)
 
 CROP_SIZE = 48
 CASCADE = "haarcascade_frontalface_default.xml"
+DETECTORS = ("blazeface", "blazeface-short", "haar")
 
 
 @dataclass(frozen=True, slots=True)
 class FaceCrop:
-    """The main face of one frame: `image` 48x48 uint8 grayscale, `box` (x, y, w, h) in frame
-    pixels, `source` "detect" or "track", `score` (detections 1.0, tracking the NCC peak)."""
+    """One face of one frame: `image` 48x48 uint8 grayscale, `box` (x, y, w, h) in frame
+    pixels, `source` "detect" or "track", `score` (the detector's, or the NCC peak while
+    tracked), `id` the track's id (stable while the face stays in view)."""
 
     image: np.ndarray
     box: tuple[int, int, int, int]
     source: str
     score: float
+    id: int = 0
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -105,41 +118,19 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
-class FaceTracker:
-    """`process(image_bgr) -> FaceCrop | None`, one call per frame, in frame order.
+# -- detectors --------------------------------------------------------------------------------
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade on the frame downscaled to `detect_width`: faces of
+    at least `min_face_frac` of the width, score 1.0. Needs nothing beyond OpenCV."""
 
-    Boxes are kept in frame pixels. Only a full detection (no face tracked) converts and
-    downscales the whole frame; re-detection and tracking touch only the region around the
-    face, and tracking matches a template of at most `TEMPLATE_PX` pixels.
-    """
+    name = "haar"
 
-    TEMPLATE_PX = 32
-    NEAR_PX = 56
-
-    def __init__(self, config: FaceConfig | None = None):
+    def __init__(self, config: FaceConfig | None = None) -> None:
         self.cfg = config or FaceConfig()
-        if self.cfg.detect_every < 1:
-            raise ValueError("face.detect_every must be >= 1")
         if self.cfg.detect_width < 48:
             raise ValueError("face.detect_width must be >= 48")
         self.cascade = load_cascade()
-        self.frames = 0
-        self.detections = 0
-        self.tracked = 0
-        self.reset()
 
-    def reset(self) -> None:
-        """Forget the current face (e.g. after a camera reconnect or a scene cut)."""
-        self._drop()
-        self._since_detect = 0  # frames since the last detection, modulo detect_every
-
-    def _drop(self) -> None:
-        self._box: tuple[float, float, float, float] | None = None
-        self._template: np.ndarray | None = None
-        self._tscale = 1.0  # template pixels per frame pixel
-        self._unconfirmed = 0  # frames since a detection last confirmed the track
-
-    # -- detection ---------------------------------------------------------------------------
     def _haar(self, gray: np.ndarray, f: float, lo: int, hi: int = 0) -> list[tuple]:
         """Detect in `gray` downscaled by `f`; boxes returned in `gray`'s pixels."""
         if f < 1.0:
@@ -159,105 +150,222 @@ class FaceTracker:
         )
         return [tuple(float(v) / f for v in face) for face in faces]
 
-    def _detect(self, image_bgr: np.ndarray) -> list[tuple]:
-        """The whole frame at `detect_width`: faces of at least `min_face_frac` of the width."""
+    def detect(self, image_bgr: np.ndarray) -> list[tuple]:
+        """The whole frame at `detect_width`, largest face first."""
         w = image_bgr.shape[1]
         f = min(1.0, self.cfg.detect_width / w)
         lo = max(24, int(self.cfg.min_face_frac * w * f))
-        return self._haar(_gray(image_bgr), f, lo)
+        faces = [(*b, 1.0) for b in self._haar(_gray(image_bgr), f, lo)]
+        return sorted(faces, key=lambda b: -b[2] * b[3])
 
-    def _detect_near(self, image_bgr: np.ndarray, box: tuple) -> list[tuple]:
-        """Only around the tracked box, at sizes near it: a fraction of a full detection."""
-        H, W = image_bgr.shape[:2]
-        x0, y0, x1, y1 = _region(box, self.cfg.track_search, W, H)
-        # scale so the tracked face is NEAR_PX wide: sizes 0.6x..1.6x of it stay >= 24 px,
-        # the cascade's own window, whatever the face's size in the frame
-        f = min(1.0, self.NEAR_PX / max(box[2], box[3]))
-        lo, hi = max(24, int(0.6 * self.NEAR_PX)), int(1.6 * self.NEAR_PX) + 1
-        faces = self._haar(_gray(image_bgr[y0:y1, x0:x1]), f, lo, hi)
-        return [(fx + x0, fy + y0, fw, fh) for fx, fy, fw, fh in faces]
 
-    def _choose(self, faces: list) -> tuple | None:
-        """Keep the tracked face (best IoU); with no track, take the largest."""
-        if not faces:
-            return None
-        if self._box is not None:
-            best = max(faces, key=lambda f: iou(f, self._box))
-            return best if iou(best, self._box) >= 0.2 else None
-        return max(faces, key=lambda f: f[2] * f[3])
+class BlazeDetector:
+    """BlazeFace (`blazeface.py`) on the whole frame: every face, best first."""
 
-    # -- tracking ----------------------------------------------------------------------------
-    def _set_template(self, image_bgr: np.ndarray, box: tuple) -> None:
+    def __init__(self, variant: str = "full", tiles: bool = True) -> None:
+        from affectstream.models.face.blazeface import BlazeFace
+
+        self.net = BlazeFace(variant, threads=1, tiles=tiles)
+        self.name = "blazeface" if variant == "full" else f"blazeface-{variant}"
+
+    def detect(self, image_bgr: np.ndarray) -> list[tuple]:
+        return self.net.detect(image_bgr)
+
+
+def make_detector(config: FaceConfig | None = None):
+    """The detector `face.detector` names: blazeface (full range), blazeface-short, haar."""
+    cfg = config or FaceConfig()
+    name = getattr(cfg, "detector", "blazeface")
+    if name == "haar":
+        return HaarDetector(cfg)
+    if name == "blazeface":
+        return BlazeDetector("full")
+    if name == "blazeface-short":
+        return BlazeDetector("short")
+    raise ValueError(f"face.detector: unknown {name!r} (known: {', '.join(DETECTORS)})")
+
+
+# -- tracking ---------------------------------------------------------------------------------
+class _Track:
+    """One followed face: its id, box, template and how long no detection confirmed it."""
+
+    TEMPLATE_PX = 32
+
+    def __init__(self, tid: int, box: tuple, score: float) -> None:
+        self.id = tid
+        self.box = box
+        self.score = score
+        self.source = "detect"
+        self.unconfirmed = 0
+        self.template: np.ndarray | None = None
+        self.tscale = 1.0  # template pixels per frame pixel
+
+    def confirm(self, image_bgr: np.ndarray, box: tuple, score: float) -> None:
+        self.box, self.score, self.source, self.unconfirmed = box, score, "detect", 0
         H, W = image_bgr.shape[:2]
         x0, y0, x1, y1 = _region(box, 0.0, W, H)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            self._template = None
+            self.template = None
             return
-        self._tscale = min(1.0, self.TEMPLATE_PX / max(x1 - x0, y1 - y0))
+        self.tscale = min(1.0, self.TEMPLATE_PX / max(x1 - x0, y1 - y0))
         g = _gray(image_bgr[y0:y1, x0:x1])
-        size = (max(4, round((x1 - x0) * self._tscale)), max(4, round((y1 - y0) * self._tscale)))
-        self._template = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
-        self._box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+        size = (max(4, round((x1 - x0) * self.tscale)), max(4, round((y1 - y0) * self.tscale)))
+        self.template = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
+        # the template covers the clipped box: follow that one, as it is what is matched
+        self.box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
 
-    def _track(self, image_bgr: np.ndarray) -> tuple[tuple, float] | None:
-        """Best normalised cross-correlation of the template near the last box."""
+    def follow(self, image_bgr: np.ndarray, search: float, min_score: float) -> float | None:
+        """Move to the best normalised cross-correlation of the template near the last box if
+        it scores `min_score` or more (else stay, so an ended track keeps its last true box);
+        its score, or None when it cannot be matched (no template, window too small)."""
+        if self.template is None:
+            return None
         H, W = image_bgr.shape[:2]
-        x0, y0, x1, y1 = _region(self._box, self.cfg.track_search, W, H)
-        s = self._tscale
+        x0, y0, x1, y1 = _region(self.box, search, W, H)
+        s = self.tscale
         size = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
-        th, tw = self._template.shape
+        th, tw = self.template.shape
         if size[0] < tw or size[1] < th:
             return None
-        search = cv2.resize(_gray(image_bgr[y0:y1, x0:x1]), size, interpolation=cv2.INTER_AREA)
-        res = cv2.matchTemplate(search, self._template, cv2.TM_CCOEFF_NORMED)
+        window = cv2.resize(_gray(image_bgr[y0:y1, x0:x1]), size, interpolation=cv2.INTER_AREA)
+        res = cv2.matchTemplate(window, self.template, cv2.TM_CCOEFF_NORMED)
         _, score, _, (mx, my) = cv2.minMaxLoc(res)
-        _, _, w, h = self._box
-        return (x0 + mx / s, y0 + my / s, w, h), float(score)
+        if score >= min_score:
+            _, _, w, h = self.box
+            self.box, self.score, self.source = (x0 + mx / s, y0 + my / s, w, h), score, "track"
+        return float(score)
 
-    # -- per frame ---------------------------------------------------------------------------
-    def process(self, image_bgr: np.ndarray) -> FaceCrop | None:
-        """The main face of this frame, or None (no face, or a lost track)."""
+
+def _match(tracks: list, boxes: list, min_iou: float = 0.2) -> list[tuple[int, int]]:
+    """Greedy IoU matching, best pair first: [(track index, box index)]."""
+    pairs = sorted(
+        ((iou(t.box, b[:4]), i, j) for i, t in enumerate(tracks) for j, b in enumerate(boxes)),
+        reverse=True,
+    )
+    used_t, used_b, out = set(), set(), []
+    for v, i, j in pairs:
+        if v < min_iou:
+            break
+        if i in used_t or j in used_b:
+            continue
+        used_t.add(i)
+        used_b.add(j)
+        out.append((i, j))
+    return out
+
+
+class FaceTracker:
+    """`process_all(image_bgr) -> [FaceCrop]` (every followed face, by id), one call per
+    frame, in frame order; `process(image_bgr)` gives only the largest face, for callers
+    that want one (photos, `tracker_crops`).
+
+    Boxes are kept in frame pixels. `detector` defaults to the one `face.detector` names.
+    """
+
+    BRIDGE = 12  # frames an ended track's id waits for a detection on its last box
+
+    def __init__(self, config: FaceConfig | None = None, detector=None):
+        self.cfg = config or FaceConfig()
+        if self.cfg.detect_every < 1:
+            raise ValueError("face.detect_every must be >= 1")
+        if self.cfg.detect_width < 48:
+            raise ValueError("face.detect_width must be >= 48")
+        self.max_faces = int(getattr(self.cfg, "max_faces", 4))
+        if self.max_faces < 1:
+            raise ValueError("face.max_faces must be >= 1")
+        self.detector = detector if detector is not None else make_detector(self.cfg)
+        self.frames = 0
+        self.detections = 0  # faces given from a detection
+        self.tracked = 0  # faces given from template tracking
+        self._next_id = 1
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every face (e.g. after a camera reconnect or a scene cut)."""
+        self.tracks: list[_Track] = []
+        self._ended: list[tuple[int, tuple, int]] = []  # (id, last box, frame it ended)
+        self._since_detect = 0  # frames since the last detection, modulo detect_every
+
+    def _new_id(self, box: tuple) -> int:
+        """An ended track's id when `box` is on its last box within the bridge, else new."""
+        live = [e for e in self._ended if self.frames - e[2] <= self.BRIDGE]
+        best = max(live, key=lambda e: iou(e[1], box), default=None)
+        if best is not None and iou(best[1], box) >= 0.3:
+            self._ended.remove(best)
+            return best[0]
+        tid, self._next_id = self._next_id, self._next_id + 1
+        return tid
+
+    def _end(self, track: _Track) -> None:
+        log.debug("face %d lost at frame %d", track.id, self.frames)
+        self._ended.append((track.id, track.box, self.frames))
+        self.tracks.remove(track)
+
+    def _detect(self, image_bgr: np.ndarray) -> set[int]:
+        """Match a detection of the whole frame to the tracks; start tracks for new faces.
+        Returns the ids the detection confirmed or started."""
+        boxes = [b for b in self.detector.detect(image_bgr) if b[2] >= 4 and b[3] >= 4]
+        pairs = _match(self.tracks, boxes)
+        seen = set()
+        for i, j in pairs:
+            self.tracks[i].confirm(image_bgr, tuple(boxes[j][:4]), float(boxes[j][4]))
+            seen.add(self.tracks[i].id)
+        taken = {j for _, j in pairs}
+        new = sorted((b for j, b in enumerate(boxes) if j not in taken), key=lambda b: -b[2] * b[3])
+        for b in new:
+            if len(self.tracks) >= self.max_faces:
+                break
+            if any(iou(t.box, b[:4]) > 0.3 for t in self.tracks):
+                continue  # a second box on a face already followed
+            t = _Track(self._new_id(tuple(b[:4])), tuple(b[:4]), float(b[4]))
+            t.confirm(image_bgr, tuple(b[:4]), float(b[4]))
+            self.tracks.append(t)
+            seen.add(t.id)
+        return seen
+
+    def process_all(self, image_bgr: np.ndarray) -> list[FaceCrop]:
+        """Every face of this frame, by id (an empty list when there is none)."""
         self.frames += 1
-        due = self._since_detect == 0 or self._box is None  # no track: look on every frame
+        due = self._since_detect == 0 or not self.tracks  # no face: look on every frame
         self._since_detect = (self._since_detect + 1) % self.cfg.detect_every
-        box, source, score = None, "detect", 1.0
-        if due:
-            if self._box is None:
-                chosen = self._choose(self._detect(image_bgr))
+        confirmed = self._detect(image_bgr) if due else set()
+        lost = False
+        for t in list(self.tracks):
+            if t.id in confirmed:
+                continue
+            t.unconfirmed += 1
+            score = None
+            if t.unconfirmed <= self.cfg.track_max_frames:
+                score = t.follow(image_bgr, self.cfg.track_search, self.cfg.track_min_score)
+            if score is None or score < self.cfg.track_min_score:
+                self._end(t)
+                lost = True
+        if lost and not due:
+            # a face may have moved (a cut, a fast turn): look for it in the whole frame now
+            self._detect(image_bgr)
+        self._merge()
+        out = []
+        for t in sorted(self.tracks, key=lambda t: t.id):
+            crop = crop_face(image_bgr, t.box, self.cfg.crop_scale)
+            box = tuple(int(round(v)) for v in t.box)
+            out.append(FaceCrop(crop, box, t.source, t.score, t.id))
+            if t.source == "detect":
+                self.detections += 1
             else:
-                chosen = self._choose(self._detect_near(image_bgr, self._box))
-            if chosen is not None:
-                box = chosen
-                self._box = chosen
-                self._set_template(image_bgr, chosen)
-                self._unconfirmed = 0
-        if box is None and self._box is not None and self._template is not None:
-            self._unconfirmed += 1
-            tracked = None
-            if self._unconfirmed <= self.cfg.track_max_frames:
-                tracked = self._track(image_bgr)
-            if tracked is None or tracked[1] < self.cfg.track_min_score:
-                log.debug("face track lost at frame %d", self.frames)
-                self._drop()
-                # The face may have moved (a cut, a fast turn): look for it in the whole frame.
-                box = self._choose(self._detect(image_bgr))
-                if box is None:
-                    return None
-                self._box = box
-                self._set_template(image_bgr, box)
-                self._unconfirmed = 0
-            else:
-                box, score = tracked
-                source = "track"
-                self._box = box
-        if box is None:
-            return None
-        if source == "detect":
-            self.detections += 1
-        else:
-            self.tracked += 1
-        crop = crop_face(image_bgr, box, self.cfg.crop_scale)
-        return FaceCrop(crop, tuple(int(round(v)) for v in box), source, score)
+                self.tracked += 1
+        return out
+
+    def _merge(self) -> None:
+        """Two tracks that drifted onto one face: the older id keeps it."""
+        for a in sorted(self.tracks, key=lambda t: t.id):
+            for b in [t for t in self.tracks if t.id > a.id]:
+                if a in self.tracks and iou(a.box, b.box) > 0.5:
+                    self.tracks.remove(b)
+
+    def process(self, image_bgr: np.ndarray) -> FaceCrop | None:
+        """The largest face of this frame, or None (no face)."""
+        faces = self.process_all(image_bgr)
+        return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
 
 
 def tracker_crops(
@@ -267,7 +375,7 @@ def tracker_crops(
 
     Each photo (grayscale (H, W) or BGR) is one first frame of its own video (the tracker is
     reset between photos), so the crop is what `process` returns when the face appears: a full
-    detection at `detect_width`, the main face, `crop_face` with `crop_scale`. `crops[k]` belongs
+    detection by `face.detector`, the largest face, `crop_face` with `crop_scale`. `crops[k]` belongs
     to the k-th photo with `found` True; a photo with no face found yields no crop.
     """
     tracker = FaceTracker(config)
