@@ -157,3 +157,46 @@ def test_a_failing_model_call_reaches_every_caller_of_that_round():
         shared.decode(np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="max_batch"):
         SharedDecoder(Broken(), max_batch=0)
+
+
+def test_the_model_in_its_own_process_reads_as_in_this_one(decoder):
+    """`transcriber.process` (the default): the same words as the model in this process; a
+    missing model is the same one-line error; the child ends when the decoder is closed."""
+    from affectstream.models.stt.whisper_model import SttModelError
+    from affectstream.models.stt.worker import DecoderProcess
+
+    worker = DecoderProcess(nice=5)
+    try:
+        assert worker.model_path == decoder.model_path
+        a = clip("0930")
+        assert words(worker.decode(a)) == words(decoder.decode(a))
+        out = worker.decode_each([Span(a[: 16000 * 3], final=False), Span(a, prefix=("w",) * 500)])
+        assert words(out[0]) == words(decoder.decode(a[: 16000 * 3], final=False))
+        assert isinstance(out[1], ValueError) and "too long" in str(out[1])
+        import os
+
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == max(5, own)  # yields to ticks
+    finally:
+        worker.close()
+    assert worker._proc.poll() is not None
+    with pytest.raises(RuntimeError, match="process is gone"):
+        worker.decode(clip("0930"))
+    with pytest.raises(SttModelError, match="speech model folder not found"):
+        DecoderProcess(model="/nonexistent/whisper")
+
+
+def test_a_transcriber_config_gets_a_shared_model_in_a_child_process():
+    from affectstream.core.config import TranscriberConfig
+    from affectstream.models.stt.whisper_model import WhisperDecoder
+    from affectstream.models.stt.worker import DecoderProcess
+    from affectstream.realtime.transcriber import load_decoder
+
+    shared = load_decoder(TranscriberConfig())
+    try:
+        assert isinstance(shared, SharedDecoder) and isinstance(shared.decoder, DecoderProcess)
+        assert len(words(shared.decode(clip("0920")))) >= 3
+    finally:
+        shared.close()
+    local = load_decoder(TranscriberConfig(process=False))
+    assert isinstance(local.decoder, WhisperDecoder)

@@ -239,6 +239,9 @@ class TranscriberConfig(_Section):
     # OS niceness of the decoding threads (Linux, 0 to 19): words come seconds late anyway, and
     # the ticks must not wait behind a decode on a busy CPU (core/priority.py); 0 leaves them be
     nice: int = setting(10, ge=0, le=19)
+    # decode in a child process (models/stt/worker.py): its Python work then never holds this
+    # process's interpreter lock while the ticks wait for it
+    process: bool = setting(True)
 
 
 @dataclass

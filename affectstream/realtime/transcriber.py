@@ -56,19 +56,26 @@ def stream_options(cfg: TranscriberConfig):
 
 def load_decoder(cfg: TranscriberConfig):
     """The configured whisper model, ready to be shared by the transcribers of many streams
-    (`models/stt/shared.py`: their spans are decoded together); SourceError (one clear line)
-    when it cannot be loaded."""
+    (`models/stt/shared.py`: their spans are decoded together), in a process of its own
+    unless `transcriber.process` is off (`models/stt/worker.py` says why); SourceError (one
+    clear line) when it cannot be loaded."""
     from affectstream.models.stt.shared import SharedDecoder
     from affectstream.models.stt.whisper_model import SttModelError, WhisperDecoder
+    from affectstream.models.stt.worker import DecoderProcess
 
     _, decode = stream_options(cfg)
     before = priority.thread_ids()
     try:
-        decoder = WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)
+        if cfg.process:
+            decoder = DecoderProcess(
+                cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode, nice=cfg.nice
+            )
+        else:
+            decoder = WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)
     except SttModelError as e:
         raise SourceError(str(e)) from None
-    # CTranslate2 decodes on threads of its own, made as the model loads: they yield to the
-    # ticks (core/priority.py)
+    # In this process, CTranslate2 decodes on threads of its own, made as the model loads:
+    # they yield to the ticks (core/priority.py)
     priority.lower(priority.thread_ids() - before, cfg.nice)
     return SharedDecoder(decoder)
 
