@@ -83,13 +83,18 @@ class Estimate:
     status: dict[str, str] = field(default_factory=dict)
     # each present modality's own view, beside the fused one: who says what
     modalities: dict[str, dict] = field(default_factory=dict)
+    # every face in view while the face is present: {id, box (x, y, w, h) frame pixels,
+    # probs, primary}; the fused estimate and the relevance follow the primary one
+    faces: list[dict] = field(default_factory=list)
 
     @property
     def emotion(self) -> str:
         return LABELS[int(np.argmax(self.probs))]
 
-    def to_dict(self) -> dict:
-        return {
+    def to_dict(self, faces: bool = True) -> dict:
+        """The estimate as JSON-ready values; `faces` False leaves out the list of faces (the
+        server's protocol 1, whose schema has no `faces`)."""
+        out = {
             "t": _round(self.t),
             "tick": self.tick,
             "emotion": self.emotion,
@@ -108,9 +113,25 @@ class Estimate:
             "overrun": self.overrun,
             "transcript": self.transcript,
         }
+        if faces:
+            out["faces"] = [_face(f) for f in self.faces]
+        return out
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+    def to_json(self, faces: bool = True) -> str:
+        return json.dumps(self.to_dict(faces), separators=(",", ":"))
+
+
+def _face(f: dict) -> dict:
+    """One face in view: its id, box, own reading and whether the estimate follows it."""
+    p = f["probs"]
+    return {
+        "id": int(f["id"]),
+        "box": [int(v) for v in f["box"]],
+        "emotion": LABELS[int(np.argmax(p))],
+        "probs": _probs(p),
+        "confidence": _round(float(np.max(p))),
+        "primary": bool(f["primary"]),
+    }
 
 
 def _view(v: dict) -> dict:

@@ -327,6 +327,14 @@ class Recognizer:
         self._callbacks.append(fn)
         return fn
 
+    def set_primary_face(self, face_id: int | None) -> None:
+        """Make the face with this id (one of `est.faces`) the one the fused estimate and the
+        relevance follow while it is in view; None gives the choice back (the largest face,
+        switched only after another stays larger for `face.primary_switch_s`). A face id
+        that is not in view is kept and applies if it comes back within the tracker's
+        bridge; ids are never reused. Safe from any thread."""
+        self.stream.set_primary_face(face_id)
+
     def latest(self) -> Estimate | None:
         """The newest estimate, or None before the first; never waits."""
         return self._latest

@@ -243,6 +243,7 @@ class Pipeline:
                 m: {"probs": r.probs, **({"reading": readings[m]} if m in readings else {})}
                 for m, r in present.items()
             },
+            faces=list(present["face"].info.get("faces", ())) if "face" in present else [],
         )
         self.ticks += 1
         return est

@@ -171,9 +171,12 @@ class AffectStream:
         self.sources.append(self.video_source)
         if cfg.face.enabled:
             from affectstream.models.face.detect import FaceTracker
+            from affectstream.models.face.primary import PrimaryFace
             from affectstream.realtime.stages.face import FaceStage
 
-            stage = FaceStage(self.video_ring, FaceTracker(cfg.face), None)
+            primary = PrimaryFace(cfg.face.primary_switch_s)
+            stage = FaceStage(self.video_ring, FaceTracker(cfg.face), None, primary)
+            stage.on_primary_change = lambda: self.forget("face")  # follow the new person
             self._attach("face", stage)
             stage.problem = lambda src=self.video_source: source_problem(src)
             self.stages.append(stage)
@@ -408,6 +411,14 @@ class AffectStream:
         forget = getattr(pipeline.fuse, "forget", None) if pipeline is not None else None
         if forget is not None:
             forget(modality)
+
+    def set_primary_face(self, face_id: int | None) -> None:
+        """The face the fused estimate follows: `face_id` (an id of the estimate's `faces`)
+        while it is in view; None: the largest face again. Safe from any thread."""
+        stage = next((s for s in self.stages if s.name == "face"), None)
+        if stage is None:
+            raise RuntimeError("set_primary_face needs the face modality (video and face on)")
+        stage.primary.pin(face_id)
 
     def close(self) -> None:
         # A model still opening is native code (ONNX Runtime building a session) on the
