@@ -34,6 +34,7 @@ def test_a_thread_lowers_its_own_priority_and_no_other():
 @linux
 def test_the_whisper_models_own_threads_run_at_the_configured_niceness():
     cfg = load_config().transcriber
+    cfg.process = False  # in this process (tests/test_stt_shared.py checks the child's)
     before = priority.thread_ids()
     decoder = load_decoder(cfg)
     new = priority.thread_ids() - before

@@ -3,6 +3,7 @@ and `SharedDecoder`'s rounds (who waits, who leads, who gets which result)."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -177,6 +178,7 @@ def test_the_model_in_its_own_process_reads_as_in_this_one(decoder):
 
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) == max(5, own)  # yields to ticks
+        assert os.sched_getscheduler(worker.pid) == os.sched_getscheduler(0)  # idle=False
     finally:
         worker.close()
     assert worker._proc.poll() is not None
@@ -196,6 +198,13 @@ def test_a_transcriber_config_gets_a_shared_model_in_a_child_process():
     try:
         assert isinstance(shared, SharedDecoder) and isinstance(shared.decoder, DecoderProcess)
         assert len(words(shared.decode(clip("0920")))) >= 3
+        # the default: the child and its decoding threads run in the idle class
+        pid = shared.decoder.pid
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert len(threads) > 1
+        assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+        nice = TranscriberConfig().nice
+        assert all(os.getpriority(os.PRIO_PROCESS, t) >= nice for t in threads)
     finally:
         shared.close()
     local = load_decoder(TranscriberConfig(process=False))

@@ -242,6 +242,9 @@ class TranscriberConfig(_Section):
     # decode in a child process (models/stt/worker.py): its Python work then never holds this
     # process's interpreter lock while the ticks wait for it
     process: bool = setting(True)
+    # with `process`: the decoding process runs only on CPU time the ticks leave (Linux's
+    # SCHED_IDLE); on a saturated CPU the words then come later, never the estimates
+    idle: bool = setting(True)
 
 
 @dataclass

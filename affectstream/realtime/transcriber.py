@@ -68,7 +68,12 @@ def load_decoder(cfg: TranscriberConfig):
     try:
         if cfg.process:
             decoder = DecoderProcess(
-                cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode, nice=cfg.nice
+                cfg.model,
+                cfg.compute_type,
+                cfg.cpu_threads,
+                options=decode,
+                nice=cfg.nice,
+                idle=cfg.idle,
             )
         else:
             decoder = WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)

@@ -6,7 +6,9 @@ lock. The transcriber threads run at a lower OS priority (`core/priority.py`), s
 CPU the kernel preempts them, sometimes while they hold the lock; every tick of every stream
 then waits for a low-priority thread to be scheduled again: priority inversion, measured as
 the tail of the face and voice ages at 4 streams on 2 cores. In a child process the model has
-a lock of its own, and the whole process yields to the ticks by its niceness.
+a lock of its own, and the whole process yields to the ticks: by its niceness, and with
+`transcriber.idle` (the default) in Linux's idle scheduling class, so that it runs only on
+CPU time nothing else wants (measured against niceness alone in docs/benchmarks.md).
 
 `DecoderProcess` keeps the decoder's contract (`decode`, `decode_each`, `model_path`). The
 child is `python -m affectstream.models.stt.worker FD`, started with `subprocess` (not
@@ -53,11 +55,16 @@ class DecoderProcess:
         cpu_threads: int = 1,
         options: DecodeOptions | None = None,
         nice: int = 0,
+        idle: bool = False,
     ) -> None:
+        """`nice`: the child's niceness; `idle`: it also runs in the idle scheduling class
+        (Linux), only on CPU time the ticks leave (`core/priority.py`)."""
         ours, theirs = socket.socketpair()
         package_root = str(Path(__file__).resolve().parents[3])  # the same affectstream
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, str(cpu_threads))  # numpy's features: no pool of its own
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno())],
@@ -69,7 +76,7 @@ class DecoderProcess:
             theirs.close()
         self._conn = Connection(ours.detach())
         self._lock = threading.Lock()
-        self._conn.send((model, compute_type, cpu_threads, options or DecodeOptions(), nice))
+        self._conn.send((model, compute_type, cpu_threads, options or DecodeOptions(), nice, idle))
         if not self._conn.poll(START_TIMEOUT_S):
             self.close()
             raise SttModelError(f"the speech model process did not start in {START_TIMEOUT_S:g} s")
@@ -137,13 +144,17 @@ def _picklable(e: Exception) -> Exception:
 
 def serve(conn: Connection) -> None:
     """The child's loop: load the model as told, then decode each batch of spans sent."""
-    model, compute_type, cpu_threads, options, nice = conn.recv()
-    priority.lower_this_thread(nice)  # before the model makes its threads: they inherit it
+    model, compute_type, cpu_threads, options, nice, idle = conn.recv()
     try:
         decoder = WhisperDecoder(model, compute_type, cpu_threads, options=options)
     except SttModelError as e:
         conn.send(("error", str(e)))
         return
+    # every thread of this process: the model's, and those numpy's libraries made at import
+    threads = priority.thread_ids()
+    priority.lower(threads, nice)
+    if idle:
+        priority.idle(threads)
     conn.send(("ready", decoder.model_path))
     while True:
         try:
