@@ -8,9 +8,10 @@ cluster. Requests are collected with `@serve.batch`: those that arrive within
 call. Ray only fills a batch when a replica takes more requests at once than the batch holds,
 so `max_ongoing_requests` is set above `max_batch`.
 
-`WhisperServer` holds the whisper decoder (CTranslate2) and decodes one span per call: the
-streaming decoder forces each stream's own prefix and prompt, so spans of different sessions
-do not share a call; replicas on their own CPUs or a GPU take that work off the session hosts.
+`WhisperServer` holds the whisper decoder (CTranslate2, in a child process of the replica:
+`models/stt/worker.py`) behind a `models.stt.shared.SharedDecoder`: the spans of different
+sessions that arrive while it is busy go together in its next call (each keeps its own
+prefix and prompt); replicas on their own CPUs or a GPU take that work off the session hosts.
 """
 
 from __future__ import annotations
@@ -114,21 +115,26 @@ class ModelServer:
 
 @serve.deployment
 class WhisperServer:
-    """The whisper decoder of the config's `transcriber` section, one span per call."""
+    """The whisper decoder of the config's `transcriber` section. It is a
+    `models.stt.shared.SharedDecoder`: the spans that the session hosts send while it is
+    busy are decoded together in its next call."""
 
     def __init__(self, config: Config) -> None:
         from affectstream.realtime.transcriber import load_decoder
 
         self.decoder = load_decoder(config.transcriber)
         self.calls = 0
-        self._lock = asyncio.Lock()  # the decoder takes one caller at a time
 
     def describe(self) -> dict[str, Any]:
-        return {"model": "stt", "where": where(), "calls": self.calls}
+        return {
+            "model": "stt",
+            "where": where(),
+            "calls": self.calls,
+            "batches": self.decoder.stats.summary(),
+        }
 
     async def decode(self, audio, prompt="", prefix=(), prefix_end=0.0, final=True):
-        async with self._lock:
-            self.calls += 1
-            return await asyncio.to_thread(
-                self.decoder.decode, audio, prompt, prefix, prefix_end, final
-            )
+        self.calls += 1
+        return await asyncio.to_thread(
+            self.decoder.decode, audio, prompt, prefix, prefix_end, final
+        )
