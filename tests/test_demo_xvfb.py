@@ -202,3 +202,51 @@ def test_demo_window_under_xvfb_shows_the_sample_and_its_overlays(display):
     assert proc.returncode == 0, err.decode()[-2000:]
     shown = int(re.search(rb"(\d+) pictures shown", err).group(1))
     assert shown > 1, err.decode()[-500:]  # it redrew; how often is this machine's figure
+
+
+def test_demo_draws_every_face_with_its_id_and_marks_the_primary(display, tmp_path):
+    """Two faces side by side (tests/test_faces.py's JAFFE pair, the left one larger): the
+    window shows a green box on the left face (the primary) and an amber one on the right,
+    each with its label (id and top class) above it."""
+    from affectstream.realtime.demo.overlay import OTHER_FACE
+    from tests.test_faces import LEFT, RIGHT, _frame, _photos
+
+    ph = _photos()
+    frame = _frame([(ph[LEFT], 240, 170), (ph[RIGHT], 170, 470)])
+    video = tmp_path / "two.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 360))
+    for _ in range(15 * 20):
+        vw.write(frame)
+    vw.release()
+    s, ox, oy = fit((640, 360), LAYOUT.video)
+    env = dict(os.environ, DISPLAY=display)
+    cmd = [sys.executable, "-m", "affectstream", "demo", "--video", str(video), "--duration", "15"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    passed, seen = None, []
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and passed is None:
+            time.sleep(0.5)
+            geo = window_geometry(display)
+            if geo is None:
+                continue
+            shot = grab(display, geo)
+            video_px = shot[oy : oy + round(360 * s), ox : ox + round(640 * s)]
+            left = np.argwhere(np.all(video_px == FACE_BOX, axis=2))
+            right = np.argwhere(np.all(video_px == OTHER_FACE, axis=2))
+            if len(left) < 200 or len(right) < 200:
+                seen.append(f"{len(left)} green, {len(right)} amber pixels")
+                continue
+            mid = 320 * s
+            assert left[:, 1].max() < mid < right[:, 1].min()  # one box on each face
+            for px in (left, right):  # its label (id, class) in its colour above its box
+                rows = np.bincount(px[:, 0])
+                top = int(np.flatnonzero(rows >= 0.5 * rows.max())[0])  # the box's top edge
+                assert (px[:, 0] < top - 3).sum() >= 30, "no label over a box"
+            passed = shot
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert passed is not None, "\n".join(seen[-5:]) or "the window never appeared"
+    # kept beside the test's files only: JAFFE's photos may not be redistributed in docs/
+    cv2.imwrite(str(tmp_path / "demo-faces.png"), passed, [cv2.IMWRITE_PNG_COMPRESSION, 9])

@@ -131,6 +131,9 @@ def test_estimates_come_out_of_a_real_pipecat_pipeline(video_rgb):
     assert set(ests[0]) >= {"emotion", "probs", "present", "status", "relevance", "transcript"}
     assert all(e["emotion"] in LABELS and set(e["status"]) == set(MODALITIES) for e in ests)
     assert sum(e["present"]["face"] for e in ests) >= 0.6 * len(ests)  # Megamind's face
+    # every face in view, each with its id and box; one of them the primary
+    assert all((len(e["faces"]) > 0) == e["present"]["face"] for e in ests)
+    assert all(sum(f["primary"] for f in e["faces"]) == 1 for e in ests if e["faces"])
     assert any(e["present"]["voice"] for e in ests)  # the LibriVox speech
     words = [e for e in ests if e["present"]["text"]]
     assert words and all(SPOKEN in e["transcript"] for e in words)  # the STT's transcript

@@ -31,12 +31,12 @@ from tests.test_server import LIBRIVOX, is_estimate, jpeg_frames
 from tests.test_server_sessions import (
     AUTH,
     LIMITS,
-    MESSI,
     TOKEN,
     check_schema,
     check_token,
     closed_by_server,
     hostile_messages,
+    no_face_jpeg,
     push_media,
     reader,
     validators,
@@ -155,7 +155,7 @@ def test_sessions_isolated_hostile_answered_and_busy_on_two_nodes(ray_server, me
     url, vals = ray_server["url"], validators()
     mega = jpeg_frames(megamind, 120)
     speech, rate = sf.read(LIBRIVOX, dtype="int16")
-    messi, silence = [MESSI.read_bytes()], np.zeros(16000 * 8, np.int16)
+    messi, silence = [no_face_jpeg()], np.zeros(16000 * 8, np.int16)
     hostile = hostile_messages(300)
     seconds = 6.0
 

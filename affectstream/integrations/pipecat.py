@@ -21,7 +21,8 @@ It reads, without changing or holding back any frame:
 
 and pushes an `AffectEstimateFrame` downstream at the recognizer's rate (10 Hz by default),
 carrying `Estimate.to_dict()`: the fused emotion and probabilities, valence, arousal, the
-relevance and status of face, voice and words, ages and latencies. Frames are pushed on the
+relevance and status of face, voice and words, ages and latencies, and every face in view
+(`faces`: id, box, own reading, which one the fused estimate follows). Frames are pushed on the
 pipeline's time: everything is stamped when it arrives.
 
 The engine is `affectstream.Recognizer(push=True)` on its own thread; its models open in the

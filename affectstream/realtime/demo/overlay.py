@@ -31,7 +31,8 @@ BACKGROUND = (30, 30, 30)
 TRACK = (60, 60, 60)  # the empty part of a bar
 TEXT = (235, 235, 235)
 DIM = (150, 150, 150)
-FACE_BOX = (0, 255, 0)
+FACE_BOX = (0, 255, 0)  # the primary face: the one the fused estimate follows
+OTHER_FACE = (0, 200, 255)  # every other face in view
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {  # BGR
     "neutral": (180, 180, 180),
     "happy": (0, 215, 255),
@@ -94,6 +95,9 @@ class View:
 
     frame: np.ndarray | None = None
     box: tuple[int, int, int, int] | None = None
+    # every face in view ({id, box, probs, primary}, as in `Estimate.faces`); when given, each
+    # is drawn with its id and top class, the primary one marked, instead of `box` alone
+    faces: Sequence[dict] = ()
     estimate: Estimate | None = None
     trail: Sequence[tuple[float, np.ndarray, float, float]] = ()
     latency: dict[str, dict] = field(default_factory=dict)
@@ -151,7 +155,9 @@ def _video(canvas: np.ndarray, layout: Layout, view: View) -> None:
         dw, dh = round(fw * s), round(fh * s)
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
         canvas[oy : oy + dh, ox : ox + dw] = cv2.resize(frame, (dw, dh), interpolation=interp)
-        if view.box is not None:
+        if view.faces:
+            _faces(canvas, view.faces, s, ox, oy, y)
+        elif view.box is not None:
             bx, by, bw, bh = view.box
             p0 = (ox + round(bx * s), oy + round(by * s))
             p1 = (ox + round((bx + bw) * s), oy + round((by + bh) * s))
@@ -166,6 +172,20 @@ def _video(canvas: np.ndarray, layout: Layout, view: View) -> None:
         _label(canvas, "PAUSED (p)", (x + 12, y + 32), (0, 200, 255))
     if view.note:
         _label(canvas, view.note, (x + 12, y + h - 16), TEXT)
+
+
+def _faces(canvas: np.ndarray, faces: Sequence[dict], s: float, ox: int, oy: int, top: int):
+    """Each face's box with its id and top class; the primary one green, thicker, starred."""
+    for f in sorted(faces, key=lambda f: bool(f["primary"])):  # the primary drawn last
+        bx, by, bw, bh = f["box"]
+        p0 = (ox + round(bx * s), oy + round(by * s))
+        p1 = (ox + round((bx + bw) * s), oy + round((by + bh) * s))
+        color = FACE_BOX if f["primary"] else OTHER_FACE
+        cv2.rectangle(canvas, p0, p1, color, 3 if f["primary"] else 2)
+        mark = "*" if f["primary"] else ""
+        _label(
+            canvas, f"{mark}#{f['id']} {_top(f['probs'])}", (p0[0], max(top + 22, p0[1] - 8)), color
+        )
 
 
 def _bars(

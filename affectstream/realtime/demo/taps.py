@@ -7,7 +7,7 @@ the modality leaves the fusion, its relevance is 0 and its status "absent", exac
 its input says it is not there (given `forget`, the tap calls it with the modality when switched
 off, so the fusion drops a voice it would otherwise hold for a moment). `newest` is the stage's
 newest `ModalityResult` (the face
-stage's carries the tracked box in `info["box"]`); it is cleared when the stage reports the
+stage's carries the primary face's box in `info["box"]` and every face in `info["faces"]`); it is cleared when the stage reports the
 modality absent, and for the face stage when it looked at a new frame and found no face.
 """
 
@@ -63,6 +63,11 @@ class StageTap:
         """The face box (x, y, w, h, frame pixels) of the newest result, if it has one."""
         r = self.newest
         return None if r is None else r.info.get("box")
+
+    def faces(self) -> list[dict]:
+        """Every face of the newest result ({id, box, probs, primary}), if it has them."""
+        r = self.newest
+        return [] if r is None else list(r.info.get("faces", ()))
 
     def remove(self) -> None:
         """Give the stage its own `run` back."""

@@ -103,6 +103,7 @@ class DemoWindow:
         view = View(
             frame=frame,
             box=face.box() if face is not None and face.enabled else None,
+            faces=face.faces() if face is not None and face.enabled else (),
             estimate=self.latest,
             trail=self.history.trail(),
             latency=self.history.latency(),

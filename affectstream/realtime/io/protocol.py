@@ -3,7 +3,7 @@ clients send before any of it reaches a stream.
 
 Everything here is pure (bytes and text in, values or a `MessageError` out), so the server's
 handler stays a router and each rule is tested on its own. The JSON messages both ways are
-described by versioned JSON Schema files beside this module (`schemas/v1/`); incoming JSON is
+described by versioned JSON Schema files beside this module (`schemas/v1/`, `schemas/v2/`); incoming JSON is
 validated against them, so an unknown field or a value out of range is an error that names
 it. The binary layouts are in docs/server.md.
 """
@@ -20,8 +20,14 @@ from importlib import resources
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
-SCHEMA_DIR = f"schemas/v{PROTOCOL_VERSION}"
+# The protocol versions the server speaks, each a folder of schemas (`schemas/v2/`). A
+# connection speaks DEFAULT_PROTOCOL (1) until its hello asks for another (`"protocol": 2`),
+# so a client written for version 1 is served exactly as before; 2 adds `faces` to estimates
+# and `primary_face` to session.update. Incoming JSON is checked against the newest client
+# schemas (a superset of the older ones).
+PROTOCOL_VERSION = 2
+PROTOCOLS = (1, 2)
+DEFAULT_PROTOCOL = 1
 
 KIND_VIDEO = 0x01  # then JPEG or PNG bytes
 KIND_AUDIO = 0x02  # then uint32 LE sample rate, then int16 LE mono PCM
@@ -274,37 +280,46 @@ def json_depth(value) -> int:
     return depth
 
 
+def _folder(direction: str, version: int):
+    if version not in PROTOCOLS:
+        raise ValueError(f"unknown protocol version {version} (known: {PROTOCOLS})")
+    return resources.files("affectstream.realtime.io") / "schemas" / f"v{version}" / direction
+
+
 @cache
-def schema(direction: str, name: str) -> dict:
-    """The JSON Schema of one message: `direction` "client" (to the server) or "server"."""
-    path = resources.files("affectstream.realtime.io") / SCHEMA_DIR / direction / f"{name}.json"
-    return json.loads(path.read_text())
+def schema(direction: str, name: str, version: int = DEFAULT_PROTOCOL) -> dict:
+    """The JSON Schema of one message: `direction` "client" (to the server) or "server", in
+    protocol `version` (by default the one a connection speaks until its hello asks)."""
+    return json.loads((_folder(direction, version) / f"{name}.json").read_text())
 
 
-def schema_names(direction: str) -> list[str]:
-    folder = resources.files("affectstream.realtime.io") / SCHEMA_DIR / direction
+def schema_names(direction: str, version: int = DEFAULT_PROTOCOL) -> list[str]:
     return sorted(
-        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+        p.name.removesuffix(".json")
+        for p in _folder(direction, version).iterdir()
+        if p.name.endswith(".json")
     )
 
 
-def validator(direction: str, name: str):
+def validator(direction: str, name: str, version: int = DEFAULT_PROTOCOL):
     """A Draft 2020-12 validator of one message's schema; `$ref`s between the schemas of
     one direction (hello's `session`) resolve through a registry of them all."""
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
 
-    found = [schema(direction, n) for n in schema_names(direction)]
+    found = [schema(direction, n, version) for n in schema_names(direction, version)]
     registry = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in found)
-    s = schema(direction, name)
+    s = schema(direction, name, version)
     Draft202012Validator.check_schema(s)
     return Draft202012Validator(s, registry=registry)
 
 
 @lru_cache(maxsize=1)
 def client_validators() -> dict:
-    """One validator per client message type, by its `type` (hello, status, session.update)."""
+    """One validator per client message type, by its `type` (hello, status, session.update),
+    of the newest protocol (it takes every older client's messages too)."""
     out = {}
-    for name in schema_names("client"):
-        out[schema("client", name)["properties"]["type"]["const"]] = validator("client", name)
+    for name in schema_names("client", PROTOCOL_VERSION):
+        s = schema("client", name, PROTOCOL_VERSION)
+        out[s["properties"]["type"]["const"]] = validator("client", name, PROTOCOL_VERSION)
     return out

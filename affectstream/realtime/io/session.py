@@ -24,6 +24,7 @@ from affectstream.core import allocator
 from affectstream.core.config import Config, ConfigError, check_config
 from affectstream.core.labels import MODALITIES
 from affectstream.realtime.io.protocol import (
+    DEFAULT_PROTOCOL,
     KIND_VIDEO,
     Budget,
     Limits,
@@ -184,6 +185,8 @@ class Session:
         self.stream: AffectStream | None = None
         self.estimates = 0
         self.clock = ClientClock()
+        self.protocol = DEFAULT_PROTOCOL  # the connection's (its hello may ask for 2)
+        self.primary_face: int | None = None  # session.update's; kept over restarts
         self.frames = Budget(limits.max_fps)
         self.audio_seconds = Budget(limits.max_audio_rate)
         self._deliver, self._failed = deliver, failed
@@ -202,6 +205,8 @@ class Session:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.stream = stream = await asyncio.to_thread(self.factory.build, self.options)
+        if self.primary_face is not None and self.options.modalities.get("face"):
+            stream.set_primary_face(self.primary_face)
         self._thread = threading.Thread(
             target=self._run, args=(stream,), name=f"affectstream-session-{self.id}", daemon=True
         )
@@ -218,7 +223,13 @@ class Session:
             await asyncio.to_thread(allocator.trim)
 
     async def update(self, msg: dict) -> dict:
-        """Apply a validated `session.update`; the stream restarts if an option changed."""
+        """Apply a validated `session.update`; the stream restarts if an option changed
+        (`primary_face` applies at once, without a restart)."""
+        if "primary_face" in msg:
+            if not self.options.modalities.get("face") or self.stream is None:
+                raise MessageError("off", "primary_face: the face modality is off in this session")
+            self.primary_face = msg["primary_face"]
+            self.stream.set_primary_face(self.primary_face)
         options = self.options.updated(msg)
         available = self.factory.available()
         for m, on in options.modalities.items():
@@ -237,8 +248,9 @@ class Session:
     def _run(self, stream: AffectStream) -> None:
         loop = self._loop
         try:
-            for est in stream.estimates():
-                loop.call_soon_threadsafe(self._count_and_deliver, est.to_json())
+            for est in stream.estimates():  # `faces` from protocol 2 on
+                text = est.to_json(faces=self.protocol >= 2)
+                loop.call_soon_threadsafe(self._count_and_deliver, text)
         except Exception as e:
             log.exception("session %s: the stream failed", self.id)
             reason = close_reason(f"session stream failed: {type(e).__name__}: {e}")

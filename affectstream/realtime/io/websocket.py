@@ -35,7 +35,8 @@ from affectstream.realtime.io.protocol import (
     CLOSE_BUSY,
     CLOSE_NORMAL,
     CLOSE_SESSION_FAILED,
-    PROTOCOL_VERSION,
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
     Limits,
     MessageError,
     close_reason,
@@ -58,6 +59,7 @@ class Client:
         self.closing = False
         self.close_code, self.close_reason = CLOSE_NORMAL, "stream ended"
         self.session: Session | None = None
+        self.protocol = DEFAULT_PROTOCOL  # until its hello asks for another
         self.task: asyncio.Task | None = None  # the pump, once connected
         self._wake = asyncio.Event()
         self._sent = asyncio.Event()
@@ -245,8 +247,8 @@ class StreamServer:
     def _run_stream(self) -> None:
         loop = self._loop
         try:
-            for est in self.stream.estimates():
-                loop.call_soon_threadsafe(self._broadcast, est.to_json())
+            for est in self.stream.estimates():  # each client gets its protocol's form
+                loop.call_soon_threadsafe(self._broadcast, est.to_json(faces=False), est.to_json())
         except BaseException as e:  # reported by serve() once clients are closed
             log.exception("the stream failed")
             self.error = e
@@ -281,10 +283,10 @@ class StreamServer:
         return response
 
     # -- outgoing -----------------------------------------------------------------------
-    def _broadcast(self, text: str) -> None:
+    def _broadcast(self, v1: str, v2: str) -> None:
         self.estimates += 1
         for c in self.clients:
-            c.offer(text)
+            c.offer(v2 if c.protocol >= 2 else v1)
 
     def status(self, client: Client) -> dict:
         s = client.session
@@ -317,10 +319,10 @@ class StreamServer:
             rate = self.stream.config.scheduler.rate_hz
             video = self.stream.video_source is not None
             audio = self.stream.audio_source is not None
-        return {
+        msg = {
             "type": "hello",
             "version": __version__,
-            "protocol": PROTOCOL_VERSION,
+            "protocol": client.protocol,
             "mode": self.mode,
             "rate_hz": rate,
             "video": video,
@@ -328,6 +330,9 @@ class StreamServer:
             "session": s.describe() if s is not None else None,
             "limits": self.limits.to_dict(),
         }
+        if client.protocol >= 2:
+            msg["protocols"] = list(PROTOCOLS)
+        return msg
 
     async def _status_loop(self) -> None:
         while True:
@@ -391,6 +396,7 @@ class StreamServer:
             self.released()
             if client.session is not None:
                 await client.session.stop()
+                client.session = None  # no Client <-> Session cycle: the stream goes now
             if not client.closing:
                 client.task.cancel()
             log.info("client left: %s (dropped %d)", ws.remote_address, client.dropped)
@@ -416,6 +422,10 @@ class StreamServer:
     async def _on_control(self, client: Client, msg: dict) -> dict:
         kind = msg["type"]
         if kind == "hello":
+            if "protocol" in msg:  # from now on this connection speaks that version
+                client.protocol = int(msg["protocol"])
+                if client.session is not None:
+                    client.session.protocol = client.protocol
             return self.hello(client)
         if kind == "status":
             return self.status(client)
