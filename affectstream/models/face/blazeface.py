@@ -180,26 +180,38 @@ class BlazeFace:
         scores = 1.0 / (1.0 + np.exp(-logits[keep]))
         return weighted_nms(xyxy, scores)
 
-    def raw_tiled(self, image_bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        """`raw` of the whole frame and, for a frame wider than tall, of its left, middle and
-        right halves too, merged by the same suppression: a face a tenth of a 640 px frame
-        wide is 19 px in the whole frame's 192 px input, 38 px in a half's, where the network
-        finds many more of the small and the hard ones (face card, "Face detection")."""
-        found = self.raw(image_bgr)
-        h, w = image_bgr.shape[:2]
-        if self.tiles and w >= 1.2 * h:
-            half = w // 2
-            for x0 in (0, (w - half) // 2, w - half):
-                tile = image_bgr[:, x0 : x0 + half]
-                found += [(a + x0, b, c + x0, d, s) for a, b, c, d, s in self.raw(tile)]
-            if found:
-                a = np.array(found, np.float64)
-                found = weighted_nms(a[:, :4], a[:, 4])
-        return found
+    def views(self, width: int, height: int) -> list[tuple[int, int]]:
+        """The column ranges the detector reads: the whole frame and, for a frame wider than
+        tall, its left and right 60 % too. A face a tenth of a 640x480 frame wide is 19 px in
+        the whole frame's 192 px input and 26 px in a side's, where the network finds many
+        more of the small and the hard ones (face card, "Face detection"). The sides overlap
+        by a fifth of the width, so a face narrower than that lies whole in one of them; a
+        wider one is the whole frame's to find."""
+        out = [(0, width)]
+        if self.tiles and width >= 1.2 * height:
+            side = int(round(0.6 * width))
+            out += [(0, side), (width - side, width)]
+        return out
 
-    def detect(self, image_bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        """Every face: [(x, y, w, h, score)], square boxes in the crop framing, best first."""
-        return [(*frame_box(b[:4], self.spec.framing), b[4]) for b in self.raw_tiled(image_bgr)]
+    def raw_view(self, image_bgr: np.ndarray, view: tuple[int, int]) -> list[tuple]:
+        """`raw` of the columns `view` (x0, x1) of the frame, in frame pixels."""
+        x0, x1 = view
+        if (x0, x1) == (0, image_bgr.shape[1]):
+            return self.raw(image_bgr)
+        return [(a + x0, b, c + x0, d, s) for a, b, c, d, s in self.raw(image_bgr[:, x0:x1])]
+
+    def detect(self, image_bgr: np.ndarray, view: int | None = None) -> list[tuple]:
+        """Faces as [(x, y, w, h, score)], square boxes in the crop framing, best first: of
+        every view merged by the same suppression (`view` None), or of view number `view`
+        only (the live tracker reads one view a frame, so no frame pays for all)."""
+        h, w = image_bgr.shape[:2]
+        views = self.views(w, h)
+        chosen = views if view is None else [views[view % len(views)]]
+        found = [b for v in chosen for b in self.raw_view(image_bgr, v)]
+        if len(chosen) > 1 and found:
+            a = np.array(found, np.float64)
+            found = weighted_nms(a[:, :4], a[:, 4])
+        return [(*frame_box(b[:4], self.spec.framing), b[4]) for b in found]
 
 
 def frame_box(xyxy, framing: tuple[float, float, float]) -> tuple[float, ...]:

@@ -6,8 +6,10 @@ and small faces) and the OpenCV Haar cascade (`face.detector: haar`, the fallbac
 nothing but OpenCV; it runs on a copy downscaled to `detect_width` pixels). Measured side by
 side in the face card ("Face detection").
 
-Per frame cost is what matters in a live loop, so the detector runs only every
-`detect_every` frames; in between, each face is followed by normalised cross-correlation of
+Per frame cost is what matters in a live loop, so the detector reads the whole frame only
+every `detect_every` frames, and BlazeFace's two sides of a wide frame (which find the small
+faces) take turns on the frame after it: no frame pays for more than one network run. In
+between, each face is followed by normalised cross-correlation of
 its last template inside a small search window around its previous box (about 0.2 ms a
 face). Detections are matched to the tracks by overlap (IoU, greedily, best pair first): a
 matched track takes the detected box, an unmatched detection starts a new track with a new
@@ -150,7 +152,10 @@ class HaarDetector:
         )
         return [tuple(float(v) / f for v in face) for face in faces]
 
-    def detect(self, image_bgr: np.ndarray) -> list[tuple]:
+    def views(self, width: int, height: int) -> list[tuple[int, int]]:
+        return [(0, width)]  # the whole frame only
+
+    def detect(self, image_bgr: np.ndarray, view: int | None = None) -> list[tuple]:
         """The whole frame at `detect_width`, largest face first."""
         w = image_bgr.shape[1]
         f = min(1.0, self.cfg.detect_width / w)
@@ -160,7 +165,8 @@ class HaarDetector:
 
 
 class BlazeDetector:
-    """BlazeFace (`blazeface.py`) on the whole frame: every face, best first."""
+    """BlazeFace (`blazeface.py`) on the frame's views (the whole frame, and the left and
+    right 60 % of a wide one): every face, best first."""
 
     def __init__(self, variant: str = "full", tiles: bool = True) -> None:
         from affectstream.models.face.blazeface import BlazeFace
@@ -168,8 +174,11 @@ class BlazeDetector:
         self.net = BlazeFace(variant, threads=1, tiles=tiles)
         self.name = "blazeface" if variant == "full" else f"blazeface-{variant}"
 
-    def detect(self, image_bgr: np.ndarray) -> list[tuple]:
-        return self.net.detect(image_bgr)
+    def views(self, width: int, height: int) -> list[tuple[int, int]]:
+        return self.net.views(width, height)
+
+    def detect(self, image_bgr: np.ndarray, view: int | None = None) -> list[tuple]:
+        return self.net.detect(image_bgr, view)
 
 
 def make_detector(config: FaceConfig | None = None):
@@ -284,7 +293,7 @@ class FaceTracker:
         """Forget every face (e.g. after a camera reconnect or a scene cut)."""
         self.tracks: list[_Track] = []
         self._ended: list[tuple[int, tuple, int]] = []  # (id, last box, frame it ended)
-        self._since_detect = 0  # frames since the last detection, modulo detect_every
+        self._since_detect = 0  # frames since the reset: which view is read (`_view`)
 
     def _new_id(self, box: tuple) -> int:
         """An ended track's id when `box` is on its last box within the bridge, else new."""
@@ -301,10 +310,14 @@ class FaceTracker:
         self._ended.append((track.id, track.box, self.frames))
         self.tracks.remove(track)
 
-    def _detect(self, image_bgr: np.ndarray) -> set[int]:
-        """Match a detection of the whole frame to the tracks; start tracks for new faces.
-        Returns the ids the detection confirmed or started."""
-        boxes = [b for b in self.detector.detect(image_bgr) if b[2] >= 4 and b[3] >= 4]
+    def _detect(self, image_bgr: np.ndarray, view: int | None = 0) -> set[int]:
+        """Match a detection of one view (0: the whole frame; None: every view) to the
+        tracks; start tracks for new faces. Returns the ids it confirmed or started."""
+        boxes = [b for b in self.detector.detect(image_bgr, view) if b[2] >= 4 and b[3] >= 4]
+        if view:  # a side: a face cut by its inner edge is the whole frame's to find
+            h, w = image_bgr.shape[:2]
+            x0, x1 = self.detector.views(w, h)[view]
+            boxes = [b for b in boxes if (x0 == 0 or b[0] > x0) and (x1 == w or b[0] + b[2] < x1)]
         pairs = _match(self.tracks, boxes)
         seen = set()
         for i, j in pairs:
@@ -323,12 +336,32 @@ class FaceTracker:
             seen.add(t.id)
         return seen
 
+    def _view(self, image_bgr: np.ndarray) -> int | None:
+        """Which view the detector reads on this frame (None: none; the frames between
+        follow the faces by template). The whole frame every `detect_every` frames; a wide
+        frame's sides take turns on the frame after it, so no frame pays for more than one
+        view (with `detect_every` 1, every view every frame: -1). With no face followed, one
+        view every frame, in turn."""
+        h, w = image_bgr.shape[:2]
+        n = len(self.detector.views(w, h))
+        k, every = self._since_detect, self.cfg.detect_every
+        if not self.tracks:
+            return k % n
+        if every == 1:
+            return -1 if n > 1 else 0
+        if k % every == 0:
+            return 0
+        if n > 1 and k % every == 1:
+            return 1 + (k // every) % (n - 1)
+        return None
+
     def process_all(self, image_bgr: np.ndarray) -> list[FaceCrop]:
         """Every face of this frame, by id (an empty list when there is none)."""
         self.frames += 1
-        due = self._since_detect == 0 or not self.tracks  # no face: look on every frame
-        self._since_detect = (self._since_detect + 1) % self.cfg.detect_every
-        confirmed = self._detect(image_bgr) if due else set()
+        view = self._view(image_bgr)
+        self._since_detect += 1
+        due = view is not None
+        confirmed = self._detect(image_bgr, None if view == -1 else view) if due else set()
         lost = False
         for t in list(self.tracks):
             if t.id in confirmed:
@@ -340,9 +373,9 @@ class FaceTracker:
             if score is None or score < self.cfg.track_min_score:
                 self._end(t)
                 lost = True
-        if lost and not due:
+        if lost and view != 0 and view != -1:
             # a face may have moved (a cut, a fast turn): look for it in the whole frame now
-            self._detect(image_bgr)
+            self._detect(image_bgr, 0)
         self._merge()
         out = []
         for t in sorted(self.tracks, key=lambda t: t.id):
