@@ -163,6 +163,45 @@ def test_finetune_runs_and_keeps_the_contract(crops):
         finetune(model, base, crops.take(np.zeros(len(crops), bool)), opts)
 
 
+def test_finetune_resumes_to_the_same_weights(crops, tmp_path):
+    """A run stopped after a log point and started again ends where an unstopped one does;
+    a state file of another run is refused, and the file is gone when the run ends."""
+    spec = FaceNetSpec(widths=(8, 8, 16, 16), embed_dim=256)
+    torch.manual_seed(0)
+    model = FaceNet(spec).eval()
+    base = FerData(
+        np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8),
+        np.arange(64) % 7,
+        "random",
+    )
+    opts = FinetuneOptions(steps=4, base_per_batch=6, extra_per_batch=2, warmup_steps=1)
+    whole, _ = finetune(model, base, crops, opts, log_every=2)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(row):
+        if row["step"] == 2:
+            raise Stop
+
+    state = tmp_path / "ft.resume.pt"
+    with pytest.raises(Stop):
+        finetune(model, base, crops, opts, on_log=stop_at_2, log_every=2, resume=state)
+    assert state.exists()
+    other = FinetuneOptions(steps=4, base_per_batch=6, extra_per_batch=2, lr=0.01)
+    with pytest.raises(ValueError, match="another fine-tuning run"):
+        finetune(model, base, crops, other, log_every=2, resume=state)
+    logs = []
+    resumed, info = finetune(
+        model, base, crops, opts, on_log=logs.append, log_every=2, resume=state
+    )
+    assert [r["step"] for r in logs] == [4]  # only the steps after the stop ran
+    assert [r["step"] for r in info["finetune_history"]] == [2, 4]
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+    assert not state.exists()
+
+
 def test_eval_tracker_on_held_subjects(tmp_path, capsys):
     """`eval face --tracker --subjects`: the live tracker's crops of one subject's photos."""
     _jaffe("originals.npz", size=None)
@@ -228,6 +267,7 @@ def test_finetune_cli_holds_subjects_out(tmp_path):
     ckpt = torch.load(tmp_path / "ft.pt", weights_only=True)
     assert ckpt["training"]["held_out"] == ["KA"]
     assert "--hold-out KA" in ckpt["command"]
+    assert not (tmp_path / "ft.pt.resume.pt").exists()  # the run's state, gone once it ended
 
 
 def test_shipped_weights_name_their_corpora():

@@ -72,6 +72,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ft-lr", type=float, default=0.005, help="fine-tuning peak learning rate")
     g.add_argument("--extra-per-batch", type=int, default=16)
     g.add_argument(
+        "--resume",
+        default=None,
+        metavar="FILE",
+        help="keep the run's state here at every log point and continue from it if it exists "
+        "(default: OUT.resume.pt; removed when the run ends)",
+    )
+    g.add_argument(
         "--keep",
         type=float,
         default=0.0,
@@ -246,7 +253,13 @@ def run_finetune(args: argparse.Namespace) -> int:
     def show(row: dict) -> None:
         print(" ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
 
-    tuned, info = finetune(model, tr, extra, opts, on_log=show)
+    out = Path(args.out)
+    resume = Path(args.resume) if args.resume else out.with_name(out.name + ".resume.pt")
+    resume.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tuned, info = finetune(model, tr, extra, opts, on_log=show, resume=resume)
+    except ValueError as e:  # a state file of another run
+        raise UsageError(str(e)) from None
     predictor = module_predictor("face", FaceEncoder(model_copy(tuned)).model)
 
     def score(data: FerData, title: str) -> dict:
@@ -264,7 +277,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     }
     train_info = {"init": str(args.init), "init_training": ckpt.get("training", {}), **info}
     train_info["held_out"] = sorted(held)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint(tuned, train_info, _finetune_command(args), slim), out)
     write_json(args.history_json, {"training": train_info, "metrics": metrics})

@@ -8,15 +8,22 @@ network keeps what it knows about FER2013) with `extra_per_batch` faces of the o
 trained values (batches of 64 would only add noise to them), the learning rate is small with
 a short warm-up and cosine decay, and the step count is fixed in advance: nothing is chosen on
 the validation data. The architecture, input contract and 256-d embedding are unchanged.
+
+Resumable: with `resume` set, the whole state (weights, optimiser, random generators, step,
+history) is written there at every log point, atomically, and a run that finds the file
+continues from it, so a run stopped on a shared CPU loses at most `log_every` steps and ends
+with the same weights as one that was never stopped.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -88,8 +95,13 @@ def finetune(
     opts: FinetuneOptions,
     on_log: Callable[[dict], None] | None = None,
     log_every: int = 100,
+    resume: str | Path | None = None,
 ) -> tuple[FaceNet, dict]:
-    """Fine-tune a copy of `model` (unfused, as `FaceNet`); returns (it in eval mode, info)."""
+    """Fine-tune a copy of `model` (unfused, as `FaceNet`); returns (it in eval mode, info).
+
+    `resume`: a file for the run's state (see the module docstring); it is removed when the
+    run ends. A file from another run (other options, start weights or corpus sizes) raises
+    ValueError rather than mixing two runs."""
     if len(extra) == 0 or len(base) == 0:
         raise ValueError("fine-tuning needs faces in both the base and the extra corpus")
     torch.manual_seed(opts.seed)
@@ -113,7 +125,18 @@ def finetune(
     history: list[dict] = []
     t0 = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
-    for step in range(opts.steps):
+    first, spent = 0, 0.0
+    state_file = Path(resume) if resume else None
+    # what the run starts from: its options, the start weights and the two corpora's sizes
+    run_id = {
+        "options": opts.to_dict(),
+        "start": [round(float(t.double().sum()), 6) for t in model.state_dict().values()],
+        "n": [len(base), len(extra)],
+    }
+    if state_file is not None and state_file.exists():
+        first, spent, history = _load_state(state_file, run_id, net, optim, gen)
+        log.info("fine-tuning resumed at step %d of %d from %s", first, opts.steps, state_file)
+    for step in range(first, opts.steps):
         ib = torch.randint(len(yb_base), (opts.base_per_batch,), generator=gen)
         ie = torch.randint(len(yb_extra), (opts.extra_per_batch,), generator=gen)
         x = torch.cat([xb_base[ib], xb_extra[ie]]).float().div_(255)
@@ -135,17 +158,23 @@ def finetune(
                 "lr": optim.param_groups[0]["lr"],
                 "train_loss": loss_sum / seen,
                 "train_acc": correct / seen,
-                "elapsed_s": round(time.perf_counter() - t0, 1),
+                "elapsed_s": round(spent + time.perf_counter() - t0, 1),
             }
             history.append(row)
+            if state_file is not None:
+                _save_state(
+                    state_file, run_id, step + 1, row["elapsed_s"], history, net, optim, gen
+                )
             log.info("step %s", row)
             if on_log is not None:
                 on_log(row)
             loss_sum, correct, seen = 0.0, 0, 0
     net = interpolate(model, net.eval(), opts.keep)
+    if state_file is not None:
+        state_file.unlink(missing_ok=True)
     info = {
         "finetune_options": opts.to_dict(),
-        "finetune_seconds": round(time.perf_counter() - t0, 1),
+        "finetune_seconds": round(spent + time.perf_counter() - t0, 1),
         "finetune_history": history,
         "n_base": len(base),
         "n_extra": len(extra),
@@ -153,6 +182,40 @@ def finetune(
         "torch": str(torch.__version__),
     }
     return net.eval(), info
+
+
+def _save_state(
+    path: Path, run_id: dict, step: int, spent: float, history, net, optim, gen
+) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "run": run_id,
+            "step": step,
+            "elapsed_s": spent,
+            "history": history,
+            "net": net.state_dict(),
+            "optim": optim.state_dict(),
+            "gen": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # a run killed while writing leaves the previous state intact
+
+
+def _load_state(path: Path, run_id: dict, net, optim, gen) -> tuple[int, float, list]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("run") != run_id:
+        raise ValueError(
+            f"{path}: state of another fine-tuning run (options, start weights or data differ);"
+            " remove it to start afresh"
+        )
+    net.load_state_dict(state["net"])
+    optim.load_state_dict(state["optim"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), float(state["elapsed_s"]), list(state["history"])
 
 
 def interpolate(start: FaceNet, tuned: FaceNet, keep: float) -> FaceNet:
