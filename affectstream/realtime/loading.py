@@ -87,6 +87,7 @@ class ModelLoader:
         be running when the process exits)."""
         with self._lock:
             self._closed = True
+            self._jobs.clear()  # their closures hold the stream: it must be free to go
             thread = self._thread
         if wait_s > 0 and thread is not None and thread is not threading.current_thread():
             thread.join(wait_s)

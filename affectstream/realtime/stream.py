@@ -9,6 +9,14 @@ be opened). Stepped file replay (`realtime=False`) opens them all before the fir
 its results do not depend on load timing. A weights file or speech model the config names
 explicitly is checked at construction: a missing one fails there, before any thread starts.
 
+Freed when closed: no callback the stream hands its stages, pipeline or loader names the
+stream itself (they take the parts they need, or a weak reference), so once a closed stream's
+last reference goes, reference counting frees it and its buffers at once (a video ring of
+decoded frames, 30 s of audio, the VAD history: ~15 MB). With a cycle it waited for Python's
+full collection, which a server with tens of thousands of objects runs rarely: every session
+that closed stayed in memory for minutes (docs/benchmarks.md, "The server under session
+churn"; tests/test_server_churn.py holds this).
+
     stream = AffectStream(load_config(), Inputs(push_video=True, push_audio=True))
     stream.push_frame(bgr_image); stream.push_audio(pcm, 48000)
     for est in stream.estimates(): ...
@@ -16,10 +24,12 @@ explicitly is checked at construction: a missing one fails there, before any thr
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,10 +151,12 @@ class AffectStream:
             self.loader.load_all()  # before the first tick: results independent of timing
         else:
             self.loader.start()
-        counters = [self._source_counters]
+        # No closure here names `self`: a stream must be freed when its last reference goes
+        # (module docstring, "Freed when closed")
+        counters = [functools.partial(source_counters, self.audio_source, self.words)]
         transcript = None
         if self.words is not None:
-            transcript = lambda t: self.words.recent_text(t, cfg.transcriber.context_s)  # noqa: E731
+            transcript = functools.partial(_recent_text, self.words, cfg.transcriber.context_s)
         self.pipeline = Pipeline(
             self.stages,
             cfg.scheduler,
@@ -176,7 +188,7 @@ class AffectStream:
 
             primary = PrimaryFace(cfg.face.primary_switch_s)
             stage = FaceStage(self.video_ring, FaceTracker(cfg.face), None, primary)
-            stage.on_primary_change = lambda: self.forget("face")  # follow the new person
+            stage.on_primary_change = _weakly(self.forget, "face")  # follow the new person
             self._attach("face", stage)
             stage.problem = lambda src=self.video_source: source_problem(src)
             self.stages.append(stage)
@@ -261,7 +273,7 @@ class AffectStream:
             self._attach("text", stage)
             stage.problem = lambda: source_problem(audio) or words.problem()
             if words is self.transcriber:  # no words before the whisper model is open either
-                stage.model_status = lambda: self.loader.status("text", "stt")
+                stage.model_status = functools.partial(self.loader.status, "text", "stt")
             self.stages.append(stage)
 
     def _fusion(self):
@@ -307,7 +319,7 @@ class AffectStream:
             self.predictors[name] = predictor
 
         self.loader.add(name, load)
-        stage.model_status = lambda: self.loader.status(name)
+        stage.model_status = functools.partial(self.loader.status, name)
 
     def _open_words(self) -> None:
         """The whisper model's load job; a live stream's transcriber starts once it is open."""
@@ -333,16 +345,6 @@ class AffectStream:
         False if `timeout` (s) passed first. Hosts that share `predictors` between streams
         call it before handing them on."""
         return self.loader.wait(timeout)
-
-    def _source_counters(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        a = self.audio_source
-        if a is not None:
-            out["audio_overflows"] = int(getattr(a, "overflows", 0))
-            out["audio_dropped_samples"] = int(getattr(a, "dropped_samples", 0))
-        if self.words is not None:
-            out.update(self.words.counters())
-        return out
 
     # -- host-facing ------------------------------------------------------------------
     @property
@@ -463,6 +465,34 @@ class AffectStream:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.close()
+
+
+def source_counters(audio: Source | None, words) -> dict[str, int]:
+    """What the audio source dropped and the words source counted, for the estimates."""
+    out: dict[str, int] = {}
+    if audio is not None:
+        out["audio_overflows"] = int(getattr(audio, "overflows", 0))
+        out["audio_dropped_samples"] = int(getattr(audio, "dropped_samples", 0))
+    if words is not None:
+        out.update(words.counters())
+    return out
+
+
+def _weakly(method, *args) -> Callable[[], None]:
+    """`method(*args)` as a callback that does not keep its object alive (a stage that holds
+    a callback of its stream would make a cycle)."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        m = ref()
+        if m is not None:
+            m(*args)
+
+    return call
+
+
+def _recent_text(words, context_s: float, t_ns: int) -> str:
+    return words.recent_text(t_ns, context_s)
 
 
 def source_problem(source: Source | None) -> str:
