@@ -12,6 +12,7 @@ enters it).
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import time
 import weakref
@@ -22,6 +23,7 @@ import pytest
 from affectstream.core import allocator
 from affectstream.core.config import load_config
 from affectstream.realtime.io.session import SessionFactory
+from tests.conftest import affectstream
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,26 @@ def test_the_allocator_setting_is_glibcs():
     # this test machine runs glibc: the pin must take (elsewhere both are no-ops)
     assert allocator.available()
     assert allocator.pin_mmap_threshold() and isinstance(allocator.trim(), bool)
+
+
+def test_soak_serve_rounds_do_not_grow_the_server(tmp_path, megamind):
+    """Rounds of sessions against one `affectstream serve` (the bundled sample's speech)."""
+    out = tmp_path / "churn.json"
+    r = affectstream(
+        "soak", "serve", "--media", megamind, "--sessions", "2", "--session-s", "3",
+        "--gap-s", "1", "--rounds", "6", "--no-transcribe", "--sample-s", "0.5",
+        "--json", out, timeout=240,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "last round vs round 2" in r.stdout
+    d = json.loads(out.read_text())
+    rows = d["per_round"]
+    assert [x["round"] for x in rows] == list(range(1, 7)) and d["client_failures"] == 0
+    assert all(n > 0 for x in rows for n in x["estimates"])  # every session was served
+    assert d["rss_mb"]["round_2"] == rows[1]["rss_mb"] and d["rss_mb"]["last"] == rows[-1]["rss_mb"]
+    assert d["rss_mb"]["growth_percent"] <= 5.0, [x["rss_mb"] for x in rows]
+
+
+def test_soak_serve_usage_errors():
+    r = affectstream("soak", "serve", "--rounds", "1", timeout=60)
+    assert r.returncode == 2 and "--rounds must be at least 2" in r.stderr

@@ -55,8 +55,9 @@ class Media:
     rate: int
 
 
-def load_media(path: str | Path, jpeg_quality: int = 85) -> Media:
-    """Decode the file once (frames to JPEG, audio to mono int16) so the clients only send."""
+def load_media(path: str | Path, jpeg_quality: int = 85, audio: str | Path | None = None) -> Media:
+    """Decode the file once (frames to JPEG, audio to mono int16) so the clients only send.
+    `audio`: take the audio from this file instead (a silent video beside a speech file)."""
     import av
     import cv2
 
@@ -74,7 +75,7 @@ def load_media(path: str | Path, jpeg_quality: int = 85) -> Media:
         frames.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1])
     cap.release()
     parts, rate = [], 16000
-    with av.open(str(path)) as container:
+    with av.open(str(audio if audio is not None else path)) as container:
         if container.streams.audio:
             stream = container.streams.audio[0]
             rate = stream.rate

@@ -1,8 +1,11 @@
-"""Soak the pipeline: a loop of the media for minutes, memory, drops, overruns and rate."""
+"""Soak the pipeline: a loop of the media for minutes, memory, drops, overruns and rate.
+
+`soak serve`: one server while sessions open and close, its memory per round and over time."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from affectstream.cli.args import (
     add_looped_stream_arguments,
@@ -21,9 +24,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-s", type=float, default=5.0, metavar="S", help="memory every S s")
     p.add_argument("--json", metavar="OUT", help="write the record (with memory over time)")
     p.add_argument("--plot", metavar="OUT.png", help="resident memory and CPU over time")
+    sub = p.add_subparsers(dest="soak_target", metavar="{serve}")
+    add_serve_arguments(
+        sub.add_parser(
+            "serve",
+            help="one `affectstream serve` (push mode) while sessions open and close: its "
+            "resident memory per round and over time",
+        )
+    )
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--media",
+        type=Path,
+        help="video each client pushes, looped (default: the bundled sample clip)",
+    )
+    p.add_argument("--audio", type=Path, metavar="FILE", help="audio from this file instead")
+    p.add_argument("--sessions", type=int, default=4, metavar="N", help="sessions a round (4)")
+    p.add_argument(
+        "--session-s", type=float, default=10.0, metavar="S", help="each session's length (10)"
+    )
+    p.add_argument(
+        "--gap-s",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="wait after a round before its memory figure and the next round (3)",
+    )
+    how_long = p.add_mutually_exclusive_group()
+    how_long.add_argument("--rounds", type=int, metavar="R", help="R rounds (default 8)")
+    how_long.add_argument("--minutes", type=float, metavar="M", help="rounds for M minutes")
+    p.add_argument("--sample-s", type=float, default=2.0, metavar="S", help="memory every S s")
+    p.add_argument("--no-transcribe", action="store_true", help="the server runs no words")
+    p.add_argument("--config", metavar="FILE", help="the server's --config")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="the server's --device")
+    p.add_argument("--json", metavar="OUT", help="write the record (per round, over time)")
+    p.add_argument("--plot", metavar="OUT.png", help="the server's resident memory over time")
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "soak_target", None) == "serve":
+        return run_serve(args)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
@@ -73,3 +115,76 @@ def run(args: argparse.Namespace) -> int:
         soak.plot(r, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import functools
+
+    from rich.console import Console
+
+    from affectstream.bench import serve, soak_serve
+    from affectstream.core.errors import UsageError
+
+    media = looped_media(args)
+    if args.audio is not None and not args.audio.is_file():
+        raise UsageError(f"--audio: file not found: {args.audio}")
+    if args.sessions < 1 or args.session_s <= 0 or args.gap_s < 0 or args.sample_s <= 0:
+        raise UsageError("--sessions, --session-s and --sample-s must be positive, --gap-s >= 0")
+    if args.rounds is not None and args.rounds < 2:
+        raise UsageError("--rounds must be at least 2: growth is judged from round 2")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UsageError("--minutes must be positive")
+    rounds = args.rounds if args.minutes is None else None
+    rounds = 8 if rounds is None and args.minutes is None else rounds
+    extra = []
+    for flag in ("config", "device"):
+        if getattr(args, flag):
+            extra += [f"--{flag}", str(getattr(args, flag))]
+    launch = functools.partial(serve.default_launch, transcribe=not args.no_transcribe, extra=extra)
+    console = Console(stderr=True)
+    name = str(media) + (f" + audio {args.audio}" if args.audio else "")
+    r = soak_serve.soak_serve(
+        serve.load_media(media, audio=args.audio),
+        name,
+        sessions=args.sessions,
+        session_s=args.session_s,
+        gap_s=args.gap_s,
+        rounds=rounds,
+        minutes=args.minutes,
+        sample_s=args.sample_s,
+        launch=launch,
+        progress=lambda k, t: console.print(f"round {k} done at {t / 60:.1f} min", style="dim"),
+    )
+    Console().print(serve_table(r))
+    write_json(args.json, r)
+    if args.plot:
+        soak_serve.plot(r, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def serve_table(r: dict):
+    """One row per round (at most 12, evenly spread, first two and last kept) and the verdict."""
+    from rich.table import Table
+
+    mem = r["rss_mb"]
+    t = Table(
+        title=f"soak serve: {r['sessions']} sessions x {r['session_s']:g} s a round, "
+        f"{r['sessions_per_minute']:g} sessions/min, {r['rounds']} rounds; server RSS idle "
+        f"{mem['idle']} MB, last round vs round 2 {mem['growth_percent']:+.2f}%"
+    )
+    for c in ("round", "minute", "server RSS MB", "vs round 2", "estimates per session", "failed"):
+        t.add_column(c, justify="right")
+    rows = r["per_round"]
+    keep = sorted({0, 1, len(rows) - 1, *range(0, len(rows), max(1, len(rows) // 10))})
+    for i in keep:
+        row = rows[i]
+        t.add_row(
+            str(row["round"]),
+            f"{row['t'] / 60:.1f}",
+            f"{row['rss_mb']:.1f}",
+            f"{100 * (row['rss_mb'] / mem['round_2'] - 1):+.2f}%",
+            ", ".join(map(str, row["estimates"])),
+            str(len(row["failures"])),
+        )
+    return t
