@@ -165,24 +165,49 @@ class HaarDetector:
 
 
 class BlazeDetector:
-    """BlazeFace (`blazeface.py`) on the frame's views (the whole frame, and the left and
-    right 60 % of a wide one): every face, best first."""
+    """BlazeFace (`blazeface.py`) on the frame's views: every face, best first.
+
+    `face.detector: blazeface` reads the whole frame with both of MediaPipe's models, the
+    selfie one (`short`, faces of a fifth of the frame and up: a webcam at a desk, the
+    scenario streams' faces, of which the full-range model alone finds a third) and the
+    full-range one, and the left and right 60 % of a wide frame with the full-range model
+    (small faces). `blazeface-short` is the selfie model alone, on every view.
+    """
+
+    SHORT_SCORE = 0.6  # the selfie model beside the full-range one (bench detect --seed 7)
 
     def __init__(self, variant: str = "full", tiles: bool = True) -> None:
         from affectstream.models.face.blazeface import BlazeFace
 
-        self.net = BlazeFace(variant, threads=1, tiles=tiles)
         self.name = "blazeface" if variant == "full" else f"blazeface-{variant}"
+        self.net = BlazeFace(variant, threads=1, tiles=tiles)
+        self.near = None  # the selfie model on the whole frame, beside the full-range one
+        if variant == "full":
+            self.near = BlazeFace("short", min_score=self.SHORT_SCORE, threads=1, tiles=False)
 
     def views(self, width: int, height: int) -> list[tuple[int, int]]:
         return self.net.views(width, height)
 
     def detect(self, image_bgr: np.ndarray, view: int | None = None) -> list[tuple]:
-        return self.net.detect(image_bgr, view)
+        found = self.net.detect(image_bgr, view)
+        if self.near is not None and view in (None, 0):
+            found = _merge(found + self.near.detect(image_bgr, 0))
+        return found
+
+
+def _merge(boxes: list[tuple]) -> list[tuple]:
+    """One box per face of several detections (x, y, w, h, score): weighted suppression."""
+    from affectstream.models.face.blazeface import weighted_nms
+
+    if len(boxes) < 2:
+        return boxes
+    a = np.array(boxes, np.float64)
+    xyxy = np.stack([a[:, 0], a[:, 1], a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]], 1)
+    return [(x0, y0, x1 - x0, y1 - y0, sc) for x0, y0, x1, y1, sc in weighted_nms(xyxy, a[:, 4])]
 
 
 def make_detector(config: FaceConfig | None = None):
-    """The detector `face.detector` names: blazeface (full range), blazeface-short, haar."""
+    """The detector `face.detector` names: blazeface (both models), blazeface-short, haar."""
     cfg = config or FaceConfig()
     name = getattr(cfg, "detector", "blazeface")
     if name == "haar":
