@@ -124,6 +124,12 @@ def test_bench_writes_table_and_json(megamind, tmp_path, capsys):
     assert r["frame"]["ours"]["face_found_frac"] >= 0.5
     assert r["model_per_face_batch1"]["onnxruntime"]["max_abs_diff_logits"] < 1e-3
     assert r["frame"]["median_ratio_ours_to_baseline"] > 0
+    # the runtime's own path: the int8 model in ONNX Runtime, with 1, 2 and 4 faces in view
+    assert r["runtime_model"]["backend"] == "onnxruntime"
+    assert r["runtime_model"]["file"].endswith("face.int8.onnx")
+    assert set(r["faces_in_view"]) == {"1", "2", "4"}
+    faces = [r["faces_in_view"][n]["mean_faces"] for n in ("1", "2", "4")]
+    assert faces == sorted(faces) and faces[2] > faces[0]
 
 
 def test_bench_missing_video_is_usage_error(tmp_path, capsys):

@@ -149,3 +149,19 @@ def test_primary_switches_only_after_another_stays_larger():
     assert p.choose([(1, 100.0), (2, 10.0)], 16 * s // 10) == 2
     p.pin(None)
     assert p.choose([(1, 100.0), (2, 10.0)], 17 * s // 10) == 2  # no flicker back at once
+
+
+def test_bench_pipeline_with_one_and_two_faces_in_view(tmp_path):
+    """`bench pipeline --faces 1,2`: the sample's video tiled to show its face twice; the
+    stream follows both (timings are this machine's figures, not the test's)."""
+    out = tmp_path / "p.json"
+    r = affectstream(
+        "bench", "pipeline", "--seconds", "3", "--faces", "1,2", "--no-transcribe",
+        "--json", out, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "faces in view" in r.stdout
+    f = json.loads(out.read_text())["faces_in_view"]
+    assert set(f) == {"1", "2"}
+    assert 0.5 < f["1"]["mean_faces"] <= 1.2 and f["2"]["mean_faces"] > 1.5
+    assert f["2"]["face_stage_ms"]["p50"] > 0

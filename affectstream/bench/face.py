@@ -4,12 +4,16 @@
 (a) One face, batch 1: `FacePredictor.predict` (what the runtime stage calls) on PyTorch (BN
     folded, channels-last), on the same module exported to ONNX and run by ONNX Runtime on the
     CPU, and on the shipped int8 model.
-(b) Per frame on a video (the CLI's default: Megamind.avi): our path (Haar on a
-    `detect_width` copy every `detect_every` frames, template tracking in between, crop, model)
-    vs the baseline of the `fer` package's default detector (Haar `detectMultiScale` on the
-    full-size grayscale frame, every frame, scale 1.1, 5 neighbours, 50 px minimum) plus the
-    same model. The two alternate over several passes so that load from other processes hits
-    both alike. Frames are decoded before timing; timings use the monotonic perf counter.
+(b) Per frame on a video (the CLI's default: Megamind.avi): the runtime's own path, i.e. the
+    detector `face.detector` names (BlazeFace by default) every `detect_every` frames, template
+    tracking in between, every face's crop through the predictor the face stage opens from the
+    config (on a CPU the shipped int8 ONNX model), vs the baseline of the `fer` package's
+    default detector (Haar `detectMultiScale` on the full-size grayscale frame, every frame,
+    scale 1.1, 5 neighbours, 50 px minimum) plus the same predictor. The two alternate over
+    several passes so that load from other processes hits both alike. Frames are decoded
+    before timing; timings use the monotonic perf counter.
+(c) The same runtime path with 1, 2 and 4 faces in view: the video tiled side by side (2) and
+    two by two (4), so each face is as large as in the video.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from affectstream.core.config import FaceConfig
+from affectstream.core.config import FaceConfig, load_config
 from affectstream.core.stats import latency_ms, percentiles
-from affectstream.export.predictors import module_predictor
+from affectstream.export.predictors import module_predictor, open_predictor
 from affectstream.models.face.detect import CASCADE, FaceTracker, crop_face, load_cascade
 from affectstream.models.face.encoder import FaceEncoder
 from affectstream.models.face.predictor import INPUT, LOGITS, to_input
@@ -172,6 +176,12 @@ def run_face_bench(
     frames = read_frames(video, n_frames)
     if not frames:
         raise ValueError(f"no frames decoded from {video}")
+    # the runtime's own path: the predictor the face stage opens from the config (on a CPU,
+    # the shipped int8 model in ONNX Runtime), every face's crop in one batch
+    run_cfg = load_config()
+    run_cfg.face = cfg
+    run_cfg.backend.threads = threads
+    runtime = open_predictor("face", run_cfg)
     ours_ms, base_ms = [], []
     ours_found = base_found = 0
     counts = {"detect": 0, "track": 0}
@@ -180,18 +190,18 @@ def run_face_bench(
         tracker = FaceTracker(cfg)
         for frame in frames:
             t0 = time.perf_counter_ns()
-            fc = tracker.process(frame)
-            if fc is not None:
-                predictor.predict(fc.image[None])
+            faces = tracker.process_all(frame)
+            if faces:
+                runtime.predict(np.stack([f.image for f in faces]))
             ours_ms.append((time.perf_counter_ns() - t0) / 1e6)
-            if fc is not None:
+            if faces:
                 ours_found += 1
-                counts[fc.source] += 1
+                counts[max(faces, key=lambda f: f.box[2] * f.box[3]).source] += 1
         for frame in frames:
             t0 = time.perf_counter_ns()
             c = baseline.process(frame)
             if c is not None:
-                predictor.predict(c[None])
+                runtime.predict(c[None])
             base_ms.append((time.perf_counter_ns() - t0) / 1e6)
             base_found += c is not None
     ours, base = _stats(ours_ms), _stats(base_ms)
@@ -210,12 +220,14 @@ def run_face_bench(
         "threads": threads,
         "versions": {"torch": str(torch.__version__), "opencv": cv2.__version__},
         "model_per_face_batch1": model,
+        "runtime_model": runtime.describe(),
         "frame": {
             "video": str(video),
             "frames": len(frames),
             "passes": passes,
             "size": [w, h],
             "config": {
+                "detector": cfg.detector,
                 "detect_width": cfg.detect_width,
                 "detect_every": cfg.detect_every,
             },
@@ -224,6 +236,46 @@ def run_face_bench(
             "median_ratio_ours_to_baseline": round(ours["median_ms"] / base["median_ms"], 4),
             "mean_ratio_ours_to_baseline": round(ours["mean_ms"] / base["mean_ms"], 4),
         },
+        "faces_in_view": _faces_in_view(frames, cfg, runtime, passes),
+    }
+
+
+def tile_frames(frame: np.ndarray, n: int) -> np.ndarray:
+    """`n` (1, 2 or 4) copies of `frame`: as it is, side by side, or two by two, so that the
+    face path sees n faces where the video has one, each as large as in the video."""
+    if n == 1:
+        return frame
+    row = np.hstack([frame, frame])
+    if n == 2:
+        return row
+    if n == 4:
+        return np.vstack([row, row])
+    raise ValueError(f"faces in view: 1, 2 or 4, not {n}")
+
+
+def _faces_in_view(frames, cfg: FaceConfig, runtime, passes: int, counts=(1, 2, 4)) -> dict:
+    """The runtime's face path per frame (detect or track every face, one batch through the
+    model) on the video tiled to show 1, 2 and 4 faces; the counts alternate per pass."""
+    out = {n: {"ms": [], "faces": []} for n in counts}
+    tiled = {n: [tile_frames(f, n) for f in frames] for n in counts}
+    for _ in range(passes):
+        for n in counts:
+            tracker = FaceTracker(cfg)
+            for frame in tiled[n]:
+                t0 = time.perf_counter_ns()
+                faces = tracker.process_all(frame)
+                if faces:
+                    runtime.predict(np.stack([f.image for f in faces]))
+                out[n]["ms"].append((time.perf_counter_ns() - t0) / 1e6)
+                out[n]["faces"].append(len(faces))
+    h, w = frames[0].shape[:2]
+    return {
+        str(n): {
+            **_stats(v["ms"]),
+            "frame_size": [w * (1 if n == 1 else 2), h * (2 if n == 4 else 1)],
+            "mean_faces": round(float(np.mean(v["faces"])), 3),
+        }
+        for n, v in out.items()
     }
 
 
@@ -250,8 +302,8 @@ def print_bench(result: dict, console=None) -> None:
     for c in ("pipeline", "median ms", "p95 ms", "mean ms", "face found"):
         t.add_column(c, justify="left" if c == "pipeline" else "right")
     for name, key in (
-        ("ours (detect+track+crop+net)", "ours"),
-        ("fer-like (full Haar+net)", "fer_like_baseline"),
+        ("ours (detect+track+crops+int8 net)", "ours"),
+        ("fer-like (full Haar+same net)", "fer_like_baseline"),
     ):
         s = fr[key]
         t.add_row(
@@ -260,6 +312,21 @@ def print_bench(result: dict, console=None) -> None:
             f"{s['p95_ms']:.2f}",
             f"{s['mean_ms']:.2f}",
             f"{s['face_found_frac']:.1%}",
+        )
+    console.print(t)
+    t = Table(
+        title=f"face path per frame with 1, 2 and 4 faces in view ({fr['config']['detector']})"
+    )
+    for c in ("faces in view", "frame", "median ms", "p95 ms", "mean ms", "faces found"):
+        t.add_column(c, justify="right")
+    for n, v in result["faces_in_view"].items():
+        t.add_row(
+            n,
+            "x".join(map(str, v["frame_size"])),
+            f"{v['median_ms']:.2f}",
+            f"{v['p95_ms']:.2f}",
+            f"{v['mean_ms']:.2f}",
+            f"{v['mean_faces']:.2f}",
         )
     console.print(t)
     console.print(

@@ -45,9 +45,11 @@ class StreamTrace:
     overruns: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     status: dict[str, dict[str, int]] = field(default_factory=dict)
+    faces: list[int] = field(default_factory=list)  # faces in each estimate
 
     def add(self, est) -> None:
         self.t.append(est.t)
+        self.faces.append(len(est.faces))
         for k, v in est.stages_ms.items():
             self.stages_ms.setdefault(k, []).append(v)
         for m in MODALITIES:
@@ -168,13 +170,17 @@ def run_streams(
     predictors: dict[str, Any] | None = None,
     progress: Progress | None = None,
     transcribe: bool = True,
+    video: str | Path | None = None,
 ) -> tuple[list[StreamTrace], dict[str, Any], dict[str, Any]]:
     """`n` streams on `media` (looped) at real pace for `seconds`, sharing `predictors`
-    (filled on first use). Returns (traces, resources, predictors)."""
+    (filled on first use); `video`, when given, replaces the media's video. Returns (traces,
+    resources, predictors)."""
     from affectstream.realtime.stream import AffectStream, Inputs
 
     predictors = {} if predictors is None else predictors
     inputs = Inputs(media=media, realtime=True, loop=True, transcribe=transcribe)
+    if video is not None:
+        inputs = Inputs(video=video, audio=media, realtime=True, loop=True, transcribe=transcribe)
     streams = []
     for _ in range(n):
         streams.append(AffectStream(config, inputs, predictors=predictors))

@@ -32,6 +32,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "the models (default 1)",
     )
     p.add_argument("--rate", type=float, metavar="HZ", help="estimates per second (default 10)")
+    p.add_argument(
+        "--faces",
+        type=functools.partial(positive_ints, what="face counts", empty=False),
+        metavar="LIST",
+        help="also run one stream with the video tiled to show this many faces, e.g. 1,2,4 "
+        "(bench/faces.py)",
+    )
     add_budget_argument(p, "stream")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="latency over time and CDF per stage")
@@ -73,6 +80,13 @@ def run_bench(args: argparse.Namespace) -> int:
     out.print(stages_table(result))
     if len(args.streams) > 1 or args.streams != [1]:
         out.print(streams_table(result))
+    if args.faces:
+        from affectstream.bench.faces import faces_table, measure_faces
+
+        result["faces_in_view"] = measure_faces(
+            config, media, args.seconds, args.faces, transcribe=not args.no_transcribe
+        )
+        out.print(faces_table(result["faces_in_view"]))
     write_json(args.json, result)
     if args.plot:
         pipeline.plot(result, args.plot)
