@@ -106,3 +106,26 @@ def test_bench_startup_times_the_first_estimate(tmp_path):
     assert d["first_estimate_s"][0] > 0
     assert d["first_estimate_s"][0] <= d["joined_s"][0]["face"] <= d["all_loaded_s"][0]
     assert "all loaded" in r.stdout and d["joined_s"][0].keys() == {"face", "voice"}
+
+
+def test_resources_count_the_child_processes_of_the_benchmark():
+    """The whisper model decodes in a child process; `bench pipeline`'s CPU and memory must
+    count it (and `bench serve`'s clients must not count the server, their child)."""
+    import os
+
+    from affectstream.bench.pipeline import ProcessTree
+
+    code = (
+        "import sys, time; b = bytearray(300 * 2**20)\n"
+        "for i in range(0, len(b), 4096): b[i] = 1\n"
+        "print('ok', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ok"
+        _, with_child = ProcessTree(os.getpid()).sample()
+        _, alone = ProcessTree(os.getpid(), children=False).sample()
+        assert with_child - alone >= 250  # the child's 300 MB, touched
+    finally:
+        child.kill()
+        child.wait()

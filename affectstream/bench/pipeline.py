@@ -93,7 +93,8 @@ def machine_info(config: Config) -> dict[str, Any]:
 
 
 class ResourceSampler:
-    """Samples this process's CPU % (of one core: 200 means two busy cores), resident memory
+    """Samples the CPU % (of one core: 200 means two busy cores) and resident memory of this
+    process with its children (the whisper model decodes in one: `models/stt/worker.py`)
     and, on a GPU, memory in use and utilisation, every `interval_s`, on its own thread."""
 
     def __init__(
@@ -101,11 +102,13 @@ class ResourceSampler:
         interval_s: float = 0.5,
         gpu: bool = False,
         extra: Callable[[], dict[str, Any]] | None = None,
+        children: bool = True,
     ) -> None:
-        """`extra`: more fields for each sample (soak adds the estimate count)."""
-        import psutil
+        """`extra`: more fields for each sample (soak adds the estimate count); `children`
+        False: this process alone (a benchmark whose child is the server it measures)."""
+        import os
 
-        self.proc = psutil.Process()
+        self.tree = ProcessTree(os.getpid(), children)
         self.interval_s = interval_s
         self.gpu = gpu
         self.extra = extra
@@ -115,7 +118,7 @@ class ResourceSampler:
         self._t0 = time.monotonic()
 
     def __enter__(self) -> ResourceSampler:
-        self.proc.cpu_percent(None)  # the first call only starts the interval
+        self.tree.sample()  # the first call only starts each process's interval
         self._thread.start()
         return self
 
@@ -125,11 +128,8 @@ class ResourceSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            s = {
-                "t": round(time.monotonic() - self._t0, 2),
-                "cpu_percent": self.proc.cpu_percent(None),
-                "rss_mb": round(self.proc.memory_info().rss / 2**20, 2),
-            }
+            cpu, rss = self.tree.sample()
+            s = {"t": round(time.monotonic() - self._t0, 2), "cpu_percent": cpu, "rss_mb": rss}
             if self.gpu:
                 s.update(_gpu_sample())
             if self.extra is not None:
@@ -146,6 +146,43 @@ class ResourceSampler:
                 vals = [s[key] for s in self.samples if s.get(key) is not None]
                 out[key] = percentiles(vals, (50,), 1, with_max=True)
         return out
+
+
+class ProcessTree:
+    """CPU % (of one core) and resident MB of a process and its children, summed, one
+    sample per call (children that start later join the sum)."""
+
+    def __init__(self, pid: int, children: bool = True) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.children = children
+        self._seen: dict[int, Any] = {}
+
+    def _procs(self) -> list:
+        import psutil
+
+        try:
+            kids = self.root.children(recursive=True) if self.children else []
+            procs = [self.root, *kids]
+        except psutil.Error:
+            return []
+        for p in procs:
+            if p.pid not in self._seen:
+                self._seen[p.pid] = p
+                with contextlib.suppress(psutil.Error):
+                    p.cpu_percent(None)  # the first call only starts its interval
+        return [self._seen[p.pid] for p in procs]
+
+    def sample(self) -> tuple[float, float]:
+        import psutil
+
+        cpu = rss = 0.0
+        for p in self._procs():
+            with contextlib.suppress(psutil.Error):
+                cpu += p.cpu_percent(None)
+                rss += p.memory_info().rss / 2**20
+        return round(cpu, 1), round(rss, 2)
 
 
 def _gpu_sample() -> dict[str, float | None]:

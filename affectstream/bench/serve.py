@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from affectstream.bench.pipeline import BUDGET_MODALITIES, ResourceSampler
+from affectstream.bench.pipeline import BUDGET_MODALITIES, ProcessTree, ResourceSampler
 from affectstream.core.labels import MODALITIES
 from affectstream.core.machine import cpu_model
 from affectstream.core.stats import percentiles
@@ -210,41 +210,18 @@ async def _push(ws, media: Media, seconds: float) -> None:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
-class ServerTree:
-    """CPU % (of one core) and resident MB of the server process with its children (Ray starts
-    some), summed, one sample per call: the `extra` of a `pipeline.ResourceSampler`, which
-    samples this (the clients') process itself."""
+class ServerTree(ProcessTree):
+    """The server process with its children (Ray starts some; the whisper model decodes in
+    one), summed: the `extra` of a `pipeline.ResourceSampler`, which samples this (the
+    clients') process itself."""
 
     def __init__(self, server_pid: int) -> None:
-        import psutil
-
-        self.server = psutil.Process(server_pid)
-        self._seen: dict[int, Any] = {}
-        self._tree()  # the first cpu_percent of each process only starts its interval
-
-    def _tree(self) -> list:
-        import psutil
-
-        try:
-            procs = [self.server, *self.server.children(recursive=True)]
-        except psutil.Error:
-            return []
-        for p in procs:
-            if p.pid not in self._seen:
-                self._seen[p.pid] = p
-                with contextlib.suppress(psutil.Error):
-                    p.cpu_percent(None)
-        return [self._seen[p.pid] for p in procs]
+        super().__init__(server_pid)
+        self.sample()  # the first cpu_percent of each process only starts its interval
 
     def __call__(self) -> dict[str, float]:
-        import psutil
-
-        cpu = rss = 0.0
-        for p in self._tree():
-            with contextlib.suppress(psutil.Error):
-                cpu += p.cpu_percent(None)
-                rss += p.memory_info().rss / 2**20
-        return {"server_cpu_percent": round(cpu, 1), "server_rss_mb": round(rss, 1)}
+        cpu, rss = self.sample()
+        return {"server_cpu_percent": cpu, "server_rss_mb": round(rss, 1)}
 
 
 def resources(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -295,7 +272,7 @@ def run_sessions(
                 return_exceptions=True,
             )
 
-        with ResourceSampler(extra=ServerTree(proc.pid)) as sampler:
+        with ResourceSampler(extra=ServerTree(proc.pid), children=False) as sampler:
             outcomes = asyncio.run(all_clients())
         failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
     finally:

@@ -120,7 +120,7 @@ def soak_serve(
         idle = tree()["server_rss_mb"]
         url = f"ws://127.0.0.1:{port}"
         t0 = time.monotonic()
-        with ResourceSampler(sample_s, extra=tree) as sampler:
+        with ResourceSampler(sample_s, extra=tree, children=False) as sampler:
             k = 0
             while (rounds is not None and k < rounds) or (
                 minutes is not None and time.monotonic() - t0 < minutes * 60
