@@ -1,7 +1,8 @@
 """The pipecat adapter in a real pipecat pipeline: real video frames (Megamind.avi) and real
 speech (LibriVox) as the input-transport frames a voice agent sees, at real pace, plus the
 transcript its speech-to-text service would push; estimates come out as frames, and every
-frame goes through unchanged and in order."""
+frame goes through unchanged and in order. Then each way a pipecat user can get it slightly
+wrong, each in a real pipeline: the error or status they get, and the one log line."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from conftest import REPO, require_module
 require_module("pipecat", install="pip install 'affectstream[pipecat]'")
 
 from audio_fixtures import LIBRIVOX, read_speech  # noqa: E402
+from loguru import logger  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
     InputAudioRawFrame,
     InputImageRawFrame,
+    InterimTranscriptionFrame,
     TranscriptionFrame,
     UserImageRawFrame,
     UserStartedSpeakingFrame,
@@ -27,10 +30,12 @@ from pipecat.frames.frames import (  # noqa: E402
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
 from pipecat.pipeline.worker import PipelineWorker  # noqa: E402
 from pipecat.processors.frame_processor import FrameProcessor  # noqa: E402
+from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 from affectstream.core.labels import LABELS, MODALITIES  # noqa: E402
 from affectstream.integrations.pipecat import (  # noqa: E402
+    NO_WORDS,
     AffectEstimateFrame,
     AffectProcessor,
     bgr_image,
@@ -88,7 +93,9 @@ def user_frames(video_rgb):
     return out, t_words
 
 
-async def run_pipeline(processor, sent, tail_s: float = 1.5):
+async def run_pipeline(processor, sent, tail_s: float = 1.5, paced: bool = True):
+    """`sent`: (seconds from the start, frame); `paced` False sends them at once (frames
+    that carry their own `pts`)."""
     sink = Collect()
     worker = PipelineWorker(Pipeline([processor, sink]), cancel_on_idle_timeout=False)
     started = asyncio.Event()
@@ -101,7 +108,7 @@ async def run_pipeline(processor, sent, tail_s: float = 1.5):
         await asyncio.wait_for(started.wait(), 60)
         t0 = time.monotonic()
         for t, frame in sent:
-            await asyncio.sleep(max(0.0, t0 + t - time.monotonic()))
+            await asyncio.sleep(max(0.0, t0 + t - time.monotonic()) if paced else 0)
             await worker.queue_frame(frame)
         await asyncio.sleep(tail_s)  # estimates after the last words
         await worker.queue_frame(EndFrame())
@@ -139,6 +146,14 @@ def test_estimates_come_out_of_a_real_pipecat_pipeline(video_rgb):
     assert words and all(SPOKEN in e["transcript"] for e in words)  # the STT's transcript
     assert "text" in words[-1]["modalities"] and words[-1]["relevance"]["text"] > 0
 
+    # on pipecat's clock (no pts here: each frame's arrival): one time line, the frame's pts
+    frames = [f for f in got if isinstance(f, AffectEstimateFrame)]
+    pts = [f.pts for f in frames]
+    assert pts == sorted(pts) and pts[0] >= 0
+    assert [abs(f.pts / 1e9 - f.estimate["pipeline_t"]) < 1e-3 for f in frames] == [True] * len(
+        frames
+    )
+
 
 def test_image_and_audio_bytes_are_read_as_pipecat_gives_them(video_rgb):
     import cv2
@@ -154,7 +169,7 @@ def test_image_and_audio_bytes_are_read_as_pipecat_gives_them(video_rgb):
     ok, jpeg = cv2.imencode(".jpg", bgr)
     decoded = bgr_image(jpeg.tobytes(), (w, h), "JPEG")
     assert decoded.shape == bgr.shape and np.abs(decoded.astype(int) - bgr).mean() < 4
-    with pytest.raises(ValueError, match=r"is not 720x528 RGB"):
+    with pytest.raises(ValueError, match=r"declared 720x528 RGB \(1140480 bytes\), but 1140477"):
         bgr_image(rgb.tobytes()[:-3], (w, h), "RGB")
     with pytest.raises(ValueError, match="nor an image OpenCV can decode"):
         bgr_image(b"not an image", (w, h), "WEBP")
@@ -165,22 +180,157 @@ def test_image_and_audio_bytes_are_read_as_pipecat_gives_them(video_rgb):
         pcm16(stereo.tobytes()[:-2], 2)
 
 
-def test_bad_frames_are_counted_and_still_passed_on(video_rgb):
-    h, w = video_rgb[0].shape[:2]
+@pytest.fixture
+def warnings():
+    """What reaches pipecat's logger (loguru) at WARNING and above during the test."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    yield lines
+    logger.remove(sink)
+
+
+def test_bad_frames_are_refused_each_kind_logged_once_and_still_passed_on(video_rgb, warnings):
+    rgb = video_rgb[30]  # not the first: a dark frame cannot tell its width
+    h, w = rgb.shape[:2]
     bad = [
         (0.0, InputImageRawFrame(b"garbage", (w, h), "WEBP")),
+        (0.05, InputImageRawFrame(b"more garbage", (w, h), "WEBP")),
         (0.1, InputAudioRawFrame(b"\x00\x01\x02", 16000, 2)),
+        (0.15, InputAudioRawFrame(b"\x00\x01\x02\x03\x04", 16000, 2)),
+        (0.2, InputImageRawFrame(rgb.tobytes()[:-3], (w, h), "RGB")),
+        (0.25, InputImageRawFrame(b"", (0, 0), "RGB")),
+        (0.3, InputImageRawFrame(b"\x00" * 12, (0, 4), "RGB")),
+        (0.35, InputImageRawFrame(rgb.tobytes(), (h, w), "RGB")),  # width and height swapped
+        (0.4, InputImageRawFrame(rgb.tobytes(), (w, h), "RGB")),  # a good one
     ]
     processor = AffectProcessor(words="off")
     got = asyncio.run(run_pipeline(processor, bad, tail_s=0.5))
-    assert processor.rejected == 2
+    assert processor.rejected == 8
+    assert processor.rejected_by_kind == {
+        "image undecodable": 2,
+        "audio bytes not whole frames": 2,
+        "image size does not match its bytes": 1,
+        "image without bytes": 1,
+        "image without pixels": 1,
+        "image width and height swapped": 1,
+    }
+    # every frame still went on, in order
     assert [f for f in got if isinstance(f, (InputImageRawFrame, InputAudioRawFrame))] == [
         f for _, f in bad
     ]
+    # one line per kind, through pipecat's logger, saying what was declared and what came
+    refusals = [x for x in warnings if "not read" in x]
+    assert len(refusals) == 6
+    text = "\n".join(refusals)
+    assert "declared 720x528 RGB (1140480 bytes), but 1140477 bytes came" in text
+    assert "image frame of 0x0 with no bytes" in text
+    assert "declared 0x4 RGB: no pixels, but 12 bytes came" in text
+    assert "is not whole PCM16 frames of 2 channels (4 bytes each)" in text
+    assert "declared 528x720 (width x height), but its rows line up at width 720" in text
     ests = [f.estimate for f in got if isinstance(f, AffectEstimateFrame)]
     assert ests and ests[-1]["status"]["text"] == "off"
+
+
+def test_options_are_typed_keywords_and_an_unknown_one_is_a_type_error():
+    with pytest.raises(TypeError, match="frobnicate"):
+        AffectProcessor(rate_hz=5, frobnicate=True)
     with pytest.raises(ValueError, match="words must be one of pipeline, own, off"):
         AffectProcessor(words="whisper")
+    with pytest.raises(TypeError, match="rate_hz must be a number"):
+        AffectProcessor(rate_hz="5")
+    with pytest.raises(ValueError, match="rate_hz must be positive"):
+        AffectProcessor(rate_hz=0)
+    with pytest.raises(ValueError, match=r"modalities: unknown \['smell'\]"):
+        AffectProcessor(modalities=["face", "smell"])
+    with pytest.raises(TypeError, match="modalities takes names"):
+        AffectProcessor(modalities="face")
+    with pytest.raises(TypeError, match="models takes another processor's `.models`"):
+        AffectProcessor(models={"face": object()})
+
+
+def test_rate_modalities_and_estimates_to_the_client(video_rgb):
+    """rate_hz=5 ticks every 0.2 s; face only; rtvi=True: each estimate also as an RTVI server
+    message, which pipecat's RTVI observer sends to the client."""
+    sent, _ = user_frames(video_rgb)
+    processor = AffectProcessor(rate_hz=5, modalities=["face"], words="off", rtvi=True)
+    got = asyncio.run(run_pipeline(processor, sent[:100], tail_s=0.5))
+    ests = [f.estimate for f in got if isinstance(f, AffectEstimateFrame)]
+    gaps = np.diff([e["t"] for e in ests])
+    assert len(ests) >= 3 and np.median(gaps) == pytest.approx(0.2, abs=0.01)
+    assert all(e["status"]["voice"] == "off" and e["status"]["text"] == "off" for e in ests)
+    messages = [f.data for f in got if isinstance(f, RTVIServerMessageFrame)]
+    assert [m["type"] for m in messages] == ["affect.estimate"] * len(ests)
+    assert [m["estimate"]["t"] for m in messages] == [e["t"] for e in ests]
+
+
+def speech_pcm(seconds: float) -> np.ndarray:
+    files = sorted(LIBRIVOX.glob("*.wav"))
+    x = np.concatenate([read_speech(f, "int16") for f in files])
+    return np.resize(x, int(seconds * 16000))
+
+
+def test_words_expected_from_the_pipeline_and_never_seen_say_so(warnings):
+    audio = speech_pcm(8.0)
+    sent = [
+        (i * 0.02, InputAudioRawFrame(audio[i * 320 : (i + 1) * 320].tobytes(), 16000, 1))
+        for i in range(len(audio) // 320)
+    ]
+    processor = AffectProcessor(modalities=["voice", "text"])  # words="pipeline", no STT
+    got = asyncio.run(run_pipeline(processor, sent, tail_s=0.5))
+    ests = [f.estimate for f in got if isinstance(f, AffectEstimateFrame)]
+    assert any(e["present"]["voice"] for e in ests)
+    assert ests[-1]["status"]["text"] == f"missing: {NO_WORDS}"
+    assert len([x for x in warnings if NO_WORDS in x]) == 1
+    assert processor.rejected == 0
+
+
+def test_interim_transcriptions_are_read_and_replaced_by_the_final():
+    audio = speech_pcm(3.0)
+    sent = [
+        (i * 0.02, InputAudioRawFrame(audio[i * 320 : (i + 1) * 320].tobytes(), 16000, 1))
+        for i in range(len(audio) // 320)
+    ]
+    sent += [
+        (0.05, UserStartedSpeakingFrame()),
+        (1.0, InterimTranscriptionFrame("he was", "u1", "t")),
+        (1.6, InterimTranscriptionFrame("he was not an ill", "u1", "t")),
+        (2.4, TranscriptionFrame(SPOKEN, "u1", "t")),
+    ]
+    sent.sort(key=lambda x: x[0])
+    processor = AffectProcessor(modalities=["voice", "text"])
+    got = asyncio.run(run_pipeline(processor, sent, tail_s=0.8))
+    transcripts = [f.estimate["transcript"] for f in got if isinstance(f, AffectEstimateFrame)]
+    # the hypothesis is read while it is spoken, each replaced by the next, then the final once
+    seen = [t for i, t in enumerate(transcripts) if t and (i == 0 or t != transcripts[i - 1])]
+    assert seen == ["he was", "he was not an ill", SPOKEN]
+
+
+def test_audio_whose_declared_format_contradicts_its_timing_is_refused(warnings):
+    """16 kHz speech labelled 48 kHz, then mono labelled 2 channels: the frames carry their
+    pts (pipecat's clock), so they are sent at once and judged on those times."""
+    audio = speech_pcm(3.0)
+    pieces = [audio[i * 320 : (i + 1) * 320].tobytes() for i in range(len(audio) // 320)]
+
+    def frames(rate: int, channels: int, start_s: float) -> list:
+        out = []
+        for i, b in enumerate(pieces):
+            f = InputAudioRawFrame(b, rate, channels)
+            f.pts = round((start_s + i * 0.02) * 1e9)
+            out.append((0.0, f))
+        return out
+
+    for rate, channels, said, arrive in (
+        (48000, 1, "declared 48000 Hz x 1 channel, but", 16000),
+        (16000, 2, "or mono labelled 2 channels", 8000),  # or 8 kHz: timing cannot tell
+    ):
+        warnings.clear()
+        processor = AffectProcessor(modalities=["voice"], words="off")
+        asyncio.run(run_pipeline(processor, frames(rate, channels, 1.0), 0.3, paced=False))
+        kind = "audio rate or channels contradict timing"
+        # judged once 2 s of pts have passed: the rest of the 3 s is refused
+        assert processor.rejected_by_kind == {kind: len(pieces) - 100}
+        (line,) = [x for x in warnings if kind in x]
+        assert said in line and f"{arrive} samples a second per channel arrive" in line
 
 
 def test_the_readme_pipecat_example_runs(capsys):
@@ -192,3 +342,25 @@ def test_the_readme_pipecat_example_runs(capsys):
     times = [float(x.split()[0]) for x in lines]  # one line per estimate, in time order
     assert len(times) >= 2 and times == sorted(times)
     assert all(x.split()[2] in LABELS and "'face':" in x for x in lines)
+
+
+def test_a_second_processor_shares_the_first_ones_models(video_rgb):
+    """`models=first.models`, given before the first one's models have opened: the second
+    takes them once they are open (no wait_models()) and opens none of its own."""
+    sent, _ = user_frames(video_rgb)
+    first = AffectProcessor(words="off")
+    second = AffectProcessor(words="off", models=first.models)
+    assert second.recognizer is None  # built when the pipeline sets it up
+
+    async def both():
+        return await asyncio.gather(
+            run_pipeline(first, sent[:150], 0.5), run_pipeline(second, sent[:150], 0.5)
+        )
+
+    _, got = asyncio.run(both())
+    mine, theirs = second.recognizer.stream.predictors, first.recognizer.stream.predictors
+    assert {"face", "voice", "fusion"} <= set(mine)
+    assert all(mine[m] is theirs[m] for m in ("face", "voice", "fusion"))
+    ests = [f.estimate for f in got if isinstance(f, AffectEstimateFrame)]
+    assert any(e["present"]["face"] for e in ests)
+    assert AffectProcessor(words="off", models=second.models).models is second.models

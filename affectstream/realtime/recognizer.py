@@ -441,9 +441,10 @@ class Recognizer:
         duration_s = len(x) / int(sample_rate)
         self.stream.push_audio(x, int(sample_rate), self._stream_ns(t, "push_audio", duration_s))
 
-    def push_transcript(self, text: str, start: float, end: float) -> None:
+    def push_transcript(self, text: str, start: float, end: float, interim: bool = False) -> None:
         """Words the host's own speech-to-text committed, spoken from host time `start` to
-        `end` (s). Needs `Recognizer(push_transcript=True)`; the text modality reads them."""
+        `end` (s). Needs `Recognizer(push_transcript=True)`; the text modality reads them.
+        `interim`: its hypothesis so far, which the next push replaces (a final one commits)."""
         if not self.inputs.push_transcript:
             raise RuntimeError("push_transcript needs Recognizer(push_transcript=True)")
         if not isinstance(text, str):
@@ -456,7 +457,7 @@ class Recognizer:
         self._check_running("push_transcript")
         start_ns = self.clock.to_stream_ns(start, "push_transcript", float(end) - float(start))
         end_ns = start_ns + round((float(end) - float(start)) * 1e9)
-        self.stream.push_transcript(text, start_ns, end_ns)
+        self.stream.push_transcript(text, start_ns, end_ns, interim)
 
 
 __all__ = ["HostClock", "Recognizer"]

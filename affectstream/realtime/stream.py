@@ -368,13 +368,14 @@ class AffectStream:
             raise RuntimeError("push_audio needs Inputs(push_audio=True)")
         self.audio_source.push(samples, sample_rate, t_ns)
 
-    def push_transcript(self, text: str, start_ns: int, end_ns: int) -> None:
-        """Words the host's speech-to-text committed, spoken from `start_ns` to `end_ns`."""
+    def push_transcript(self, text: str, start_ns: int, end_ns: int, interim: bool = False) -> None:
+        """Words the host's speech-to-text committed (or, `interim`, its hypothesis so far),
+        spoken from `start_ns` to `end_ns`."""
         from affectstream.realtime.sources.push_transcript import PushTranscript
 
         if not isinstance(self.words, PushTranscript):
             raise RuntimeError("push_transcript needs Inputs(push_transcript=True)")
-        self.words.push(text, start_ns, end_ns)
+        self.words.push(text, start_ns, end_ns, interim)
 
     def _file_sources(self) -> list[Source]:
         return [
