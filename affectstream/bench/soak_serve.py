@@ -133,7 +133,7 @@ def soak_serve(
                     raise RuntimeError(f"the server exited with {proc.returncode}")
                 rss = tree()["server_rss_mb"]
                 row = {"round": k, "t": round(time.monotonic() - t0, 1), "rss_mb": rss}
-                row["main_rss_mb"] = round(tree.server.memory_info().rss / 2**20, 1)
+                row["main_rss_mb"] = round(tree.root.memory_info().rss / 2**20, 1)
                 row["children_rss_mb"] = round(rss - row["main_rss_mb"], 1)  # the whisper worker
                 rows.append(row)
                 rows[-1].update(got)
