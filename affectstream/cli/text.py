@@ -83,6 +83,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=0.0, help="time budget (0: none)")
     p.add_argument("--class-weight-power", type=float, default=0.5)
     p.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="mass spread evenly over the classes"
+    )
+    p.add_argument(
         "--holdout-fraction",
         type=float,
         default=0.1,
@@ -163,6 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
         init=args.init,
         warmup=args.warmup,
         class_weight_power=args.class_weight_power,
+        label_smoothing=args.label_smoothing,
         context_turns=args.context_turns,
         context_dropout=args.context_dropout,
         seed=args.seed,
