@@ -29,7 +29,7 @@ import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from affectstream.core import priority
+from affectstream.core import allocator, priority
 from affectstream.models.stt.whisper_model import (
     DecodeOptions,
     Hypothesis,
@@ -156,6 +156,7 @@ def serve(conn: Connection) -> None:
     if idle:
         priority.idle(threads)
     conn.send(("ready", decoder.model_path))
+    allocator.pin_mmap_threshold()  # it outlives the sessions it decodes for (core/allocator.py)
     while True:
         try:
             spans = conn.recv()
@@ -163,6 +164,9 @@ def serve(conn: Connection) -> None:
             return
         out = decoder.decode_each(spans)
         conn.send([o if isinstance(o, Hypothesis) else _picklable(o) for o in out])
+        # the freed decode buffers go back to the OS: without it this process grew ~4 MB a
+        # round of 4 sessions, with it ~2 (docs/benchmarks.md, "The server under session churn")
+        allocator.trim()
 
 
 if __name__ == "__main__":
