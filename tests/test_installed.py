@@ -31,6 +31,7 @@ CORPUS_COMMANDS = [
     (["bench", "stt"], ["--audio DIR"]),
     (["bench", "audio"], ["--audio FILE"]),
     (["bench", "face"], ["--video FILE"]),
+    (["bench", "detect"], ["--fer NPZ", "--jaffe NPZ", "--background IMG"]),
 ]
 
 
