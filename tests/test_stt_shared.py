@@ -209,3 +209,11 @@ def test_a_transcriber_config_gets_a_shared_model_in_a_child_process():
         shared.close()
     local = load_decoder(TranscriberConfig(process=False))
     assert isinstance(local.decoder, WhisperDecoder)
+    # a replay waits for every decode: its decoder keeps the normal class on a busy machine
+    replay = load_decoder(TranscriberConfig(), live=False)
+    try:
+        pid = replay.decoder.pid
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert os.SCHED_IDLE not in {os.sched_getscheduler(t) for t in threads}
+    finally:
+        replay.close()

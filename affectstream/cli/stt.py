@@ -16,10 +16,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
 
 
-def _decoder(cfg):
+def _decoder(cfg, live: bool):
     from affectstream.realtime.transcriber import load_decoder
 
-    return load_decoder(cfg)  # SourceError with one clear line when the model is missing
+    # SourceError with one clear line when the model is missing
+    return load_decoder(cfg, live=live)
 
 
 def _clips(args):
@@ -57,7 +58,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     cfg = transcriber_config(args)
     clips = _clips(args)
-    decoder = _decoder(cfg)
+    decoder = _decoder(cfg, live=args.realtime)
     table = Table(title=f"streaming WER, {args.audio}")
     for col in ("file", "reference", "hypothesis", "WER"):
         table.add_column(col, justify="right" if col == "WER" else "left")
@@ -141,7 +142,7 @@ def run_bench(args: argparse.Namespace) -> int:
     clips = _clips(args)
     audio, _ = clips.joined()
     machine = _machine()
-    decoder = _decoder(cfg)
+    decoder = _decoder(cfg, live=not args.fast)
     results = []
     for _ in range(args.runs):
         run = stream_array(audio, decoder, cfg, realtime=not args.fast)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     audio = load_audio(args.file)
     if len(audio) == 0:
         raise UsageError(f"no audio in {args.file}")
-    decoder = load_decoder(cfg)
+    decoder = load_decoder(cfg, live=args.realtime)
 
     def show(seg, t0_ns: int) -> None:
         if not seg.words or not (seg.final or args.partials):

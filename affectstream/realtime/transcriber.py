@@ -54,11 +54,15 @@ def stream_options(cfg: TranscriberConfig):
     return stream, decode
 
 
-def load_decoder(cfg: TranscriberConfig):
+def load_decoder(cfg: TranscriberConfig, live: bool = True):
     """The configured whisper model, ready to be shared by the transcribers of many streams
     (`models/stt/shared.py`: their spans are decoded together), in a process of its own
     unless `transcriber.process` is off (`models/stt/worker.py` says why); SourceError (one
-    clear line) when it cannot be loaded."""
+    clear line) when it cannot be loaded.
+
+    `live` False (a replay on a media clock, a file transcribed as fast as it can be): no
+    idle scheduling class, whatever `transcriber.idle` says. A replay waits for each decode,
+    and on a busy machine an idle-class decoder would get no CPU at all."""
     from affectstream.models.stt.shared import SharedDecoder
     from affectstream.models.stt.whisper_model import SttModelError, WhisperDecoder
     from affectstream.models.stt.worker import DecoderProcess
@@ -73,7 +77,7 @@ def load_decoder(cfg: TranscriberConfig):
                 cfg.cpu_threads,
                 options=decode,
                 nice=cfg.nice,
-                idle=cfg.idle,
+                idle=cfg.idle and live,
             )
         else:
             decoder = WhisperDecoder(cfg.model, cfg.compute_type, cfg.cpu_threads, options=decode)
@@ -148,7 +152,7 @@ class Transcriber(Source):
     # -- lifecycle ----------------------------------------------------------------------
     def open(self) -> None:
         if self.decoder is None:
-            self.decoder = load_decoder(self.config)
+            self.decoder = load_decoder(self.config, live=not self.stepped)
 
     def start(self) -> Transcriber:
         """Load the model (errors reach the caller); start the thread unless `stepped`."""
