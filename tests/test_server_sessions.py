@@ -13,6 +13,7 @@ import random
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
@@ -214,9 +215,11 @@ async def closed_by_server(server_url: str, message: bytes | None, timeout_s: fl
     async with connect(server_url, additional_headers=AUTH) as ws:
         if message is not None:
             await ws.send(message)
+        deadline = time.monotonic() + timeout_s  # a session that was let in sends estimates
         with pytest.raises(ConnectionClosed):
-            while True:
+            while time.monotonic() < deadline:
                 await asyncio.wait_for(ws.recv(), timeout_s)
+            raise AssertionError(f"the server did not close the connection in {timeout_s} s")
         return ws.close_code, ws.close_reason
 
 
@@ -227,6 +230,7 @@ def test_sessions_are_isolated_and_survive_a_hostile_neighbour(server, megamind)
     messi, silence = [no_face_jpeg()], np.zeros(16000 * 8, np.int16)
     hostile = hostile_messages()
     seconds = 6.0
+    busy_checked = threading.Event()  # the hostile client stays until the 4th was refused
 
     async def hostile_session(log: list, refused: dict) -> dict:
         async with connect(url(server), additional_headers=AUTH, max_size=None) as ws:
@@ -253,6 +257,8 @@ def test_sessions_are_isolated_and_survive_a_hostile_neighbour(server, megamind)
                 await asyncio.sleep(0.05)
             await ws.send(json.dumps({"type": "status"}))
             while not any(m.get("type") == "status" and t > hello[0] for t, m in got):
+                await asyncio.sleep(0.05)
+            while not busy_checked.is_set():  # still one of the 3 when the 4th knocks
                 await asyncio.sleep(0.05)
             await ws.close()
             await task
@@ -286,6 +292,7 @@ def test_sessions_are_isolated_and_survive_a_hostile_neighbour(server, megamind)
         # the hostile client on its own thread and loop, as another process would be
         c = asyncio.create_task(asyncio.to_thread(asyncio.run, hostile_session(log, refused)))
         busy = await refused_connection(1.0, None)  # a 4th connection at once
+        busy_checked.set()
         shared = [cl.session.stream.predictors for cl in list(server.clients) if cl.session]
         c_msgs = await c
         too_big = await refused_connection(0.2, b"\x01" + bytes(2 * LIMITS.max_message_bytes + 1))
