@@ -113,11 +113,8 @@ class DecoderProcess:
                     f"the speech model process is gone (exit code {code}): {e or 'closed'}"
                 ) from None
 
-    def decode(self, audio, prompt="", prefix=(), prefix_end=0.0, final=True) -> Hypothesis:
-        out = self.decode_each([Span(audio, prompt, tuple(prefix), prefix_end, final)])[0]
-        if isinstance(out, Exception):
-            raise out
-        return out
+    # one span through `decode_each`, as the model in this process does it
+    decode = WhisperDecoder.decode
 
     def close(self, timeout_s: float = 5.0) -> None:
         """End the child (it finishes the decode it is in first)."""
