@@ -172,6 +172,36 @@ def test_bad_messages_get_errors_and_the_stream_goes_on(push_server, megamind):
     assert status and status[-1]["clients"] >= 1
 
 
+def test_a_frame_that_fails_to_decode_later_is_still_answered(push_server, megamind):
+    """Frames are decoded only when the face stage reads one; a JPEG whose header passes the
+    check on arrival but whose frame header a decoder refuses (0 colour components) is
+    answered when the stage reads it, and the session goes on: the good frames after it show a
+    face."""
+    frames = jpeg_frames(megamind, 48)
+    jpeg = frames[0]
+    sof = jpeg.index(b"\xff\xc0")
+    broken = bytearray(jpeg)
+    broken[sof + 9] = 0  # the component count of the frame header
+    assert cv2.imdecode(np.frombuffer(bytes(broken), np.uint8), cv2.IMREAD_COLOR) is None
+
+    async def main():
+        async with connect(f"ws://127.0.0.1:{push_server.port}") as ws:
+            await ws.send(b"\x01" + bytes(broken))  # the newest frame until the stage reads it
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            while error.get("type") != "error":  # estimates flow meanwhile
+                error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            for frame in frames:  # two seconds of Megamind, at its pace
+                await ws.send(b"\x01" + frame)
+                await asyncio.sleep(1 / 24)
+            return error, await collect(ws, 1.0)
+
+    error, after = asyncio.run(main())
+    assert error["code"] == "bad_image" and "cannot decode" in error["message"], error
+    assert "stream clock" in error["message"]
+    assert any(m["present"]["face"] for m in after if is_estimate(m))
+    assert not [m for m in after if m.get("type") == "error"]
+
+
 @pytest.mark.parametrize(
     "text",
     ["[" * 10000, '{"a": ' * 10000, "1" * 5000],

@@ -92,7 +92,7 @@ def test_the_pixel_check_reads_png_and_jpeg_headers():
     assert protocol.image_size(MESSI.read_bytes()) == (548, 342)
     assert protocol.image_size(png_header(20000, 30000)) == (20000, 30000)
     with pytest.raises(protocol.MessageError, match="over 16777216 pixels"):
-        protocol.decode_image(png_header(20000, 30000), Limits().max_pixels)
+        protocol.check_image(png_header(20000, 30000), Limits().max_pixels)
 
 
 def test_client_clock_never_maps_a_time_after_its_arrival():

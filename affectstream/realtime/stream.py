@@ -361,6 +361,15 @@ class AffectStream:
             raise RuntimeError("push_frame needs Inputs(push_video=True)")
         self.video_source.push(image, t_ns)
 
+    def push_encoded_frame(
+        self, payload: bytes, t_ns: int | None = None, on_bad: Callable[[str], None] | None = None
+    ) -> None:
+        """A JPEG or PNG frame whose header the caller checked, decoded only if the face stage
+        reads it; `on_bad(message)` is called (on the stage's thread) if it does not decode."""
+        if not isinstance(self.video_source, PushVideoSource):
+            raise RuntimeError("push_encoded_frame needs Inputs(push_video=True)")
+        self.video_source.push_encoded(payload, t_ns, on_bad)
+
     def push_audio(self, samples, sample_rate: int | None = None, t_ns: int | None = None) -> None:
         from affectstream.realtime.sources.push_audio import PushAudioSource
 

@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-import numpy as np
-
 # The protocol versions the server speaks, each a folder of schemas (`schemas/v2/`). A
 # connection speaks DEFAULT_PROTOCOL (1) until its hello asks for another (`"protocol": 2`),
 # so a client written for version 1 is served exactly as before; 2 adds `faces` to estimates
@@ -193,10 +191,13 @@ def image_size(payload: bytes) -> tuple[int, int]:
     raise MessageError("bad_image", "video message: JPEG without a frame header (SOF)")
 
 
-def decode_image(payload: bytes, max_pixels: int) -> np.ndarray:
-    """A BGR image from JPEG or PNG bytes, its size checked before decoding."""
-    import cv2
+def check_image(payload: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of a pushed JPEG or PNG, checked without decoding it: not empty, not
+    over `max_pixels`, and whole (a JPEG's end-of-image marker after its scan, a PNG's IEND).
 
+    The server decodes a frame only when a stage reads it (`EncodedFrame`), so what can be
+    told from the bytes alone is told here, in the reply to the message itself.
+    """
     if not payload:
         raise MessageError("bad_image", "video message has no image bytes")
     width, height = image_size(payload)
@@ -206,12 +207,21 @@ def decode_image(payload: bytes, max_pixels: int) -> np.ndarray:
         )
     if width == 0 or height == 0:
         raise MessageError("bad_image", f"video message: {width}x{height} image is empty")
-    image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
+    if payload[:2] == b"\xff\xd8":
+        scan, end = payload.find(b"\xff\xda"), payload.rfind(b"\xff\xd9")
+        if scan < 0 or end < scan:
+            raise MessageError(
+                "bad_image",
+                f"video message: cannot decode {len(payload)} bytes as JPEG: no end-of-image "
+                "marker after the image data (truncated?)",
+            )
+    elif payload.rfind(b"IEND") < 0:
         raise MessageError(
-            "bad_image", f"video message: cannot decode {len(payload)} bytes as JPEG or PNG"
+            "bad_image",
+            f"video message: cannot decode {len(payload)} bytes as PNG: no IEND chunk "
+            "(truncated?)",
         )
-    return image
+    return width, height
 
 
 def parse_audio(payload: bytes) -> tuple[bytes, int]:

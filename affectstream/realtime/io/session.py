@@ -29,8 +29,8 @@ from affectstream.realtime.io.protocol import (
     Budget,
     Limits,
     MessageError,
+    check_image,
     close_reason,
-    decode_image,
     parse_audio,
 )
 from affectstream.realtime.stream import AffectStream, Inputs
@@ -168,7 +168,9 @@ class SessionFactory:
 
 class Session:
     """One connection's stream. `deliver(text)` is called on the event loop with each
-    estimate's JSON; `failed(reason)` once if the stream raises."""
+    estimate's JSON; `failed(reason)` once if the stream raises; `reply(error)` with an error
+    found after its message was taken (a frame that does not decode when the face stage reads
+    it)."""
 
     def __init__(
         self,
@@ -177,6 +179,7 @@ class Session:
         limits: Limits,
         deliver: Callable[[str], None],
         failed: Callable[[str], None],
+        reply: Callable[[dict], None] | None = None,
     ) -> None:
         self.id = session_id
         self.factory = factory
@@ -190,6 +193,7 @@ class Session:
         self.frames = Budget(limits.max_fps)
         self.audio_seconds = Budget(limits.max_audio_rate)
         self._deliver, self._failed = deliver, failed
+        self._reply = reply or (lambda r: log.warning("session %s: %s", session_id, r["message"]))
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -271,12 +275,9 @@ class Session:
                 raise MessageError(
                     "rate_limited", f"over {self.limits.max_fps:g} frames a second: frame dropped"
                 )
+            check_image(payload, self.limits.max_pixels)
             t_ns = arrived_ns if t is None else self._stream_ns(t, "video", 0.0, arrived_ns)
-            image = await asyncio.to_thread(decode_image, payload, self.limits.max_pixels)
-            try:
-                stream.push_frame(image, t_ns)
-            except ValueError as e:
-                raise MessageError("bad_image", f"video message: {e}") from None
+            stream.push_encoded_frame(payload, t_ns, on_bad=self._bad_frame)
             return
         if stream.audio_source is None:
             raise MessageError("off", "audio is off on this server (--no-audio)")
@@ -293,6 +294,12 @@ class Session:
             stream.push_audio(pcm, rate, t_ns)
         except ValueError as e:
             raise MessageError("bad_audio", f"audio message: {e}") from None
+
+    def _bad_frame(self, message: str) -> None:
+        """A pushed frame the face stage could not decode (its header had passed): the client
+        hears it as an error reply, later than the message, on the event loop."""
+        reply = MessageError("bad_image", message).reply()
+        self._loop.call_soon_threadsafe(self._reply, reply)
 
     def _stream_ns(self, t: float, kind: str, span_s: float, arrived_ns: int) -> int:
         try:

@@ -371,6 +371,7 @@ class StreamServer:
                     self.limits,
                     deliver=client.offer,
                     failed=lambda reason: client.close(CLOSE_SESSION_FAILED, reason),
+                    reply=lambda r: client.offer(json.dumps(r), droppable=False),
                 )
                 try:
                     await client.session.start()

@@ -1,12 +1,14 @@
 """Video sources: a camera by OpenCV index, a video file replayed, and frames pushed by a host.
 
-Each writes `VideoFrame`s into a `RingBuffer`; a capture thread never waits for the scheduler.
+Each writes `VideoFrame`s (or, pushed as JPEG/PNG bytes, `EncodedFrame`s) into a `RingBuffer`;
+a capture thread never waits for the scheduler.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +222,41 @@ class VideoFileSource(Source):
             self._cap = None
 
 
+class EncodedFrame:
+    """A pushed JPEG or PNG frame, decoded the first time a stage reads its `image`.
+
+    A client sends more frames (24-30 a second) than the face stage reads (the newest one a
+    tick: 10 a second by default), so a server that decoded each frame as it came spent most
+    of its decoding on frames no stage looked at: at 4 sessions, a tenth of the server's
+    CPU samples, and the hand-off of each decode to a thread and back cost as much again.
+    The bytes were checked when they came (size, pixels, a whole file); what only a decoder
+    finds makes `image` None and is told once to `on_bad`.
+    """
+
+    __slots__ = ("t_ns", "index", "payload", "_image", "_on_bad")
+
+    def __init__(
+        self, t_ns: int, index: int, payload: bytes, on_bad: Callable[[str], None] | None = None
+    ) -> None:
+        self.t_ns, self.index, self.payload = t_ns, index, payload
+        self._image: np.ndarray | None = None
+        self._on_bad = on_bad
+
+    @property
+    def image(self) -> np.ndarray | None:
+        if self._image is None and self.payload:
+            import cv2
+
+            payload, self.payload = self.payload, b""  # decoded (or failed) once
+            self._image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+            if self._image is None and self._on_bad is not None:
+                self._on_bad(
+                    f"video message (t={self.t_ns / 1e9:.3f} s on the stream clock): "
+                    f"cannot decode {len(payload)} bytes as JPEG or PNG"
+                )
+        return self._image
+
+
 class PushVideoSource(PushSource):
     """Frames handed in by a host application (an agent that already has video).
 
@@ -245,4 +282,13 @@ class PushVideoSource(PushSource):
             raise ValueError(f"push: frame must be (H, W, 3) BGR or (H, W) gray, got {image.shape}")
         t = now_ns() if t_ns is None else int(t_ns)
         self.ring.push(VideoFrame(t, self._index, image), t)
+        self._index += 1
+
+    def push_encoded(
+        self, payload: bytes, t_ns: int | None = None, on_bad: Callable[[str], None] | None = None
+    ) -> None:
+        """A JPEG or PNG frame, decoded only if a stage reads it (`EncodedFrame`); the caller
+        has checked its header. `on_bad` hears if it does not decode."""
+        t = now_ns() if t_ns is None else int(t_ns)
+        self.ring.push(EncodedFrame(t, self._index, payload, on_bad), t)
         self._index += 1

@@ -41,7 +41,8 @@ class FaceStage(Stage):
             return None  # nothing new: the previous result ages
         self._last_seq = slot.seq
         self.frames_seen += 1
-        faces = self.tracker.process_all(slot.item.image)
+        image = slot.item.image  # a pushed JPEG/PNG decodes here, or is None if it cannot
+        faces = self.tracker.process_all(image) if image is not None else []
         if not faces:
             return None
         self.frames_with_face += 1
