@@ -2,7 +2,7 @@
 127.0.0.3; nothing travels to the machine's network address): the server's client tests
 against it (hostile messages each answered, sessions isolated, token refused or accepted,
 1013 when full), work on both nodes, batches above 1 in a remote model, a killed session
-host's client sees the close and a new session works, and 1012 on shutdown.
+host's client sees the close and a new session works, and 1012 on a redeploy and on shutdown.
 
 The cluster and the command take most of the time; the module prints how long it took.
 """
@@ -83,34 +83,50 @@ def ray_server(tmp_path_factory, request):
     config = tmp_path_factory.mktemp("ray") / "serving.yaml"
     config.write_text(CONFIG)
     port = free_port(HEAD)
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "affectstream", "serve", "--ray", cluster.address,
-            "--host", HEAD, "--port", str(port), "--token", TOKEN, "--config", str(config),
-            "--no-transcribe", "--status-every", "1",
-            "--max-sessions", str(LIMITS.max_sessions),
-            "--max-message-bytes", str(LIMITS.max_message_bytes),
-            "--max-fps", str(LIMITS.max_fps), "--max-audio-rate", str(LIMITS.max_audio_rate),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **env},
-    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "affectstream", "serve", "--ray", cluster.address,
+        "--host", HEAD, "--port", str(port), "--token", TOKEN, "--config", str(config),
+        "--no-transcribe", "--status-every", "1",
+        "--max-sessions", str(LIMITS.max_sessions),
+        "--max-message-bytes", str(LIMITS.max_message_bytes),
+        "--max-fps", str(LIMITS.max_fps), "--max-audio-rate", str(LIMITS.max_audio_rate),
+    ]  # fmt: skip
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        """`serve --ray` with these flags: the first deploys, a later one redeploys."""
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **env},
+        )
+        procs.append(proc)
+        return proc
+
+    proc = start()
     try:
         line = proc.stdout.readline()
         assert "(push mode, Ray Serve on" in line, (line, proc.poll())
         started = time.monotonic() - t0
         ray.init(address=cluster.address, log_to_driver=False)
-        yield {"url": f"ws://{HEAD}:{port}", "proc": proc, "ray": ray, "config": config}
+        yield {
+            "url": f"ws://{HEAD}:{port}",
+            "proc": proc,
+            "start": start,
+            "ray": ray,
+            "config": config,
+        }
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         ray.shutdown()
         cluster.shutdown()
         for k, v in saved.items():
@@ -238,6 +254,9 @@ def test_sessions_isolated_hostile_answered_and_busy_on_two_nodes(ray_server, me
     hosts = registry_view()["hosts"]
     assert {h["node_ip"] for h in hosts.values()} == {HEAD, SECOND}, hosts
     assert all(h["served"] > 0 for h in hosts.values()), hosts
+    # status counts the sessions of the application, not of the host that sends it
+    clients = [m["clients"] for _, m in a + b if m.get("type") == "status"]
+    assert max(clients) == 3, clients
     # the remote models batched the sessions' requests
     fusion, voice = batches("fusion"), batches("voice")
     assert fusion["requests"] > 0 and voice["requests"] > 0
@@ -316,6 +335,33 @@ def test_a_killed_session_host_drops_its_client_and_a_new_session_works(ray_serv
     host, closed, (hello, ests) = asyncio.run(asyncio.wait_for(scenario(), 180))
     assert closed[0] not in (None, 1000) and closed[1] < 30, closed
     assert hello["session"]["id"] and len(ests) == 3
+
+
+def test_a_redeploy_closes_sessions_with_1012_and_the_new_hosts_serve(ray_server):
+    """A second `serve --ray` with the same flags is a newer deploy: the session open on the
+    old hosts is closed with 1012 (reconnect), and a new session is served by a new host."""
+    url = ray_server["url"]
+
+    async def scenario():
+        hello, _ = await hello_and_estimates(url, n=1)  # serving again after the kill
+        old = {hello["session"]["id"].rsplit("-", 1)[0]}
+        async with connect(url, additional_headers=AUTH) as ws:
+            await ws.send(json.dumps({"type": "hello"}))
+            while (m := json.loads(await ws.recv())).get("type") != "hello":
+                pass
+            old.add(m["session"]["id"].rsplit("-", 1)[0])
+            redeploy = ray_server["start"]()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 120)
+            closed = ws.close_code, ws.close_reason
+        line = await asyncio.to_thread(redeploy.stdout.readline)
+        return old, closed, line, await hello_and_estimates(url, n=1)
+
+    old, closed, line, (hello, _) = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert closed[0] == 1012 and "reconnect" in closed[1], closed
+    assert "(push mode, Ray Serve on" in line, line
+    assert hello["session"]["id"].rsplit("-", 1)[0] not in old, (hello, old)
 
 
 def test_shutdown_closes_sessions_with_1012(ray_server):

@@ -129,7 +129,8 @@ def serve_running() -> bool:
 
 def deploy(config: Config, options: ServerOptions) -> None:
     """Start Serve's proxy on `options.host:port` and run (or redeploy) the application;
-    returns once every replica is up. Serve already running elsewhere on the cluster keeps
+    returns once every replica is up. A redeploy is announced to the running application's
+    registry first, so its sessions close with 1012 before Serve stops their hosts. Serve already running elsewhere on the cluster keeps
     its own proxy address: another one is a ValueError."""
     from ray import serve
 
@@ -143,7 +144,11 @@ def deploy(config: Config, options: ServerOptions) -> None:
             f"Ray Serve already runs on this cluster with its proxy on {http.host}:{http.port}:"
             f" give --host {http.host} --port {http.port}, or stop it (serve shutdown)"
         )
-    serve.run(build(config, options), name=APP, route_prefix="/")
+    generation = time.time_ns()
+    if APP in serve.status().applications:  # a redeploy: the old hosts close with 1012 first
+        registry = serve.get_deployment_handle("Registry", APP)
+        registry.announce.remote(generation).result(timeout_s=30)
+    serve.run(build(config, options, generation), name=APP, route_prefix="/")
 
 
 def shut_down(timeout_s: float = 5.0) -> None:

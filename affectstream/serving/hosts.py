@@ -14,8 +14,11 @@ the whole application and the refusal is our own close 1013 (a full Ray Serve re
 hold the handshake instead). Hosts report every `HEARTBEAT_S`; a host that stops reporting
 (killed, its node lost) is forgotten after `EXPIRE_S`. The registry also carries the two
 orders that close sessions with 1012 (service restart) so that clients reconnect: `drain`
-(the application is shutting down) and a newer deployment's hosts having registered (a
-redeploy: the old hosts are about to be stopped).
+(the application is shutting down) and a newer deployment announced by `serve --ray`
+before it deploys (a redeploy: the old hosts are about to be stopped). The announcement
+comes first because Serve stops an old host while its sockets are still open (it waits
+`graceful_shutdown_timeout_s` for them, then kills it: clients would see 1006), and it may
+stop the old hosts before any new one has started.
 """
 
 import asyncio
@@ -49,6 +52,7 @@ class Registry:
     def __init__(self) -> None:
         self.hosts: dict[str, dict[str, Any]] = {}
         self.draining = False
+        self.announced = 0  # the generation a redeploy is bringing (`announce`)
 
     def _fresh(self) -> dict[str, dict[str, Any]]:
         now = time.monotonic()
@@ -73,15 +77,23 @@ class Registry:
         if host in self.hosts:
             self.hosts[host]["sessions"] = max(0, self.hosts[host]["sessions"] - 1)
 
-    async def heartbeat(self, host: str, info: dict[str, Any]) -> str:
+    async def heartbeat(self, host: str, info: dict[str, Any]) -> tuple[str, int]:
         """A host's report (its `generation`, where it runs, `sessions` it holds: counted
         only when the registry does not know the host, as after a restart of its own; admit
         and release keep the count); the answer: "serve", or "restart" when it must close
-        its sessions with 1012."""
+        its sessions with 1012, and the sessions of the whole application (for `status`)."""
         entry = self._entry(host, info["sessions"])
         entry.update({k: v for k, v in info.items() if k != "sessions"})
-        newest = max(v["generation"] for v in self._fresh().values())
-        return "restart" if self.draining or info["generation"] < newest else "serve"
+        hosts = self._fresh()
+        newest = max(self.announced, *(v["generation"] for v in hosts.values()))
+        order = "restart" if self.draining or info["generation"] < newest else "serve"
+        return order, sum(v["sessions"] for v in hosts.values())
+
+    async def announce(self, generation: int) -> None:
+        """A redeploy of `generation` is coming: the hosts of older ones close their sessions
+        with 1012 at their next heartbeat and take no more, so clients reconnect (and reach a
+        new host once one is up)."""
+        self.announced = max(self.announced, generation)
 
     async def drain(self) -> int:
         """Close every session with 1012 and admit no more; returns the sessions still open."""
@@ -141,9 +153,17 @@ class HostedServer(StreamServer):
         self.session_prefix = f"{host_id}-"
         self.served = 0  # sessions admitted since the host started
         self.remote_batches: dict[str, dict] = {}  # the remote models' batches, refreshed
+        self.app_sessions = 0  # of every host, as the registry last counted them
 
     def batches(self) -> dict:
         return {**super().batches(), **self.remote_batches}
+
+    def status(self, client) -> dict:
+        """`clients` counts the connections of the whole application, not this host's only
+        (the registry's count, at most a heartbeat old, and never fewer than this host's)."""
+        msg = super().status(client)
+        msg["clients"] = max(msg["clients"], self.app_sessions)
+        return msg
 
     async def admit(self) -> bool:
         ok = await self.registry.admit.remote(self.host_id, self.limits.max_sessions)
@@ -216,7 +236,9 @@ class SessionHost:
                 **self.where,
             }
             with contextlib.suppress(Exception):  # the registry restarting: try again
-                order = await self.registry.heartbeat.remote(self.host_id, info)
+                order, self.server.app_sessions = await self.registry.heartbeat.remote(
+                    self.host_id, info
+                )
                 if order == "restart" and not self._restarting:
                     self._restarting = True
                     await self.server.close_clients(CLOSE_RESTART, "service restart: reconnect")
