@@ -450,6 +450,13 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         help="score every window on its own with the network's head, even when the weights "
         "have a session head (default: each speaker is one session)",
     )
+    p.add_argument(
+        "--egemaps",
+        action="store_true",
+        help="also read each clip's eGeMAPS functionals with the head beside the weights "
+        "(<encoder>.egemaps.npz), each speaker one session, fused with the network's reading; "
+        "needs the opensmile package: pip install 'affectstream[egemaps]' (models/cards/voice.md)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the scores here")
     from affectstream.cli.args import add_eval_backend_arguments
@@ -473,8 +480,20 @@ def run_eval(args: argparse.Namespace) -> int:
         enc = eval_predictor(args, "voice", args.weights)
     except (ValueError, OSError, BackendError) as e:
         raise _usage(str(e)) from None
+    if args.egemaps:
+        from affectstream.models.voice.egemaps import INSTALL_HINT, available
+
+        if not available():
+            raise _usage(f"--egemaps: {INSTALL_HINT}")
+        if getattr(enc, "egemaps", None) is None:
+            raise _usage(
+                "--egemaps: no eGeMAPS head beside these voice weights "
+                "(<encoder>.egemaps.npz, fitted beside the same encoder)"
+            )
     try:
-        res = evaluate_clips(enc, clips, hop_s=args.hop, sessions=not args.no_session)
+        res = evaluate_clips(
+            enc, clips, hop_s=args.hop, sessions=not args.no_session, egemaps=args.egemaps
+        )
     except DataError as e:
         raise _usage(str(e)) from None
     trained_on = set(enc.meta.get("train_actors", []))
@@ -490,6 +509,12 @@ def run_eval(args: argparse.Namespace) -> int:
             "each speaker is one session (its clips in a seeded random order); "
             f"the network's own head, stateless: clip accuracy "
             f"{res['stateless']['clips']['accuracy']:.3f}"
+        )
+    if res["egemaps"]:
+        print(
+            f"eGeMAPS of each clip fused in (weight {res['egemaps_fuse_weight']:.2f}, each "
+            f"speaker one session); the CNN path alone: clip accuracy "
+            f"{res['cnn_path']['clips']['accuracy']:.3f}"
         )
     _print_scores("clips (mean over windows)", res["clips"])
     _print_scores("single centre window", res["single_window"])

@@ -58,6 +58,7 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
 
         return FacePredictor(backend, tta=tta)
     if name == "voice":
+        from affectstream.models.voice import egemaps
         from affectstream.models.voice.encoder import default_weights_path, read_header
         from affectstream.models.voice.predictor import VoicePredictor
         from affectstream.models.voice.session import load_companion
@@ -65,7 +66,14 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
         path = weights or default_weights_path()
         window_s, mel, meta = read_header(path)
         session = load_companion(path)
-        return VoicePredictor(backend, window_s=window_s, mel=mel, meta=meta, session=session)
+        return VoicePredictor(
+            backend,
+            window_s=window_s,
+            mel=mel,
+            meta=meta,
+            session=session,
+            egemaps=egemaps.load_companion(path),
+        )
     if name == "text":
         from affectstream.models.text.predictor import TextPredictor, read_header
         from affectstream.models.text.spec import default_weights_path
@@ -82,8 +90,10 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
 
         path = weights or default_weights_path()
         if Path(path).is_file():
+            from affectstream.models.fusion.predictor import read_calibration
+
             spec, history, _ = read_header(path)
-            return FusionPredictor(backend, spec.embed_dims, history)
+            return FusionPredictor(backend, spec.embed_dims, history, read_calibration(path))
         from affectstream.models.fusion.net import FusionSpec
 
         return FusionPredictor(backend, FusionSpec().embed_dims, HistorySpec.default())

@@ -94,15 +94,30 @@ def evaluate_clips(
     progress: Callable[[int, int], None] | None = None,
     sessions: bool = True,
     seed: int = 0,
+    egemaps: bool = False,
 ) -> dict:
     """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics.
 
     `sessions` (when the predictor has a session head): one session per speaker, clips in
-    `session_order(clips, seed)`; the stateless scores are under "stateless"."""
+    `session_order(clips, seed)`; the stateless scores are under "stateless".
+    `egemaps` (the predictor's eGeMAPS head, `models.voice.egemaps`; needs the opensmile
+    package): each clip's speech is also read once as eGeMAPS functionals, standardised by its
+    speaker's session so far, and fused with the CNN path's clip and centre-window
+    probabilities; the CNN path alone is under "cnn_path"."""
     mel = predictor.mel if predictor.mel is not None else MelOptions()
     head = getattr(predictor, "session", None) if sessions else None
-    if head is not None:
+    eg_head = getattr(predictor, "egemaps", None) if egemaps else None
+    if egemaps and eg_head is None:
+        raise ValueError("these voice weights have no eGeMAPS head beside them (.egemaps.npz)")
+    if head is not None or eg_head is not None:
         clips = [clips[i] for i in session_order(clips, seed)]
+    extract = None
+    if eg_head is not None:
+        from .egemaps import EgemapsExtractor, utterance_span
+
+        extract = EgemapsExtractor(predictor.sample_rate)
+    eg_norms: dict[int, object] = {}
+    cnn_clip, cnn_win = [], []
     norms: dict[int, object] = {}
     y, clip_probs, win_probs, rows = [], [], [], []
     plain_clip, plain_win = [], []
@@ -120,8 +135,18 @@ def evaluate_clips(
             read = [head.step(norm, emb[j], new_s[j], probs[j]) for j in range(n)]
             read.append(head.step(norm, emb[n], 0.0, probs[n]))  # the centre: counted already
             probs = np.concatenate(read)
-        clip_probs.append(probs[:n].mean(axis=0))
-        win_probs.append(probs[n])
+        clip_p, win_p = probs[:n].mean(axis=0), probs[n]
+        if eg_head is not None:
+            cnn_clip.append(clip_p)
+            cnn_win.append(win_p)
+            s, e = utterance_span(x, predictor.sample_rate)
+            norm = eg_norms.get(c.actor)
+            if norm is None:
+                norm = eg_norms[c.actor] = eg_head.new_session()
+            pe = eg_head.step(norm, extract(x[s:e]), (e - s) / predictor.sample_rate)
+            clip_p, win_p = eg_head.fuse(clip_p, pe)[0], eg_head.fuse(win_p, pe)[0]
+        clip_probs.append(clip_p)
+        win_probs.append(win_p)
         y.append(c.label_index)
         rows.append(
             {
@@ -146,4 +171,9 @@ def evaluate_clips(
     }
     if head is not None:
         out["stateless"] = corpus_scores(np.asarray(y), np.stack(plain_clip), np.stack(plain_win))
+    out["egemaps"] = eg_head is not None
+    if eg_head is not None:
+        out["egemaps_fuse_weight"] = eg_head.fuse_weight
+        out["egemaps_strength_s"] = eg_head.strength_s
+        out["cnn_path"] = corpus_scores(np.asarray(y), np.stack(cnn_clip), np.stack(cnn_win))
     return out

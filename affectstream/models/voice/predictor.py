@@ -57,6 +57,11 @@ class VoicePredictor:
             `voice.session.npz` beside them), or None. `predict` never uses it: it is
             stateless; a caller that follows one session (the voice stage, `eval voice` per
             speaker) keeps a `session.new_session()` and reads `session.step(...)`.
+        egemaps: the weights' eGeMAPS head (`egemaps.EgemapsHead`, read from
+            `voice.egemaps.npz` beside them), or None. `predict` never uses it either: a
+            caller that has an utterance's speech extracts its eGeMAPS functionals (the
+            optional opensmile package), reads them with `egemaps.step(...)` in its session and
+            fuses them with `egemaps.fuse(...)`.
     """
 
     labels = LABELS
@@ -70,9 +75,11 @@ class VoicePredictor:
         mel: Any = None,
         meta: dict | None = None,
         session: Any = None,
+        egemaps: Any = None,
     ) -> None:
         self.backend = backend
         self.session = session
+        self.egemaps = egemaps
         self.window_s = float(window_s)
         self.mel = mel
         self.meta = dict(meta or {})

@@ -222,6 +222,21 @@ def stream_sessions(
     return out
 
 
+def read_head_file(path: str | Path, fmt: str, what: str) -> dict[str, np.ndarray]:
+    """The arrays of a head's .npz file, checked to be of format `fmt` and of our labels;
+    ValueError naming `what` it should have been otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not {what} ({e.__class__.__name__})") from None
+    if str(d.get("format")) != fmt:
+        raise ValueError(f"{path}: not {what} ({fmt})")
+    if tuple(str(x) for x in d["labels"]) != LABELS:
+        raise ValueError(f"{path}: labels differ from {LABELS}")
+    return d
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -300,15 +315,7 @@ class SessionHead:
 
     @classmethod
     def load(cls, path: str | Path) -> SessionHead:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a voice session head ({e.__class__.__name__})") from None
-        if str(d.get("format")) != FORMAT:
-            raise ValueError(f"{path}: not a voice session head ({FORMAT})")
-        if tuple(str(x) for x in d["labels"]) != LABELS:
-            raise ValueError(f"{path}: labels differ from {LABELS}")
+        d = read_head_file(path, FORMAT, "a voice session head")
         return cls(
             weight=d["weight"],
             bias=d["bias"],

@@ -1,0 +1,334 @@
+"""Speaker-normalised eGeMAPS beside the voice CNN: the experiment behind the voice card.
+
+Two stages, each cached under --work (never in the repository):
+
+  extract   for every clip of the training corpora (RAVDESS actors 1-20, nEMO, EMOVO, URDU):
+            the 88 eGeMAPSv02 functionals of its speech (silence trimmed as in training, once
+            per clip, as the live path runs it once per voiced span), and the CNN's window
+            probabilities and embeddings (sliding 2 s windows, 0.5 s hop, as `eval voice`) for
+            encoder A (the first network of voice.ensemble3.pt: RAVDESS 1-16 only) and
+            encoder B (voice.pt: RAVDESS 1-16 and the three other corpora).
+  cv        speaker-grouped cross-validation: RAVDESS five actor folds (4 actors each) and
+            leave one corpus out; the eGeMAPS head alone, the CNN, and their late fusion
+            (weights chosen by cross-validation). JSON report.
+
+    nice -n 10 python3 scripts/voice_egemaps_cv.py extract --data ../shared/data/ravdess_speech \
+        ../shared/data/speech_extra/nemo ../shared/data/speech_extra/emovo \
+        ../shared/data/speech_extra/urdu --work /work/runs/egemaps
+    nice -n 10 python3 scripts/voice_egemaps_cv.py cv --work /work/runs/egemaps --json OUT
+
+Held-out data (EmoDB, RAVDESS actors 21-24) is never read: the RAVDESS folder holds 1-20 only,
+and `extract` refuses any RAVDESS actor above 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELD_OUT_ACTORS = {21, 22, 23, 24}
+
+
+def _encoders(work: Path) -> dict[str, Path]:
+    from affectstream.export.predictors import weights_dir
+    from affectstream.models.voice import train as T
+
+    wd = weights_dir()
+    a = work / "voiceA.pt"
+    if not a.is_file():
+        T.keep_members(wd / "voice.ensemble3.pt", a, 1, note="encoder A of the eGeMAPS CV")
+    return {"A": a, "B": wd / "voice.pt"}
+
+
+def extract(args: argparse.Namespace) -> int:
+    from affectstream.export.predictors import open_eval_predictor
+    from affectstream.models.voice.data import load_audio, scan
+    from affectstream.models.voice.egemaps import EgemapsExtractor, utterance_span
+    from affectstream.models.voice.evaluate import clip_windows
+    from affectstream.models.voice.features import MelOptions
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    encs = {k: open_eval_predictor("voice", "onnxruntime", weights=p, threads=1)
+            for k, p in _encoders(work).items()}
+    ex = EgemapsExtractor()
+    for folder in args.data:
+        clips = scan(folder)
+        name = clips[0].corpus
+        out = work / f"{name}.npz"
+        if out.is_file():
+            print(f"{out} exists", file=sys.stderr)
+            continue
+        bad = [c for c in clips if c.corpus == "ravdess" and c.actor in HELD_OUT_ACTORS]
+        if bad:
+            raise SystemExit(f"{folder}: holds held-out RAVDESS actors; refusing")
+        rows: dict[str, list] = {k: [] for k in ("feat", "sec", "label", "actor", "file", "nwin")}
+        wins: dict[str, list] = {f"{k}_{w}": [] for k in encs for w in ("p", "e")}
+        t_feat = 0.0
+        t0 = time.perf_counter()
+        for i, c in enumerate(clips):
+            x = load_audio(c.path)
+            s, e = utterance_span(x)
+            t1 = time.perf_counter()
+            rows["feat"].append(ex(x[s:e]))
+            t_feat += time.perf_counter() - t1
+            rows["sec"].append((e - s) / 16000)
+            rows["label"].append(c.label_index)
+            rows["actor"].append(c.actor)
+            rows["file"].append(c.path.name)
+            n = None
+            for k, enc in encs.items():
+                w, n = clip_windows(x, enc.mel or MelOptions(), enc.window_s, 0.5)
+                p, emb = enc.predict(w)
+                wins[f"{k}_p"].append(p.astype(np.float32))
+                wins[f"{k}_e"].append(emb.astype(np.float32))
+            rows["nwin"].append(n)
+            if (i + 1) % 200 == 0:
+                print(f"{name}: {i + 1}/{len(clips)} ({time.perf_counter() - t0:.0f} s, "
+                      f"eGeMAPS {1000 * t_feat / (i + 1):.1f} ms/clip)", file=sys.stderr)
+        np.savez(
+            out,
+            corpus=np.array(name),
+            feat=np.stack(rows["feat"]).astype(np.float32),
+            sec=np.array(rows["sec"]),
+            label=np.array(rows["label"]),
+            actor=np.array(rows["actor"]),
+            files=np.array(rows["file"]),
+            nwin=np.array(rows["nwin"]),
+            egemaps_ms_per_clip=np.array(1000 * t_feat / len(clips)),
+            **{k: np.concatenate(v) for k, v in wins.items()},
+        )
+        print(f"wrote {out} ({len(clips)} clips, {time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- cv
+
+RAVDESS_FOLDS = [(1, 6, 11, 16), (2, 7, 12, 17), (3, 8, 13, 18), (4, 9, 14, 19), (5, 10, 15, 20)]
+CORPORA = ("ravdess", "nemo", "emovo", "urdu")
+WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # eGeMAPS share in the late fusion
+
+
+class Data:
+    """All clips of the cached corpora, one row per clip; windows kept per encoder."""
+
+    def __init__(self, work: Path) -> None:
+        parts = [np.load(work / f"{c}.npz") for c in CORPORA]
+        self.corpus = np.concatenate([np.full(len(z["label"]), str(z["corpus"])) for z in parts])
+        self.feat = np.concatenate([z["feat"] for z in parts]).astype(np.float64)
+        self.sec = np.concatenate([z["sec"] for z in parts])
+        self.label = np.concatenate([z["label"] for z in parts])
+        self.actor = np.concatenate([z["actor"] for z in parts])
+        self.nwin = np.concatenate([z["nwin"] for z in parts])
+        self.ms_per_clip = {str(z["corpus"]): float(z["egemaps_ms_per_clip"]) for z in parts}
+        # window rows: each clip has nwin sliding windows then its centre window
+        self.win = {}
+        for k in ("A", "B"):
+            self.win[k] = {
+                "p": np.concatenate([z[f"{k}_p"] for z in parts]),
+                "e": np.concatenate([z[f"{k}_e"] for z in parts]).astype(np.float64),
+            }
+        rows = self.nwin + 1
+        self.first_row = np.concatenate([[0], np.cumsum(rows)[:-1]])
+        self.owner = np.repeat(np.arange(len(rows)), rows)
+        self.is_centre = np.zeros(len(self.owner), dtype=bool)
+        self.is_centre[self.first_row + self.nwin] = True
+        self.n = len(self.label)
+
+    def clip_mean(self, wp: np.ndarray) -> np.ndarray:
+        """Per-clip mean over the sliding windows (not the centre) of window rows `wp`."""
+        m = ~self.is_centre
+        s = np.zeros((self.n, wp.shape[1]))
+        np.add.at(s, self.owner[m], wp[m])
+        return s / self.nwin[:, None]
+
+
+def _balance(d: Data, idx: np.ndarray) -> np.ndarray:
+    from affectstream.models.voice.train import balance_weights
+
+    return balance_weights(d.corpus[idx], d.actor[idx], 0.5)
+
+
+def _speakers(d: Data, idx: np.ndarray, one_session: tuple[str, ...]) -> np.ndarray:
+    spk = d.actor[idx].astype(np.int64).copy()
+    for i, name in enumerate(one_session):
+        spk[d.corpus[idx] == name] = -1 - i
+    return spk
+
+
+def egemaps_probs(d: Data, train: np.ndarray, test: np.ndarray, cfg: dict) -> np.ndarray:
+    """eGeMAPS head fitted on clips `train`, read on clips `test` live: one session per test
+    speaker, its clips in a seeded random order, each clip added before it is read."""
+    from affectstream.models.voice.egemaps import fit_egemaps_head
+
+    head = fit_egemaps_head(
+        d.feat[train], d.label[train], _speakers(d, train, cfg["one_session"]), d.sec[train],
+        _balance(d, train), strength_s=cfg["k"], l2=cfg["l2"], mode=cfg["mode"],
+    )
+    out = np.zeros((len(test), 7))
+    rng = np.random.default_rng(0)
+    for a in np.unique(d.actor[test]):
+        mine = np.flatnonzero(d.actor[test] == a)
+        norm = head.new_session() if cfg["test_session"] else None
+        for j in mine[rng.permutation(len(mine))]:
+            i = test[j]
+            out[j] = head.step(norm, d.feat[i], float(d.sec[i]))[0]
+    return out
+
+
+def cnn_probs(d: Data, enc: str, train: np.ndarray, test: np.ndarray, session: bool) -> np.ndarray:
+    """The CNN path's clip probabilities on `test`: the network's own head (session False), or
+    the shipped reading (the mean of the network and the session head, a session head fitted
+    on the windows of clips `train` exactly as `train voice --session-head` does)."""
+    w = d.win[enc]
+    if not session:
+        return d.clip_mean(w["p"])[test]
+    from affectstream.models.voice.session import SpeakerNorm  # noqa: F401
+    from affectstream.models.voice.train import fit_session_head
+
+    rows = np.flatnonzero(np.isin(d.owner, train) & ~d.is_centre)
+    owner = d.owner[rows]
+    first = np.r_[True, owner[1:] != owner[:-1]]
+    seconds = np.where(first, 2.0, 0.5)
+
+    class Bank:  # what fit_session_head reads of a MelBank
+        corpus = d.corpus
+        actors = d.actor
+        labels = __import__("torch").as_tensor(d.label)
+
+    head = fit_session_head(
+        w["e"][rows], owner, seconds, Bank, 30.0, corpus_sessions=("urdu",), net_weight=0.5
+    )
+    out = np.zeros((len(test), 7))
+    rng = np.random.default_rng(0)
+    for a in np.unique(d.actor[test]):
+        mine = np.flatnonzero(d.actor[test] == a)
+        norm = head.new_session()
+        for j in mine[rng.permutation(len(mine))]:
+            i = test[j]
+            r = np.arange(d.first_row[i], d.first_row[i] + d.nwin[i])
+            sec = [2.0] + [0.5] * (len(r) - 1)
+            ps = [head.step(norm, w["e"][r[q]], sec[q], w["p"][r[q]])[0] for q in range(len(r))]
+            out[j] = np.mean(ps, axis=0)
+    return out
+
+
+def _acc(y: np.ndarray, p: np.ndarray) -> float:
+    return float((p.argmax(axis=1) == y).mean())
+
+
+def _uar(y: np.ndarray, p: np.ndarray) -> float:
+    pred = p.argmax(axis=1)
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def _ms(v) -> str:
+    v = np.asarray(v, dtype=float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
+
+
+CONFIGS = {
+    # name: how the eGeMAPS head is trained and read
+    "raw": dict(mode="none", test_session=False, k=30.0, l2=1e-3, one_session=()),
+    "speaker": dict(mode="speaker", test_session=True, k=30.0, l2=1e-3, one_session=("urdu",)),
+    "sessions": dict(mode="sessions", test_session=True, k=30.0, l2=1e-3, one_session=("urdu",)),
+}
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    work = Path(args.work)
+    d = Data(work)
+    all_idx = np.arange(d.n)
+    is_r = d.corpus == "ravdess"
+    folds = []  # (name, kind, train idx, test idx)
+    for f in RAVDESS_FOLDS:
+        test = np.flatnonzero(is_r & np.isin(d.actor, f))
+        folds.append((f"ravdess {','.join(map(str, f))}", "actors", np.setdiff1d(all_idx, test), test))
+    for c in CORPORA:
+        test = np.flatnonzero(d.corpus == c)
+        folds.append((f"{c} left out", "loco", np.setdiff1d(all_idx, test), test))
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "egemaps_ms_per_clip": d.ms_per_clip,
+                    "configs": CONFIGS, "egemaps_alone": {}, "fusion": {}}
+    configs = args.configs.split(",") if args.configs else list(CONFIGS)
+    eg_cache: dict = {}
+    print("eGeMAPS head alone (clip accuracy, live sessions per test speaker)")
+    for name in configs:
+        cfg = CONFIGS[name]
+        accs = {}
+        for fname, kind, tr, te in folds:
+            p = egemaps_probs(d, tr, te, cfg)
+            eg_cache[(name, fname)] = p
+            accs[fname] = {"acc": _acc(d.label[te], p), "uar": _uar(d.label[te], p),
+                           "kind": kind, "n": int(len(te))}
+        report["egemaps_alone"][name] = accs
+        ra = [v["acc"] for v in accs.values() if v["kind"] == "actors"]
+        lo = {k: round(v["acc"], 3) for k, v in accs.items() if v["kind"] == "loco"}
+        print(f"  {name:9s} RAVDESS actor folds {_ms(ra)} {[round(x, 3) for x in ra]}; LOCO {lo}")
+    # late fusion: only where the CNN is clean for the test clips
+    clean = [
+        ("ravdess 17-20", "B", np.flatnonzero(is_r & (d.actor <= 16)) , np.flatnonzero(is_r & (d.actor >= 17))),
+        ("ravdess 17-20", "A", None, None),
+        ("nemo left out", "A", None, None),
+        ("emovo left out", "A", None, None),
+        ("urdu left out", "A", None, None),
+    ]
+    print("late fusion: (1 - w) CNN path + w eGeMAPS; CNN path = net | shipped (net+session mix)")
+    for name in configs:
+        cfg = CONFIGS[name]
+        res = {}
+        for fname, enc, _, _ in clean:
+            if fname.startswith("ravdess"):
+                te = np.flatnonzero(is_r & (d.actor >= 17))
+                tr = np.setdiff1d(all_idx, te)
+                tr_cnn = np.flatnonzero(~(is_r & (d.actor >= 17)))
+            else:
+                c = fname.split()[0]
+                te = np.flatnonzero(d.corpus == c)
+                tr = np.setdiff1d(all_idx, te)
+                tr_cnn = tr
+            key = (name, fname)
+            eg = eg_cache.get(key)
+            if eg is None:
+                eg = eg_cache[key] = egemaps_probs(d, tr, te, cfg)
+            y = d.label[te]
+            row = {}
+            for path in ("net", "shipped"):
+                ck = ("cnn", enc, fname, path)
+                if ck not in eg_cache:
+                    eg_cache[ck] = cnn_probs(d, enc, tr_cnn, te, path == "shipped")
+                cp = eg_cache[ck]
+                row[path] = {str(w): _acc(y, (1 - w) * cp + w * eg) for w in WEIGHTS}
+            res[f"{fname} / {enc}"] = row
+            print(f"  {name:9s} {fname:15s} {enc}: " + " ".join(
+                f"{path} " + "/".join(f"{row[path][str(w)]:.3f}" for w in WEIGHTS)
+                for path in ("net", "shipped")))
+        report["fusion"][name] = res
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract")
+    e.add_argument("--data", nargs="+", required=True)
+    e.add_argument("--work", required=True)
+    c = sub.add_parser("cv")
+    c.add_argument("--work", required=True)
+    c.add_argument("--json")
+    c.add_argument("--configs", help="comma-separated eGeMAPS head configs (default: all)")
+    args = p.parse_args(argv)
+    if args.cmd == "extract":
+        return extract(args)
+    return run_cv(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

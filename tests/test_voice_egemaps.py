@@ -1,0 +1,148 @@
+"""The eGeMAPS voice branch (models/voice/egemaps.py): real openSMILE on real speech."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectstream.models.voice.egemaps import (
+    N_FEATURES,
+    EgemapsHead,
+    companion_path,
+    fit_egemaps_head,
+    load_companion,
+    utterance_span,
+)
+from tests.conftest import require_module
+
+RAVDESS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess_speech"
+needs_data = pytest.mark.skipif(not RAVDESS.is_dir(), reason=f"{RAVDESS} not present")
+
+
+def _clips(actors=(1, 2), emotions=range(1, 9)):
+    return [
+        RAVDESS / f"Actor_{a:02d}" / f"03-01-{e:02d}-{1 if e == 1 else 2:02d}-01-01-{a:02d}.flac"
+        for a in actors
+        for e in emotions
+    ]
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    require_module("opensmile", "pip install 'affectstream[egemaps]'")
+    from affectstream.models.voice.egemaps import EgemapsExtractor
+
+    return EgemapsExtractor()
+
+
+@pytest.fixture(scope="module")
+def real_features(extractor):
+    """eGeMAPS of 16 real RAVDESS clips (actors 1 and 2, each emotion once), with labels,
+    speakers and seconds of speech."""
+    if not RAVDESS.is_dir():
+        pytest.skip(f"{RAVDESS} not present")
+    from affectstream.models.voice.data import load_audio, parse_name
+
+    rows, y, spk, sec = [], [], [], []
+    for f in _clips():
+        x = load_audio(f)
+        s, e = utterance_span(x)
+        rows.append(extractor(x[s:e]))
+        c = parse_name(f)
+        y.append(c.label_index)
+        spk.append(c.actor)
+        sec.append((e - s) / 16000)
+    return np.stack(rows), np.array(y), np.array(spk), np.array(sec)
+
+
+@needs_data
+def test_the_functionals_of_real_speech_are_88_finite_and_repeatable(extractor):
+    from affectstream.models.voice.data import load_audio
+
+    x = load_audio(_clips()[4])  # actor 1, angry
+    s, e = utterance_span(x)
+    assert 0 <= s < e <= len(x) and e - s >= 8000
+    a, b = extractor(x[s:e]), extractor(x[s:e])
+    assert a.shape == (N_FEATURES,) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert len(extractor.names) == N_FEATURES
+    assert extractor.names[0].startswith("F0semitone")
+    # pitch of a voiced utterance: a mean F0 between 27.5 Hz * 2^(20/12) and * 2^(50/12)
+    assert 20 < a[0] < 50
+    # louder speech has a larger mean loudness (eGeMAPS's loudness_sma3_amean)
+    i = extractor.names.index("loudness_sma3_amean")
+    assert extractor(2 * x[s:e])[i] > a[i]
+
+
+def test_silence_and_a_too_short_span_still_give_88_finite_numbers(extractor):
+    for x in (np.zeros(16000, np.float32), np.zeros(100, np.float32)):
+        f = extractor(x)
+        assert f.shape == (N_FEATURES,) and np.isfinite(f).all()
+
+
+@needs_data
+@pytest.mark.parametrize("mode", ["sessions", "speaker", "none"])
+def test_a_head_fitted_on_real_features_reads_its_training_clips(real_features, mode):
+    feats, y, spk, sec = real_features
+    head = fit_egemaps_head(feats, y, spk, sec, strength_s=5.0, mode=mode, l2=1e-4)
+    assert head.weight.shape == (7, N_FEATURES) and head.meta["mode"] == mode
+    norm = head.new_session() if mode != "none" else None
+    p = np.concatenate([head.step(norm, f, s) for f, s in zip(feats, sec, strict=True)])
+    assert p.shape == (16, 7)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    # 16 clips, 88 features, weak regularisation: the head fits most of its own clips
+    assert (p.argmax(axis=1) == y).mean() >= 0.75
+    if norm is not None:
+        assert norm.seconds == pytest.approx(sec.sum())
+
+
+def test_the_session_moves_the_reading_and_a_new_session_starts_from_training():
+    rng = np.random.default_rng(0)
+    head = EgemapsHead(
+        feat_mean=rng.standard_normal(N_FEATURES),
+        feat_std=rng.uniform(0.5, 2, N_FEATURES),
+        weight=rng.standard_normal((7, N_FEATURES)).astype(np.float32),
+        bias=np.zeros(7, np.float32),
+        strength_s=10.0,
+        fuse_weight=0.25,
+    )
+    f = head.feat_mean + 3 * head.feat_std  # a speaker far from the training mean
+    norm = head.new_session()
+    first = head.step(norm, f, 1.0)
+    for _ in range(50):
+        later = head.step(norm, f, 2.0)
+    assert not np.allclose(first, later)  # the speaker's own statistics took over
+    np.testing.assert_allclose(head.step(head.new_session(), f, 1.0), first, rtol=1e-6)
+    cnn = np.eye(7, dtype=np.float32)[[3]]
+    fused = head.fuse(cnn, later)
+    np.testing.assert_allclose(fused, 0.75 * cnn + 0.25 * later, rtol=1e-6)
+    np.testing.assert_array_equal(head.fuse(cnn, None), cnn)  # no utterance read yet
+
+
+def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
+    from affectstream.models.voice.session import file_sha256
+
+    rng = np.random.default_rng(1)
+    enc = tmp_path / "v.pt"
+    enc.write_bytes(b"weights")
+    head = EgemapsHead(
+        rng.standard_normal(N_FEATURES),
+        np.ones(N_FEATURES),
+        rng.standard_normal((7, N_FEATURES)).astype(np.float32),
+        np.zeros(7, np.float32),
+        30.0,
+        0.4,
+        meta={"encoder_sha256": file_sha256(enc)},
+    )
+    assert companion_path(enc).name == "v.egemaps.npz"
+    assert load_companion(enc) is None
+    head.save(companion_path(enc))
+    back = load_companion(enc)
+    assert back is not None and back.fuse_weight == 0.4 and back.strength_s == 30.0
+    np.testing.assert_array_equal(back.weight, head.weight)
+    enc.write_bytes(b"other weights")
+    assert load_companion(enc) is None  # fitted beside another encoder: not used
+    with pytest.raises(ValueError, match="not an eGeMAPS head"):
+        EgemapsHead.load(enc)
