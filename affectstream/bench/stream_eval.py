@@ -162,9 +162,100 @@ def score(labels: dict, estimates: list, record: list | None, predictor=None) ->
     return out
 
 
-def evaluate_stream(folder: str | Path, config: Config, predictors: dict | None = None) -> dict:
-    """Replay the labelled stream in `folder` through the real pipeline and score it."""
+RELATIONS = ("agrees", "conflicts", "absent")
+AUDIO_KINDS = ("ravdess", "speech", "silence")
+
+
+def tick_table(r: Replay) -> dict[str, np.ndarray]:
+    """Every tick of a replay as arrays, so calibration (or anything read off the fused
+    output) can be fitted and judged offline, without replaying the stream again:
+
+    `t` (s), `y` (target class), `keep` (inside the last segment, as `score` counts),
+    `probs` (the fused output, N x 7), `present` (N x 3, the estimate's), `newest` (each
+    present modality's own newest probabilities, N x 3 x 7, 0 when absent), `relation` and
+    `audio` (the segment's content per modality: index into `RELATIONS`; its audio: into
+    `AUDIO_KINDS`). With the learned fusion, its recorded inputs are run again to give what
+    it mixed before calibration: `seen` (N x 3, the modalities it read, a held voice too),
+    `relevance` (N x 3), `reading` (N x 3 x 7, uniform where unseen) and `mix` (N x 7, the
+    relevance-weighted mixture, whose log the temperature divides)."""
+    labels, estimates = r.labels, r.estimates
+    segments = labels["segments"]
+    t = np.array([e.t for e in estimates])
+    seg = sc.segment_at(labels, t)
+    n = len(estimates)
+    out = {
+        "t": t,
+        "y": np.array([LABELS.index(segments[i]["target"]) for i in seg]),
+        "keep": t < segments[-1]["end_s"],
+        "probs": np.stack([e.probs for e in estimates]).astype(np.float32),
+        "present": np.array([[bool(e.present.get(m)) for m in MODALITIES] for e in estimates]),
+        "newest": np.zeros((n, len(MODALITIES), len(LABELS)), np.float32),
+        "relation": np.array(
+            [[RELATIONS.index(segments[i][m]["relation"]) for m in MODALITIES] for i in seg]
+        ),
+        "audio": np.array([AUDIO_KINDS.index(segments[i]["audio"]) for i in seg]),
+    }
+    for k, e in enumerate(estimates):
+        for j, m in enumerate(MODALITIES):
+            if m in e.modalities:
+                out["newest"][k, j] = e.modalities[m]["probs"]
+    if r.record is not None and r.fusion is not None:
+        uniform = np.full(len(LABELS), 1.0 / len(LABELS), np.float32)
+        fusion = LearnedFusion(r.fusion)
+        rel = np.zeros((len(r.record), len(MODALITIES)), np.float32)
+        reading = np.tile(uniform, (len(r.record), len(MODALITIES), 1))
+        for k, (emit_ns, tokens) in enumerate(r.record):
+            _, w, readings = fusion.step(tokens, emit_ns)
+            for j, m in enumerate(MODALITIES):
+                if m in w:
+                    rel[k, j], reading[k, j] = w[m], readings[m]
+        first = n - len(r.record)  # ticks before the model opened were fused by the rule
+        out["seen"] = np.zeros((n, len(MODALITIES)), bool)
+        out["relevance"] = np.zeros((n, len(MODALITIES)), np.float32)
+        out["reading"] = np.tile(uniform, (n, len(MODALITIES), 1))
+        out["seen"][first:] = rel > 0
+        out["relevance"][first:] = rel
+        out["reading"][first:] = reading
+        out["mix"] = (out["relevance"][..., None] * out["reading"]).sum(1)
+    return out
+
+
+def save_ticks(path: str | Path, table: dict[str, np.ndarray], info: dict) -> Path:
+    """`tick_table`'s arrays as one `.npz`, with `info` (JSON) beside them."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, info=np.array(json.dumps(info)), **table)
+    return path
+
+
+def load_ticks(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, info) of a file written by `save_ticks`."""
+    import json
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "info"}
+        info = json.loads(str(z["info"])) if "info" in z.files else {}
+    return arrays, info
+
+
+def evaluate_stream(
+    folder: str | Path,
+    config: Config,
+    predictors: dict | None = None,
+    ticks: str | Path | None = None,
+) -> dict:
+    """Replay the labelled stream in `folder` through the real pipeline and score it;
+    `ticks`: also write every tick's arrays there (`tick_table`, `save_ticks`)."""
     r = replay_stream(folder, config, predictors)
+    if ticks is not None:
+        info = {
+            "stream": str(folder),
+            "source": r.labels.get("source"),
+            "fusion": config.fusion.method,
+        }
+        save_ticks(ticks, tick_table(r), info)
     result = score(r.labels, r.estimates, r.record, r.fusion)
     result["fusion"] = config.fusion.method
     result["stream"] = {

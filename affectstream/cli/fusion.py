@@ -466,6 +466,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         "over them (the JSON's figures are the means, `streams` holds each stream's)",
     )
     p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
+    p.add_argument(
+        "--ticks",
+        metavar="DIR",
+        help="also write every tick's arrays (fused output, relevance, readings, target) to "
+        "DIR/<stream folder's name>.npz, to fit or judge calibration offline",
+    )
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped preset)")
     add_fusion_argument(p)
     add_backend_arguments(p)
@@ -481,8 +487,9 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         for folder in args.scenario:  # every stream checked before the first replay
             read_labels(folder)
-        for folder in args.scenario:
-            results.append(evaluate_stream(folder, config))
+        for k, folder in enumerate(args.scenario):
+            ticks = _ticks_path(args.ticks, args.scenario, k)
+            results.append(evaluate_stream(folder, config, ticks=ticks))
             print_eval(results[-1], folder if len(args.scenario) > 1 else "")
     except ScenarioError as e:
         raise _usage(str(e)) from None
@@ -491,6 +498,16 @@ def run_eval(args: argparse.Namespace) -> int:
         print_eval(result, f"mean over {len(results)} streams")
     write_json(args.json, result)
     return 0
+
+
+def _ticks_path(folder: str | None, streams: list[str], k: int) -> Path | None:
+    """Where `--ticks` writes stream `k`'s arrays: its folder's name, numbered when two
+    streams share a name."""
+    if not folder:
+        return None
+    names = [Path(s).resolve().name for s in streams]
+    name = names[k] if names.count(names[k]) == 1 else f"{names[k]}-{k + 1}"
+    return Path(folder) / f"{name}.npz"
 
 
 def print_eval(r: dict, what: str = "") -> None:

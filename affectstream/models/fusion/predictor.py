@@ -63,6 +63,15 @@ def read_header(path: str | Path) -> tuple[Any, HistorySpec, dict]:
     return FusionSpec.from_json(d["spec"]), HistorySpec.from_json(d["history"]), d.get("info", {})
 
 
+def read_calibration(path: str | Path) -> np.ndarray | None:
+    """The per-tick calibration fitted for the weights file `path` (`calibration.COMPANION`
+    beside it, `models/fusion/calibration.py`), or None: no such file, or one fitted for other
+    weights (a retrained `fusion.pt` keeps its own single temperature until it is refitted)."""
+    from affectstream.models.fusion import calibration as cal
+
+    return cal.load_for(Path(path).with_name(cal.COMPANION), path)
+
+
 def build_net(path: str | Path | None):
     """The FusionNet of a weights file (eval mode), or an untrained one for `path` None; its
     `history` attribute is the HistorySpec it reads (the export signature's token counts)."""
@@ -102,10 +111,19 @@ class FusionPredictor:
 
     labels = LABELS
 
-    def __init__(self, backend, embed_dims: dict[str, int], history: HistorySpec) -> None:
+    def __init__(
+        self,
+        backend,
+        embed_dims: dict[str, int],
+        history: HistorySpec,
+        calibration: np.ndarray | None = None,
+    ) -> None:
         self.backend = backend
         self.embed_dims = dict(embed_dims)
         self.history = history
+        # weights of the per-tick temperature (`calibration.py`); None: the network's own
+        # single temperature, already in its logits
+        self.calibration = calibration
 
     @property
     def backend_name(self) -> str:
@@ -135,9 +153,17 @@ class FusionPredictor:
 
     def predict(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = self.backend.infer(feed)
-        probs = softmax(np.asarray(out[LOGITS], np.float32), axis=-1)
         aux = softmax(np.asarray(out[AUX], np.float32), axis=-1)
-        return probs, np.asarray(out[RELEVANCE], np.float32), aux
+        rel = np.asarray(out[RELEVANCE], np.float32)
+        if self.calibration is None:
+            probs = softmax(np.asarray(out[LOGITS], np.float32), axis=-1)
+        else:  # the same mixture, with a temperature per row: the fused class is unchanged
+            from affectstream.models.fusion import calibration as cal
+
+            mix = (rel[..., None] * aux).sum(1)
+            temp = cal.temperature(self.calibration, cal.features(rel, aux, mix))
+            probs = cal.calibrated(mix, temp)
+        return probs, rel, aux
 
     def describe(self) -> dict[str, Any]:
         d = getattr(self.backend, "describe", None)
