@@ -146,3 +146,104 @@ def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
     assert load_companion(enc) is None  # fitted beside another encoder: not used
     with pytest.raises(ValueError, match="not an eGeMAPS head"):
         EgemapsHead.load(enc)
+
+
+class _Vad:
+    gaps = 0
+    speech = True
+
+    def update(self, ring) -> None:
+        pass
+
+    def is_speech(self, ms: float) -> bool:
+        return self.speech
+
+    def speech_prob(self, ms: float) -> float:
+        return 1.0 if self.speech else 0.0
+
+
+class _Predictor:
+    """The CNN path always says neutral; the eGeMAPS head is a real fitted one."""
+
+    session = None
+
+    def __init__(self, egemaps) -> None:
+        self.egemaps = egemaps
+
+    def predict(self, x):
+        probs = np.zeros((1, 7), np.float32)
+        probs[0, 0] = 1.0
+        return probs, np.zeros((1, 4), np.float32)
+
+
+@needs_data
+def test_the_live_stage_reads_each_voiced_span_in_the_background_and_fuses_it(real_features):
+    from affectstream.core.ringbuffer import SampleRing
+    from affectstream.models.voice.data import load_audio
+    from affectstream.realtime.stages.voice import VoiceStage
+
+    feats, y, spk, sec = real_features
+    head = fit_egemaps_head(feats, y, spk, sec, strength_s=5.0, fuse_weight=0.5)
+    ring, vad = SampleRing(10.0, 16000), _Vad()
+    stage = VoiceStage(ring, vad, _Predictor(head), window_s=2.0, egemaps=True)
+    off = VoiceStage(SampleRing(10.0, 16000), _Vad(), _Predictor(head), window_s=2.0)
+    x = load_audio(_clips(actors=(1,))[4])  # a real angry utterance
+    try:
+        results = []
+        for t, i in enumerate(range(0, len(x) - 1600, 1600)):  # 0.1 s per tick
+            ring.write(x[i : i + 1600], t)
+            results.append(stage.run(t))
+            if i == 1600 * 12:  # 1.2 s in: the first span was handed over; let it be read
+                assert stage._reader.wait_idle()
+        assert not results[0].info["egemaps"]  # before the first reading: the CNN's alone
+        np.testing.assert_array_equal(results[0].probs, np.eye(7, dtype=np.float32)[0])
+        last = results[-1]
+        assert last.info["egemaps"] and stage._reader.readings >= 1
+        assert 0 < last.info["egemaps_session_s"] <= len(x) / 16000
+        assert last.probs[0] < 1.0 and last.probs.sum() == pytest.approx(1.0, rel=1e-5)
+        assert last.probs[0] >= 0.5  # half is the CNN path's neutral
+        # silence ends the span: the next span starts without the old reading
+        vad.speech = False
+        assert stage.run(999) is not None
+        vad.speech = True
+        ring.write(x[:1600], 1000)
+        assert not stage.run(1000).info["egemaps"]
+        # off (the default): the CNN path's probabilities, no thread
+        off.ring.write(x[:1600], 0)
+        r = off.run(0)
+        assert "egemaps" not in r.info and off._reader is None
+    finally:
+        stage.close()
+    assert not stage._reader._thread.is_alive()
+
+
+@needs_data
+def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(tmp_path, real_features, capsys):
+    import json
+    import shutil
+
+    from affectstream.cli.main import main
+    from affectstream.models.voice.encoder import default_weights_path
+    from affectstream.models.voice.session import file_sha256
+
+    feats, y, spk, sec = real_features  # actors 1 and 2
+    enc = tmp_path / "v.pt"
+    shutil.copy(default_weights_path(), enc)
+    head = fit_egemaps_head(feats, y, spk, sec, strength_s=5.0, fuse_weight=0.3)
+    EgemapsHead(**{**head.__dict__, "meta": {"encoder_sha256": file_sha256(enc)}}).save(
+        companion_path(enc)
+    )
+    root = tmp_path / "ravdess" / "Actor_19"
+    root.mkdir(parents=True)
+    for f in _clips(actors=(19,), emotions=(1, 3, 5, 8)):
+        shutil.copy(f, root / f.name)
+    out = tmp_path / "eval.json"
+    args = ["eval", "voice", "--data", str(root.parent), "--weights", str(enc), "--json", str(out)]
+    assert main([*args, "--egemaps"]) == 0
+    res = json.loads(out.read_text())
+    assert res["egemaps"] and res["egemaps_fuse_weight"] == pytest.approx(0.3)
+    assert res["clips"]["n"] == res["cnn_path"]["clips"]["n"] == 4
+    assert "eGeMAPS of each clip fused in" in capsys.readouterr().out
+    assert main(args) == 0  # without the flag: the CNN path alone, the same figures
+    plain = json.loads(out.read_text())
+    assert not plain["egemaps"] and plain["clips"] == res["cnn_path"]["clips"]
