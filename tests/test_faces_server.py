@@ -106,4 +106,6 @@ def test_protocol_2_carries_faces_and_a_client_chooses_the_primary(faces_server)
     assert {primary(m) for m in after} == {"right"}  # the client's choice, no restart
     assert max(m["tick"] for m in after) > max(m["tick"] for m in before)
     reply = [m for _, m in v2 if m.get("type") == "session"]
-    assert reply  # session.update is answered with the session
+    assert reply  # session.update is answered with the session, which echoes the choice
+    assert reply[-1]["primary_face"] == next(f["id"] for f in after[-1]["faces"] if f["primary"])
+    assert hello2["session"]["primary_face"] is None  # the largest face until one is chosen

@@ -198,12 +198,16 @@ class Session:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def describe(self) -> dict:
-        return {
+        """The `session` message; from protocol 2 on it echoes `primary_face`."""
+        msg = {
             "type": "session",
             "id": self.id,
             "rate_hz": self.options.rate_hz,
             "modalities": {m: bool(self.options.modalities.get(m)) for m in MODALITIES},
         }
+        if self.protocol >= 2:
+            msg["primary_face"] = self.primary_face
+        return msg
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
