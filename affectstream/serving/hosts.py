@@ -104,6 +104,14 @@ class Registry:
         return {"draining": self.draining, "hosts": dict(self._fresh())}
 
 
+def app_deleting(app: str) -> bool:
+    """Whether Serve is deleting the application (`serve.delete`, `serve shutdown`): it then
+    waits `graceful_shutdown_timeout_s` for a host's open sockets and kills the host, so the
+    host closes them with 1012 first."""
+    status = serve.status().applications.get(app)
+    return status is not None and status.status == "DELETING"
+
+
 class _Socket:
     """A Starlette WebSocket (through the Serve proxy) as the server code uses a `websockets`
     connection: `send`, `close`, `remote_address`, iteration over messages; a dropped
@@ -196,6 +204,7 @@ class SessionHost:
         self.models = {m: h for m, h in models.items() if m != "stt"}  # those that batch
         ctx = serve.get_replica_context()
         self.host_id = ctx.replica_id.unique_id
+        self.app_name = ctx.app_name  # (`app` is the ingress's FastAPI app)
         self.where = {**where(), "actor": ray.get_runtime_context().get_actor_name()}
         predictors = await asyncio.to_thread(remote_predictors, config, models)
         factory = SessionFactory(
@@ -219,6 +228,7 @@ class SessionHost:
         self._status = await self.server.attach()
         self._restarting = False
         self._beat = asyncio.create_task(self._heartbeat())
+        self._watch = asyncio.create_task(self._watch_app())
         log.info("session host %s on %s", self.host_id, self.where["node_ip"])
 
     async def _heartbeat(self) -> None:
@@ -226,7 +236,8 @@ class SessionHost:
             if beat % 4 == 0:  # the remote models' batch counts, for status messages
                 with contextlib.suppress(Exception):
                     for name, handle in self.models.items():
-                        b = (await handle.describe.remote())["batches"]
+                        described = handle.describe.remote()
+                        b = (await asyncio.wait_for(described, 4 * HEARTBEAT_S))["batches"]
                         keys = ("requests", "calls", "mean_batch", "max_batch")
                         self.server.remote_batches[name] = {k: b[k] for k in keys}
             info = {
@@ -236,13 +247,27 @@ class SessionHost:
                 **self.where,
             }
             with contextlib.suppress(Exception):  # the registry restarting: try again
-                order, self.server.app_sessions = await self.registry.heartbeat.remote(
-                    self.host_id, info
-                )
-                if order == "restart" and not self._restarting:
-                    self._restarting = True
-                    await self.server.close_clients(CLOSE_RESTART, "service restart: reconnect")
+                call = self.registry.heartbeat.remote(self.host_id, info)
+                # (a deleted registry holds the call: time it out, so the loop goes on)
+                order, self.server.app_sessions = await asyncio.wait_for(call, 4 * HEARTBEAT_S)
+                if order == "restart":
+                    await self._restart()
             await asyncio.sleep(HEARTBEAT_S)
+
+    async def _watch_app(self) -> None:
+        """Every second, whether Ray's own tools are deleting the application (they skip
+        the registry); its own task, as a registry being deleted holds the heartbeat."""
+        while not self._restarting:
+            with contextlib.suppress(Exception):
+                if await asyncio.to_thread(app_deleting, self.app_name):
+                    await self._restart()
+            await asyncio.sleep(2 * HEARTBEAT_S)
+
+    async def _restart(self) -> None:
+        """Close every session with 1012 (clients reconnect) and take no more."""
+        if not self._restarting:
+            self._restarting = True
+            await self.server.close_clients(CLOSE_RESTART, "service restart: reconnect")
 
     def _authorized(self, ws: WebSocket) -> bool:
         token = self.options["token"]
@@ -280,6 +305,7 @@ class SessionHost:
         await self.server.close_clients(CLOSE_RESTART, "service restart: reconnect")
         self._status.cancel()
         self._beat.cancel()
+        self._watch.cancel()
 
 
 __all__ = ["CLOSE_BUSY", "CLOSE_RESTART", "HostedServer", "Registry", "SessionHost"]
