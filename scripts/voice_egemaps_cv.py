@@ -55,11 +55,12 @@ def extract(args: argparse.Namespace) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     encs = {k: open_eval_predictor("voice", "onnxruntime", weights=p, threads=1)
-            for k, p in _encoders(work).items()}
+            for k, p in _encoders(work).items() if k in args.encoders.split(",")}
     ex = EgemapsExtractor()
     for folder in args.data:
         clips = scan(folder)
         name = clips[0].corpus
+        clips = clips[:: args.every]  # every clip, or every n-th (in file order)
         out = work / f"{name}.npz"
         if out.is_file():
             print(f"{out} exists", file=sys.stderr)
@@ -101,6 +102,7 @@ def extract(args: argparse.Namespace) -> int:
             files=np.array(rows["file"]),
             nwin=np.array(rows["nwin"]),
             egemaps_ms_per_clip=np.array(1000 * t_feat / len(clips)),
+            every=np.array(args.every),
             **{k: np.concatenate(v) for k, v in wins.items()},
         )
         print(f"wrote {out} ({len(clips)} clips, {time.perf_counter() - t0:.0f} s)",
@@ -119,7 +121,7 @@ class Data:
     """All clips of the cached corpora, one row per clip; windows kept per encoder."""
 
     def __init__(self, work: Path) -> None:
-        parts = [np.load(work / f"{c}.npz") for c in CORPORA]
+        parts = [np.load(work / f"{c}.npz") for c in CORPORA if (work / f"{c}.npz").is_file()]
         self.corpus = np.concatenate([np.full(len(z["label"]), str(z["corpus"])) for z in parts])
         self.feat = np.concatenate([z["feat"] for z in parts]).astype(np.float64)
         self.sec = np.concatenate([z["sec"] for z in parts])
@@ -129,10 +131,16 @@ class Data:
         self.ms_per_clip = {str(z["corpus"]): float(z["egemaps_ms_per_clip"]) for z in parts}
         # window rows: each clip has nwin sliding windows then its centre window
         self.win = {}
-        for k in ("A", "B"):
+        for k in ("A", "B"):  # a corpus cached without encoder k: NaN (never read)
+            def get(z, what, dim, k=k):
+                key = f"{k}_{what}"
+                if key in z.files:
+                    return z[key]
+                return np.full((int(z["nwin"].sum() + len(z["nwin"])), dim), np.nan, np.float32)
+
             self.win[k] = {
-                "p": np.concatenate([z[f"{k}_p"] for z in parts]),
-                "e": np.concatenate([z[f"{k}_e"] for z in parts]).astype(np.float64),
+                "p": np.concatenate([get(z, "p", 7) for z in parts]),
+                "e": np.concatenate([get(z, "e", 128) for z in parts]).astype(np.float64),
             }
         rows = self.nwin + 1
         self.first_row = np.concatenate([[0], np.cumsum(rows)[:-1]])
@@ -189,22 +197,29 @@ def cnn_probs(d: Data, enc: str, train: np.ndarray, test: np.ndarray, session: b
     w = d.win[enc]
     if not session:
         return d.clip_mean(w["p"])[test]
-    from affectstream.models.voice.session import SpeakerNorm  # noqa: F401
-    from affectstream.models.voice.train import fit_session_head
+    if enc == "B":  # the shipped session head (fitted on RAVDESS 1-16 and the other corpora)
+        from affectstream.export.predictors import weights_dir
+        from affectstream.models.voice.session import load_companion
 
-    rows = np.flatnonzero(np.isin(d.owner, train) & ~d.is_centre)
-    owner = d.owner[rows]
-    first = np.r_[True, owner[1:] != owner[:-1]]
-    seconds = np.where(first, 2.0, 0.5)
+        head = load_companion(weights_dir() / "voice.pt")
+    else:  # fitted on the fold's training clips as `train voice --session-head` does
+        import torch
 
-    class Bank:  # what fit_session_head reads of a MelBank
-        corpus = d.corpus
-        actors = d.actor
-        labels = __import__("torch").as_tensor(d.label)
+        from affectstream.models.voice.train import fit_session_head
 
-    head = fit_session_head(
-        w["e"][rows], owner, seconds, Bank, 30.0, corpus_sessions=("urdu",), net_weight=0.5
-    )
+        rows = np.flatnonzero(np.isin(d.owner, train) & ~d.is_centre)
+        owner = d.owner[rows]
+        first = np.r_[True, owner[1:] != owner[:-1]]
+        seconds = np.where(first, 2.0, 0.5)
+
+        class Bank:  # what fit_session_head reads of a MelBank
+            corpus = d.corpus
+            actors = d.actor
+            labels = torch.as_tensor(d.label)
+
+        head = fit_session_head(
+            w["e"][rows], owner, seconds, Bank, 30.0, corpus_sessions=("urdu",), net_weight=0.5
+        )
     out = np.zeros((len(test), 7))
     rng = np.random.default_rng(0)
     for a in np.unique(d.actor[test]):
@@ -252,6 +267,8 @@ def run_cv(args: argparse.Namespace) -> int:
         folds.append((f"ravdess {','.join(map(str, f))}", "actors", np.setdiff1d(all_idx, test), test))
     for c in CORPORA:
         test = np.flatnonzero(d.corpus == c)
+        if len(test) == 0 or len(test) == d.n:
+            continue
         folds.append((f"{c} left out", "loco", np.setdiff1d(all_idx, test), test))
     report: dict = {"date": time.strftime("%Y-%m-%d"), "egemaps_ms_per_clip": d.ms_per_clip,
                     "configs": CONFIGS, "egemaps_alone": {}, "fusion": {}}
@@ -271,18 +288,15 @@ def run_cv(args: argparse.Namespace) -> int:
         lo = {k: round(v["acc"], 3) for k, v in accs.items() if v["kind"] == "loco"}
         print(f"  {name:9s} RAVDESS actor folds {_ms(ra)} {[round(x, 3) for x in ra]}; LOCO {lo}")
     # late fusion: only where the CNN is clean for the test clips
-    clean = [
-        ("ravdess 17-20", "B", np.flatnonzero(is_r & (d.actor <= 16)) , np.flatnonzero(is_r & (d.actor >= 17))),
-        ("ravdess 17-20", "A", None, None),
-        ("nemo left out", "A", None, None),
-        ("emovo left out", "A", None, None),
-        ("urdu left out", "A", None, None),
+    present = set(d.corpus)
+    clean = [("ravdess 17-20", "B"), ("ravdess 17-20", "A")] + [
+        (f"{c} left out", "A") for c in CORPORA[1:] if c in present
     ]
     print("late fusion: (1 - w) CNN path + w eGeMAPS; CNN path = net | shipped (net+session mix)")
     for name in configs:
         cfg = CONFIGS[name]
         res = {}
-        for fname, enc, _, _ in clean:
+        for fname, enc in clean:
             if fname.startswith("ravdess"):
                 te = np.flatnonzero(is_r & (d.actor >= 17))
                 tr = np.setdiff1d(all_idx, te)
@@ -314,19 +328,71 @@ def run_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- fit
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """The shipped head: fitted on every cached clip but RAVDESS actors 17-20 (the card's clean
+    test actors, as for voice.pt), written beside the encoder it was chosen with."""
+    from affectstream.export.predictors import weights_dir
+    from affectstream.models.voice.egemaps import companion_path, fit_egemaps_head
+    from affectstream.models.voice.session import file_sha256
+
+    d = Data(Path(args.work))
+    cfg = CONFIGS[args.config]
+    test = np.flatnonzero((d.corpus == "ravdess") & np.isin(d.actor, (17, 18, 19, 20)))
+    train = np.setdiff1d(np.arange(d.n), test)
+    enc = Path(args.encoder) if args.encoder else weights_dir() / "voice.pt"
+    t0 = time.perf_counter()
+    head = fit_egemaps_head(
+        d.feat[train], d.label[train], _speakers(d, train, cfg["one_session"]), d.sec[train],
+        _balance(d, train), strength_s=cfg["k"], l2=cfg["l2"], mode=cfg["mode"],
+        fuse_weight=args.fuse_weight,
+    )
+    meta = {
+        **(head.meta or {}),
+        "encoder": enc.name,
+        "encoder_sha256": file_sha256(enc),
+        "config": args.config,
+        "train_clips": {c: int((d.corpus[train] == c).sum()) for c in sorted(set(d.corpus))},
+        "train_ravdess_actors": sorted({int(a) for a in d.actor[train][d.corpus[train] == "ravdess"]}),
+        "every_nemo": int(np.load(Path(args.work) / "nemo.npz")["every"]),
+        "command": "python3 scripts/voice_egemaps_cv.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "fit_s": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(args.out) if args.out else companion_path(enc)
+    type(head)(**{**head.__dict__, "meta": meta}).save(out)
+    print(f"wrote {out}: {meta}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("extract")
     e.add_argument("--data", nargs="+", required=True)
     e.add_argument("--work", required=True)
+    e.add_argument("--every", type=int, default=1, help="every n-th clip only (a faster cache)")
+    e.add_argument("--encoders", default="A,B", help="which CNNs to run (A, B)")
     c = sub.add_parser("cv")
     c.add_argument("--work", required=True)
     c.add_argument("--json")
     c.add_argument("--configs", help="comma-separated eGeMAPS head configs (default: all)")
+    f = sub.add_parser("fit")
+    f.add_argument("--work", required=True)
+    f.add_argument("--config", default="sessions", choices=list(CONFIGS))
+    f.add_argument("--fuse-weight", type=float, required=True)
+    f.add_argument("--encoder", help="the encoder file it goes beside (default: voice.pt)")
+    f.add_argument("--out", help="default: <encoder>.egemaps.npz beside the encoder")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # small fits: two threads spin against each other on a busy CPU
     if args.cmd == "extract":
         return extract(args)
+    if args.cmd == "fit":
+        return run_fit(args)
     return run_cv(args)
 
 

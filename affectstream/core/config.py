@@ -189,11 +189,6 @@ class VoiceConfig(_Section):
     # Off by default until the fusion model is retrained on these readings: its training
     # bank read the network's head, and the voice tokens it was trained on would change
     session_norm: bool = setting(False)
-    # also read each voiced span's eGeMAPS functionals (the head beside the weights,
-    # <weights>.egemaps.npz) per stream session and fuse them in; needs the optional opensmile
-    # package (pip install 'affectstream[egemaps]', non-commercial licence). Off by default
-    # for the same reason as session_norm, and because the extra is optional
-    egemaps: bool = setting(False)
 
 
 # The compute types CTranslate2 knows (those a device cannot run fail when the model loads).

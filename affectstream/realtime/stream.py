@@ -229,7 +229,6 @@ class AffectStream:
                 window_s=cfg.voice.window_s,
                 available=lambda: src.status.state is not SourceState.RECONNECTING,
                 session_norm=cfg.voice.session_norm,
-                egemaps=cfg.voice.egemaps,
             )
             self._attach("voice", stage)
             self.stages.append(stage)
@@ -445,10 +444,6 @@ class AffectStream:
         pipeline = getattr(self, "pipeline", None)
         if pipeline is not None:
             pipeline.close()
-        for stage in self.stages:
-            close = getattr(stage, "close", None)
-            if callable(close):
-                close()  # the voice stage's eGeMAPS thread, when it has one
 
     def estimates(self) -> Iterator[Estimate]:
         """Start the sources, yield one estimate per tick until the inputs end or stop()."""
