@@ -64,6 +64,50 @@ def test_a_closed_session_stream_is_freed_without_the_cycle_collector(factory):
     assert alive == [], f"kept after close (a reference cycle?): {alive}"
 
 
+def test_a_closed_session_that_was_pushed_jpegs_is_freed_without_the_cycle_collector(
+    factory, megamind
+):
+    """The server's own path: `Session.push` of JPEG frames (kept encoded in the ring until the
+    face stage decodes one, each with a callback to report a failed decode) and audio."""
+    import asyncio
+
+    import cv2
+
+    from affectstream.core.clock import now_ns
+    from affectstream.realtime.io.protocol import KIND_AUDIO, KIND_VIDEO, Limits
+    from affectstream.realtime.io.session import Session
+
+    cap = cv2.VideoCapture(str(megamind))
+    jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(15)]
+    cap.release()
+    pcm = np.zeros(1600, np.int16).tobytes()
+    audio = (16000).to_bytes(4, "little") + pcm
+
+    async def session() -> dict[str, weakref.ref]:
+        s = Session("churn", factory, Limits(), deliver=lambda text: None, failed=print)
+        await s.start()
+        for jpeg in jpegs:
+            await s.push(KIND_VIDEO, None, jpeg, now_ns())
+            await s.push(KIND_AUDIO, None, audio, now_ns())
+            await asyncio.sleep(0.05)
+        stream = s.stream
+        await s.stop()
+        parts = {"session": s, "stream": stream, "video ring": stream.video_ring}
+        return {k: weakref.ref(v) for k, v in parts.items()}
+
+    gc.collect()
+    gc.disable()
+    try:
+        refs = asyncio.run(session())
+        deadline = time.monotonic() + 10
+        while any(r() is not None for r in refs.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = [k for k, r in refs.items() if r() is not None]
+    finally:
+        gc.enable()
+    assert alive == [], f"kept after close (a reference cycle?): {alive}"
+
+
 def test_the_allocator_setting_is_glibcs():
     # this test machine runs glibc: the pin must take (elsewhere both are no-ops)
     assert allocator.available()

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,6 +195,10 @@ class Session:
         self.audio_seconds = Budget(limits.max_audio_rate)
         self._deliver, self._failed = deliver, failed
         self._reply = reply or (lambda r: log.warning("session %s: %s", session_id, r["message"]))
+        # what each pushed frame keeps to report a failed decode: a weak method, since the
+        # stream's ring holds the frames (a strong one would be a cycle session -> stream ->
+        # ring -> frame -> session, and a closed session's buffers would wait for a full GC)
+        self._on_bad_frame = _weakly(self._bad_frame)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -281,7 +286,7 @@ class Session:
                 )
             check_image(payload, self.limits.max_pixels)
             t_ns = arrived_ns if t is None else self._stream_ns(t, "video", 0.0, arrived_ns)
-            stream.push_encoded_frame(payload, t_ns, on_bad=self._bad_frame)
+            stream.push_encoded_frame(payload, t_ns, on_bad=self._on_bad_frame)
             return
         if stream.audio_source is None:
             raise MessageError("off", "audio is off on this server (--no-audio)")
@@ -310,6 +315,18 @@ class Session:
             return self.clock.to_stream_ns(t, kind, span_s, arrived_ns)
         except ValueError as e:
             raise MessageError("bad_time", str(e)) from None
+
+
+def _weakly(method: Callable[[str], None]) -> Callable[[str], None]:
+    """`method`, called only while its object lives."""
+    ref = weakref.WeakMethod(method)
+
+    def call(message: str) -> None:
+        m = ref()
+        if m is not None:
+            m(message)
+
+    return call
 
 
 def _why(modality: str) -> str:
