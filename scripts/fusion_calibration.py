@@ -8,7 +8,10 @@ For each method: accuracy, mean confidence and ECE (15 bins, every scored tick, 
 stream` counts it) per stream. A pool stream is judged by a fit on the *other* pool streams
 (leave one stream out); a test stream by the fit on the whole pool. Methods:
 
-- `shipped`: the replay's own output (the temperature in the weights file);
+- `shipped`: the replay's own output (the temperature in the weights file); the other
+  methods read the mixture from the recorded inputs run again (`tick_table`), which gives the
+  live output to 1e-5 in all but a few ticks per stream (20 of 5,532 on one), so their fused
+  classes are the mixture's, and their accuracy the same to the fourth decimal;
 - `T pooled`: one temperature fitted on the pool;
 - `per tick`: `models/fusion/calibration.py`, log T = w . features, fitted on the pool;
 - `per tick, no top`: the same without the mixture's own top probability.
@@ -74,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         out[~s["seen"].any(1)] = s["probs"][~s["seen"].any(1)]  # nothing fused: as live
         return out
 
-    def judge(s, pr) -> tuple[float, float, float]:
+    def judge(s, pr, live: bool = False) -> tuple[float, float, float]:
         k = s["keep"]
         pred = pr.argmax(1)
-        if not np.array_equal(pred[k], s["probs"].argmax(1)[k]):
-            changed = int((pred[k] != s["probs"].argmax(1)[k]).sum())
+        seen = s["seen"].any(1)
+        if not live and not np.array_equal(pred[seen], s["mix"].argmax(1)[seen]):
+            changed = int((pred[seen] != s["mix"].argmax(1)[seen]).sum())
             raise AssertionError(f"{s['name']}: calibration changed {changed} fused classes")
         correct = (pred == s["y"])[k]
         conf = pr.max(1)[k]
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ece: dict[str, dict[str, list[float]]] = {"pool (left out)": {}, "test": {}}
     for role, s, fitted in rows:
         line = f"{s['name']:<16}{role:<17}"
-        acc, conf, e = judge(s, s["probs"])
+        acc, conf, e = judge(s, s["probs"], live=True)
         line += f"{acc:6.3f}{conf:>14.3f} {e:6.3f}"
         ece[role].setdefault("shipped", []).append(e)
         for m in methods[1:]:
