@@ -329,10 +329,14 @@ def run_cv(args: argparse.Namespace) -> int:
                     eg_cache[ck] = cnn_probs(d, enc, tr_cnn, te, path == "shipped")
                 cp = eg_cache[ck]
                 row[path] = {str(w): _acc(y, (1 - w) * cp + w * eg) for w in WEIGHTS}
+                # log-linear (product of experts): cp^(1-w) * eg^w, the same argmax as its
+                # normalised form
+                lc, le = np.log(np.maximum(cp, 1e-9)), np.log(np.maximum(eg, 1e-9))
+                row[f"{path}_geo"] = {str(w): _acc(y, (1 - w) * lc + w * le) for w in WEIGHTS}
             res[f"{fname} / {enc}"] = row
             print(f"  {name:9s} {fname:15s} {enc}: " + " ".join(
                 f"{path} " + "/".join(f"{row[path][str(w)]:.3f}" for w in WEIGHTS)
-                for path in ("net", "shipped")))
+                for path in ("net", "shipped", "shipped_geo")))
         report["fusion"][name] = res
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
