@@ -302,6 +302,26 @@ def transcriber_config(args):
     return config.transcriber
 
 
+def passed_on(args, names: tuple[str, ...]) -> list[str]:
+    """`--name value` for each of `names` the user gave: the flags a benchmark hands on to the
+    command it starts (`serve`, `run`), spelled as that command spells them."""
+    flags = []
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value is not False:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+def write_outputs(args, result: dict, plot) -> None:
+    """A benchmark's `--json OUT` (the record) and `--plot OUT.png` (drawn by `plot(result,
+    path)`), each only where asked."""
+    write_json(args.json, result)
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+
+
 def write_json(path: str | Path | None, data: dict) -> None:
     """`--json OUT`: core.jsonio.write_json there (parent folders made); nothing without a path."""
     if path:

@@ -16,7 +16,7 @@ from affectstream.cli.args import (
     config_from_args,
     looped_media,
     positive_ints,
-    write_json,
+    write_outputs,
 )
 
 
@@ -87,10 +87,7 @@ def run_bench(args: argparse.Namespace) -> int:
             config, media, args.seconds, args.faces, transcribe=not args.no_transcribe
         )
         out.print(faces_table(result["faces_in_view"]))
-    write_json(args.json, result)
-    if args.plot:
-        pipeline.plot(result, args.plot)
-        print(f"wrote {args.plot}")
+    write_outputs(args, result, pipeline.plot)
     return 0
 
 

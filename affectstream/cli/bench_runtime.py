@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from affectstream.cli.args import add_looped_stream_arguments, looped_media, write_json
+from affectstream.cli.args import (
+    add_looped_stream_arguments,
+    looped_media,
+    passed_on,
+    write_json,
+)
 
 
 class Scheduler:
@@ -56,13 +61,8 @@ class Startup:
 
         if args.runs < 1:
             raise UsageError("--runs must be >= 1")
-        extra = []
-        if args.no_transcribe:
-            extra.append("--no-transcribe")
-        for flag in ("config", "backend", "device", "onnx_dir", "threads"):
-            value = getattr(args, flag)
-            if value is not None:
-                extra += [f"--{flag.replace('_', '-')}", str(value)]
+        extra = ["--no-transcribe"] * args.no_transcribe
+        extra += passed_on(args, ("config", "backend", "device", "onnx_dir", "threads"))
         r = measure(looped_media(args), args.runs, extra)
         for i, (s, joined, loaded) in enumerate(
             zip(r["first_estimate_s"], r["joined_s"], r["all_loaded_s"], strict=True), 1

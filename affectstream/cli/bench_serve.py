@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from affectstream.cli.args import add_budget_argument, positive_ints, write_json
+from affectstream.cli.args import add_budget_argument, passed_on, positive_ints, write_outputs
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,10 +55,7 @@ def run_bench(args: argparse.Namespace) -> int:
     media = looped_media(args)
     if args.seconds <= 0:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
-    extra = []
-    for flag in ("device", "backend", "config"):
-        if getattr(args, flag):
-            extra += [f"--{flag}", str(getattr(args, flag))]
+    extra = passed_on(args, ("device", "backend", "config"))
     launch = functools.partial(serve.default_launch, transcribe=not args.no_transcribe, extra=extra)
     where = {}
     if args.ray is not None:
@@ -79,10 +76,7 @@ def run_bench(args: argparse.Namespace) -> int:
             media, args.seconds, args.sessions, args.budget_ms, launch, progress=progress, **where
         )
     Console(width=max(Console().width, 160)).print(table(result))  # a wide table
-    write_json(args.json, result)
-    if args.plot:
-        serve.plot(result, args.plot)
-        print(f"wrote {args.plot}")
+    write_outputs(args, result, serve.plot)
     return 0
 
 

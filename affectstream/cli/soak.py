@@ -11,7 +11,8 @@ from affectstream.cli.args import (
     add_looped_stream_arguments,
     config_from_args,
     looped_media,
-    write_json,
+    passed_on,
+    write_outputs,
 )
 
 
@@ -110,10 +111,7 @@ def run(args: argparse.Namespace) -> int:
     nonzero = {k: v for k, v in r["dropped"].items() if v}
     t.add_row("drops", ", ".join(f"{k}={v}" for k, v in nonzero.items()) or "none")
     Console().print(t)
-    write_json(args.json, r)
-    if args.plot:
-        soak.plot(r, args.plot)
-        print(f"wrote {args.plot}")
+    write_outputs(args, r, soak.plot)
     return 0
 
 
@@ -136,10 +134,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError("--minutes must be positive")
     rounds = args.rounds if args.minutes is None else None
     rounds = 8 if rounds is None and args.minutes is None else rounds
-    extra = []
-    for flag in ("config", "device"):
-        if getattr(args, flag):
-            extra += [f"--{flag}", str(getattr(args, flag))]
+    extra = passed_on(args, ("config", "device"))
     launch = functools.partial(serve.default_launch, transcribe=not args.no_transcribe, extra=extra)
     console = Console(stderr=True)
     name = str(media) + (f" + audio {args.audio}" if args.audio else "")
@@ -156,10 +151,7 @@ def run_serve(args: argparse.Namespace) -> int:
         progress=lambda k, t: console.print(f"round {k} done at {t / 60:.1f} min", style="dim"),
     )
     Console().print(serve_table(r))
-    write_json(args.json, r)
-    if args.plot:
-        soak_serve.plot(r, args.plot)
-        print(f"wrote {args.plot}")
+    write_outputs(args, r, soak_serve.plot)
     return 0
 
 
