@@ -143,10 +143,11 @@ class FaceConfig(_Section):
     # another face becomes the primary one (the fused estimate follows it) after it stayed
     # clearly larger than the primary this long
     primary_switch_s: float = setting(1.0, ge=0)
-    # frames are downscaled to this width for detection (the cascade needs 48 px and more)
+    # detector "haar" only (BlazeFace scales each view to its own 128 or 256 px input): frames
+    # are downscaled to this width for the cascade (which needs 48 px and more)
     detect_width: int = setting(320, ge=48)
     detect_every: int = setting(3, ge=1)  # full detection every N frames; tracking in between
-    # smallest face, as a fraction of the detection width
+    # detector "haar" only: the smallest face, as a fraction of the detection width
     min_face_frac: float = setting(0.08, ge=0, le=1)
     # crop side / detected box side (1.02 matches FER2013 framing)
     crop_scale: float = setting(1.02, gt=0)
