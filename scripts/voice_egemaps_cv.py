@@ -144,6 +144,8 @@ class Data:
             }
         rows = self.nwin + 1
         self.first_row = np.concatenate([[0], np.cumsum(rows)[:-1]])
+        # which clips each encoder was run on (a corpus may be cached without one)
+        self.has = {k: ~np.isnan(w["p"][self.first_row, 0]) for k, w in self.win.items()}
         self.owner = np.repeat(np.arange(len(rows)), rows)
         self.is_centre = np.zeros(len(self.owner), dtype=bool)
         self.is_centre[self.first_row + self.nwin] = True
@@ -275,6 +277,8 @@ def run_cv(args: argparse.Namespace) -> int:
     folds = []  # (name, kind, train idx, test idx)
     for f in RAVDESS_FOLDS:
         test = np.flatnonzero(is_r & np.isin(d.actor, f))
+        if len(test) == 0:
+            continue
         folds.append((f"ravdess {','.join(map(str, f))}", "actors", np.setdiff1d(all_idx, test), test))
     for c in CORPORA:
         test = np.flatnonzero(d.corpus == c)
@@ -317,6 +321,9 @@ def run_cv(args: argparse.Namespace) -> int:
                 te = np.flatnonzero(d.corpus == c)
                 tr = np.setdiff1d(all_idx, te)
                 tr_cnn = tr
+            if not d.has[enc][te].all():
+                continue  # this encoder was not run on the test clips
+            tr_cnn = tr_cnn[d.has[enc][tr_cnn]]
             key = (name, fname)
             eg = eg_cache.get(key)
             if eg is None:
@@ -346,6 +353,12 @@ def run_cv(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- fit
 
 
+def _every(path: Path) -> int:
+    """1 when the cache holds every clip of its corpus, n for every n-th."""
+    with np.load(path) as z:
+        return int(z["every"]) if "every" in z.files else 1
+
+
 def run_fit(args: argparse.Namespace) -> int:
     """The shipped head: fitted on every cached clip but RAVDESS actors 17-20 (the card's clean
     test actors, as for voice.pt), written beside the encoder it was chosen with."""
@@ -371,7 +384,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "config": args.config,
         "train_clips": {c: int((d.corpus[train] == c).sum()) for c in sorted(set(d.corpus))},
         "train_ravdess_actors": sorted({int(a) for a in d.actor[train][d.corpus[train] == "ravdess"]}),
-        "every_nemo": int(np.load(Path(args.work) / "nemo.npz")["every"]),
+        "every": {c: _every(Path(args.work) / f"{c}.npz") for c in sorted(set(d.corpus))},
         "command": "python3 scripts/voice_egemaps_cv.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "fit_s": round(time.perf_counter() - t0, 1),

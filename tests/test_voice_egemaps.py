@@ -178,3 +178,50 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(tmp_path, real
     assert main(args) == 0  # without the flag: the CNN path alone, the same figures
     plain = json.loads(out.read_text())
     assert not plain["egemaps"] and plain["clips"] == res["cnn_path"]["clips"]
+
+
+@needs_data
+def test_the_cv_script_caches_features_and_scores_grouped_folds(tmp_path):
+    """scripts/voice_egemaps_cv.py end to end on 24 real clips of four actors: extract, cv,
+    fit; the fitted head is found beside its encoder."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    require_module("opensmile", "pip install 'affectstream[egemaps]'")
+    root = tmp_path / "ravdess"
+    for f in _clips(actors=(1, 2, 17, 18), emotions=(1, 3, 4, 5, 7, 8)):
+        (root / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / f.parent.name / f.name)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "voice_egemaps_cv.py"
+    work = tmp_path / "work"
+
+    def run(*args):
+        subprocess.run([sys.executable, str(script), *args], check=True, timeout=900)
+
+    run("extract", "--data", str(root), "--work", str(work), "--encoders", "B")
+    with np.load(work / "ravdess.npz") as z:
+        assert z["feat"].shape == (24, N_FEATURES) and len(z["label"]) == 24
+        assert "B_p" in z.files and "A_p" not in z.files
+        assert len(z["B_p"]) == int(z["nwin"].sum()) + 24  # sliding windows + a centre each
+    report = tmp_path / "cv.json"
+    run("cv", "--work", str(work), "--configs", "speaker", "--json", str(report))
+    r = json.loads(report.read_text())
+    folds = r["egemaps_alone"]["speaker"]
+    assert set(folds) == {"ravdess 1,6,11,16", "ravdess 2,7,12,17", "ravdess 3,8,13,18"}
+    assert sum(v["n"] for v in folds.values()) == 24
+    assert set(r["fusion"]["speaker"]) == {"ravdess 17-20 / B"}  # A was not run
+    fused = r["fusion"]["speaker"]["ravdess 17-20 / B"]["shipped"]
+    assert set(fused) == {str(round(0.1 * i, 1)) for i in range(11)}
+    assert all(0.0 <= v <= 1.0 for v in fused.values())
+    enc = tmp_path / "enc" / "v.pt"
+    enc.parent.mkdir()
+    from affectstream.models.voice.encoder import default_weights_path
+
+    shutil.copy(default_weights_path(), enc)
+    run("fit", "--work", str(work), "--config", "speaker", "--fuse-weight", "0.4",
+        "--encoder", str(enc))  # fmt: skip
+    head = load_companion(enc)
+    assert head is not None and head.fuse_weight == 0.4
+    assert head.meta["train_ravdess_actors"] == [1, 2]  # 17-20 are kept out
