@@ -476,12 +476,16 @@ def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
     r = affectstream("eval", "stream", "--scenario", out, tmp_path / "missing")
     assert r.returncode != 0 and "missing: no labels.json" in r.stderr
     assert "eval stream" not in r.stdout
-    # several streams: each scored, the JSON's figures the mean over them
-    r = affectstream("eval", "stream", "--scenario", out, out, "--json", scores)
+    # several streams: each scored, the JSON's figures the mean over them; --ticks writes
+    # each one's ticks, from which the shipped calibration gives the live output again
+    ticks = tmp_path / "ticks"
+    r = affectstream("eval", "stream", "--scenario", out, out, "--json", scores, "--ticks", ticks)
     assert r.returncode == 0, r.stderr
     assert "mean over 2 streams" in r.stdout
     both = json.loads(scores.read_text())
     assert len(both["streams"]) == 2 and both["ticks"] == sum(x["ticks"] for x in both["streams"])
+    assert sorted(p.name for p in ticks.iterdir()) == ["stream-1.npz", "stream-2.npz"]
+    _check_ticks(ticks / "stream-1.npz", both["streams"][0])
     mean = np.mean([x["fused"]["accuracy"] for x in both["streams"]])
     assert both["fused"]["accuracy"] == pytest.approx(mean, abs=1e-4)
     # the earlier rule, for comparison: the same stream, the same keys
@@ -493,6 +497,31 @@ def test_eval_stream_scores_a_replay_with_the_keys_other_tools_read(tmp_path):
     assert c["fusion"] == "confidence"
     # with the confidence rule, the fused result is the confidence-weighted baseline itself
     assert c["fused"]["accuracy"] == pytest.approx(c["confidence_weighted"]["accuracy"], abs=0.02)
+
+
+def _check_ticks(path: Path, scores: dict) -> None:
+    """A tick file holds the replay's scored ticks, and its mixture run through the calibration
+    the live predictor applies gives the live output (a replay's recorded inputs run again
+    differ from the live ticks in a few at most)."""
+    from affectstream.bench.stream_eval import load_ticks
+    from affectstream.export.predictors import shipped
+    from affectstream.models.fusion import calibration as cal
+    from affectstream.models.fusion.predictor import read_calibration, read_header
+
+    t, info = load_ticks(path)
+    assert info["fusion"] == "learned" and int(t["keep"].sum()) == scores["ticks"]
+    acc = float((t["probs"].argmax(1) == t["y"])[t["keep"]].mean())
+    assert acc == pytest.approx(scores["fused"]["accuracy"], abs=1e-3)
+    seen = t["seen"].any(1)
+    assert seen.any() and np.allclose(t["relevance"][seen].sum(1), 1, atol=1e-4)
+    w = read_calibration(shipped("fusion.pt"))
+    if w is None:
+        temp = read_header(shipped("fusion.pt"))[2]["temperature"]
+    else:
+        temp = cal.temperature(w, cal.features(t["relevance"], t["reading"], t["mix"]))
+    again = cal.calibrated(t["mix"], temp)
+    close = np.abs(again - t["probs"]).max(1)[seen] < 1e-3
+    assert close.mean() > 0.95
 
 
 @pytest.mark.usefixtures("espeak")
