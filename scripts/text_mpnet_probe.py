@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -186,9 +187,11 @@ def cmd_cache(args) -> None:
             tmp.replace(path)
 
 
-def load_cache(out: Path, name: str) -> dict:
-    """The cached chunks of one corpus, concatenated (those written so far)."""
-    parts = [torch.load(p, weights_only=False) for p in sorted(out.glob(f"cache_{name}_*.pt"))]
+def load_cache(out: Path, name: str, chunks: int = -1) -> dict:
+    """The cached chunks of one corpus, concatenated (those written so far; the first `chunks`
+    when >= 0)."""
+    paths = sorted(out.glob(f"cache_{name}_*.pt"))
+    parts = [torch.load(p, weights_only=False) for p in paths[: None if chunks < 0 else chunks]]
     if not parts:
         return {
             "states": [],
@@ -257,7 +260,7 @@ def wf1(target: torch.Tensor | np.ndarray, probs: np.ndarray) -> float:
 
 def cmd_frozen(args) -> None:
     out = Path(args.out)
-    c = {k: load_cache(out, k) for k in CORPORA}
+    c = {k: load_cache(out, k, args.goemotions_chunks if k == "goemo" else -1) for k in CORPORA}
     torch.manual_seed(args.seed)
     x = torch.cat([c["train"]["vecs"], c["goemo"]["vecs"]])
     t = torch.cat([c["train"]["target"], c["goemo"]["target"]]).float()
@@ -287,8 +290,9 @@ def cmd_frozen(args) -> None:
     head.eval()
     with torch.no_grad():
         probs = {k: torch.softmax(head(c[k]["vecs"]), -1).numpy() for k in ("holdout", "dev")}
-    np.savez(out / "frozen_probs.npz", **probs)
-    _record(out, "frozen", best[2], probs, c, 0.0)
+    name = f"frozen_m{len(c['train']['vecs'])}_g{len(c['goemo']['vecs'])}_s{args.seed}"
+    np.savez(out / f"{name}_probs.npz", **probs)
+    _record(out, name, best[2], probs, c, 0.0)
 
 
 CORPORA = ("train", "holdout", "dev", "goemo")
@@ -341,7 +345,7 @@ def cmd_tune(args) -> None:
     ck_path = out / f"{name}.ck.pt"
     torch.manual_seed(args.seed)
     model = load_mpnet(Path(args.mpnet))
-    c = {n: load_cache(out, n) for n in CORPORA}
+    c = {n: load_cache(out, n, args.goemotions_chunks if n == "goemo" else -1) for n in CORPORA}
     t_adv = time.perf_counter()
     for n in CORPORA:
         c[n]["states"] = _advance(model, c[n]["states"], 12 - K_MAX, first)
@@ -466,6 +470,8 @@ def cmd_tune(args) -> None:
 
 def _record(out: Path, name: str, epoch: int, probs, c, seconds: float, history=None) -> None:
     res = {
+        "meld_train": len(c["train"]["target"]),
+        "goemotions": len(c["goemo"]["target"]),
         "epoch": epoch,
         "train_s": round(seconds, 1),
         "holdout_wf1": wf1(c["holdout"]["target"], probs["holdout"]),
@@ -487,13 +493,22 @@ def cmd_report(args) -> None:
     y = {k: data.targets(c[k]).argmax(1) for k in ("holdout", "dev")}
     groups = np.asarray([e.group for e in c["dev"]])
     mini = np.load(out / "minilm_probs.npz")
-    rows = []
+    rows, curves = [], {}
     base = mini["dev"].argmax(1)
-    for f in sorted(out.glob("*_probs.npz")):
-        name = f.name.removesuffix("_probs.npz")
-        p = np.load(f)
-        if name == "minilm":
-            continue
+    variants = {
+        f.name.removesuffix("_probs.npz"): dict(np.load(f))
+        for f in sorted(out.glob("*_probs.npz"))
+        if f.name != "minilm_probs.npz"
+    }
+    seeds: dict[str, list[str]] = {}
+    for name in variants:  # the mean of a variant's seeds (name_s0, name_s1, ...) is a variant too
+        seeds.setdefault(re.sub(r"_s\d+$", "", name), []).append(name)
+    for stem, names in seeds.items():
+        if len(names) > 1:
+            variants[f"{stem}_mean{len(names)}"] = {
+                k: np.mean([variants[n][k] for n in names], 0) for k in ("holdout", "dev")
+            }
+    for name, p in variants.items():
         # ensemble weight a on log-probabilities, chosen on the holdout only
         grid = np.round(np.arange(0, 1.01, 0.1), 2)
         scores = []
@@ -501,6 +516,11 @@ def cmd_report(args) -> None:
             mix = (1 - a) * np.log(mini["holdout"] + 1e-9) + a * np.log(p["holdout"] + 1e-9)
             scores.append(wf1(np.eye(7)[y["holdout"]], mix))
         a = float(grid[int(np.argmax(scores))])
+        dev_curve = []
+        for aa in grid:
+            mix = (1 - aa) * np.log(mini["dev"] + 1e-9) + aa * np.log(p["dev"] + 1e-9)
+            dev_curve.append(wf1(np.eye(7)[y["dev"]], mix))
+        curves[name] = {"a": grid.tolist(), "holdout": scores, "dev": dev_curve}
         for label, aa in (
             (name, 1.0),
             (f"{name} + MiniLM (a={a})", a),
@@ -530,7 +550,10 @@ def cmd_report(args) -> None:
             f"| {r['model']} | {r['holdout']:.4f} | {r['dev']:.4f} | {100 * r['diff']:+.2f} | "
             f"[{100 * r['lo']:+.2f}, {100 * r['hi']:+.2f}] |"
         )
-    (out / "report.json").write_text(json.dumps(rows, indent=1))
+    for name, cur in curves.items():
+        print(f"\n{name}: weight a of mpnet in the mix, wF1 holdout / dev")
+        print(" ".join(f"{a:.1f}:{h:.3f}/{d:.3f}" for a, h, d in zip(*cur.values(), strict=True)))
+    (out / "report.json").write_text(json.dumps({"rows": rows, "curves": curves}, indent=1))
 
 
 def main() -> None:
@@ -543,6 +566,9 @@ def main() -> None:
     ap.add_argument("--goemotions", default="../shared/data/goemotions/ekman")
     ap.add_argument("--goemotions-n", type=int, default=6000)
     ap.add_argument("--chunk", type=int, default=1500)
+    ap.add_argument(
+        "--goemotions-chunks", type=int, default=-1, help="cached chunks used (-1: all)"
+    )
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
