@@ -308,7 +308,10 @@ class Session:
         """A pushed frame the face stage could not decode (its header had passed): the client
         hears it as an error reply, later than the message, on the event loop."""
         reply = MessageError("bad_image", message).reply()
-        self._loop.call_soon_threadsafe(self._reply, reply)
+        try:
+            self._loop.call_soon_threadsafe(self._reply, reply)
+        except RuntimeError:  # the loop closed (the server stopped): nobody left to tell
+            log.warning("session %s: %s", self.id, message)
 
     def _stream_ns(self, t: float, kind: str, span_s: float, arrived_ns: int) -> int:
         try:
