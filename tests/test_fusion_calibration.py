@@ -121,12 +121,14 @@ def test_a_calibration_file_is_read_only_for_the_weights_it_was_fitted_for(tmp_p
         cal.load_for(path, weights)
 
 
-def test_the_shipped_calibration_matches_the_shipped_fusion_weights():
+def test_the_shipped_fusion_weights_read_only_a_calibration_shipped_for_them():
+    """None ships today (the card says why), so the shipped weights read none; one that ships
+    must name these weights and have a weight per feature."""
     from affectstream.export.predictors import shipped
     from affectstream.models.fusion.predictor import read_calibration
 
-    path = shipped(cal.COMPANION)
-    if path is None:
-        pytest.skip("no per-tick calibration ships")
     w = read_calibration(shipped("fusion.pt"))
-    assert w is not None and w.shape == (len(cal.FEATURES),)
+    if shipped(cal.COMPANION) is None:
+        assert w is None
+    else:
+        assert w is not None and w.shape == (len(cal.FEATURES),)
