@@ -188,7 +188,7 @@ class AffectStream:
 
             primary = PrimaryFace(cfg.face.primary_switch_s)
             stage = FaceStage(self.video_ring, FaceTracker(cfg.face), None, primary)
-            stage.on_primary_change = _weakly(self.forget, "face")  # follow the new person
+            stage.on_primary_change = weakly(self.forget, "face")  # follow the new person
             self._attach("face", stage)
             stage.problem = lambda src=self.video_source: source_problem(src)
             self.stages.append(stage)
@@ -488,15 +488,16 @@ def source_counters(audio: Source | None, words) -> dict[str, int]:
     return out
 
 
-def _weakly(method, *args) -> Callable[[], None]:
-    """`method(*args)` as a callback that does not keep its object alive (a stage that holds
-    a callback of its stream would make a cycle)."""
+def weakly(method, *args) -> Callable[..., None]:
+    """`method(*args, *more)` as a callback `call(*more)` that does not keep its object alive
+    (a stage that holds a callback of its stream, or a frame in a ring that holds its
+    session's, would make a cycle); once the object is gone, a call does nothing."""
     ref = weakref.WeakMethod(method)
 
-    def call() -> None:
+    def call(*more) -> None:
         m = ref()
         if m is not None:
-            m(*args)
+            m(*args, *more)
 
     return call
 

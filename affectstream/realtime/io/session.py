@@ -16,7 +16,6 @@ import asyncio
 import copy
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from affectstream.realtime.io.protocol import (
     close_reason,
     parse_audio,
 )
-from affectstream.realtime.stream import AffectStream, Inputs
+from affectstream.realtime.stream import AffectStream, Inputs, weakly
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ class Session:
         # what each pushed frame keeps to report a failed decode: a weak method, since the
         # stream's ring holds the frames (a strong one would be a cycle session -> stream ->
         # ring -> frame -> session, and a closed session's buffers would wait for a full GC)
-        self._on_bad_frame = _weakly(self._bad_frame)
+        self._on_bad_frame = weakly(self._bad_frame)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -318,18 +317,6 @@ class Session:
             return self.clock.to_stream_ns(t, kind, span_s, arrived_ns)
         except ValueError as e:
             raise MessageError("bad_time", str(e)) from None
-
-
-def _weakly(method: Callable[[str], None]) -> Callable[[str], None]:
-    """`method`, called only while its object lives."""
-    ref = weakref.WeakMethod(method)
-
-    def call(message: str) -> None:
-        m = ref()
-        if m is not None:
-            m(message)
-
-    return call
 
 
 def _why(modality: str) -> str:
