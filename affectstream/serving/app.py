@@ -130,8 +130,9 @@ def serve_running() -> bool:
 def deploy(config: Config, options: ServerOptions) -> None:
     """Start Serve's proxy on `options.host:port` and run (or redeploy) the application;
     returns once every replica is up. A redeploy is announced to the running application's
-    registry first, so its sessions close with 1012 before Serve stops their hosts. Serve already running elsewhere on the cluster keeps
-    its own proxy address: another one is a ValueError."""
+    registry first, so its sessions close with 1012 before Serve stops their hosts. Serve
+    already running elsewhere on the cluster keeps its own proxy address: another one is a
+    ValueError."""
     from ray import serve
 
     serve.start(

@@ -301,8 +301,7 @@ class SessionHost:
     async def __del__(self) -> None:
         if not hasattr(self, "_beat"):
             return  # the constructor failed: nothing to close
-        self._restarting = True
-        await self.server.close_clients(CLOSE_RESTART, "service restart: reconnect")
+        await self._restart()
         self._status.cancel()
         self._beat.cancel()
         self._watch.cancel()
