@@ -78,6 +78,58 @@ def replay_stream(folder: str | Path, config: Config, predictors: dict | None = 
     return Replay(labels, estimates, record, stream.predictors.get("fusion"))
 
 
+REPLAY_VERSION = 1
+
+
+def save_replay(path: str | Path, r: Replay) -> Path:
+    """A replay's labels, estimates and the learned fusion's recorded inputs, as one pickle, so
+    other fusion models are scored on the very same live ticks (`refuse`) without replaying the
+    stream again (a replay takes the stream's length on the media clock)."""
+    import pickle
+
+    if r.record is None:
+        raise ValueError("only a replay with the learned fusion records its inputs")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"version": REPLAY_VERSION, "labels": r.labels, "estimates": r.estimates}
+    data["record"] = r.record
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def load_replay(path: str | Path) -> Replay:
+    """A replay written by `save_replay` (its fusion predictor is not kept: see `refuse`)."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise sc.ScenarioError(f"cannot read the saved replay {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("version") != REPLAY_VERSION:
+        raise sc.ScenarioError(
+            f"{path} is not a replay saved by this version (eval stream --save-replays)"
+        )
+    return Replay(data["labels"], data["estimates"], data["record"], None)
+
+
+def refuse(r: Replay, predictor) -> Replay:
+    """The replay as fusion model `predictor` would have fused it: its recorded inputs (every
+    stage's tokens, tick by tick) run through a fresh `LearnedFusion`. Only the fused fields
+    change (probabilities, confidence, relevance); the modalities' own views, the timings and
+    the ticks fused by the rule before the model opened are the replay's."""
+    from dataclasses import replace
+
+    fusion = LearnedFusion(predictor)
+    first = len(r.estimates) - len(r.record)
+    out = list(r.estimates[:first])
+    for e, (emit_ns, tokens) in zip(r.estimates[first:], r.record, strict=True):
+        probs, rel, _ = fusion.step(tokens, emit_ns)
+        out.append(replace(e, probs=probs, confidence=float(np.max(probs)), relevance=rel))
+    return Replay(r.labels, out, r.record, predictor)
+
+
 def ablate(predictor, record: list, drop: str) -> np.ndarray:
     """Fused classes per tick with modality `drop` removed from the recorded inputs."""
     fusion = LearnedFusion(predictor)
@@ -245,19 +297,26 @@ def evaluate_stream(
     config: Config,
     predictors: dict | None = None,
     ticks: str | Path | None = None,
+    save: str | Path | None = None,
 ) -> dict:
     """Replay the labelled stream in `folder` through the real pipeline and score it;
-    `ticks`: also write every tick's arrays there (`tick_table`, `save_ticks`)."""
+    `ticks`: also write every tick's arrays there (`tick_table`, `save_ticks`); `save`: also
+    keep the replay there (`save_replay`), to score other fusion models on it later."""
     r = replay_stream(folder, config, predictors)
+    if save is not None:
+        save_replay(save, r)
+    return evaluate_replay(r, folder, config.fusion.method, ticks)
+
+
+def evaluate_replay(
+    r: Replay, folder: str | Path, method: str, ticks: str | Path | None = None
+) -> dict:
+    """`score` one replay, with where it came from; `ticks` as in `evaluate_stream`."""
     if ticks is not None:
-        info = {
-            "stream": str(folder),
-            "source": r.labels.get("source"),
-            "fusion": config.fusion.method,
-        }
+        info = {"stream": str(folder), "source": r.labels.get("source"), "fusion": method}
         save_ticks(ticks, tick_table(r), info)
     result = score(r.labels, r.estimates, r.record, r.fusion)
-    result["fusion"] = config.fusion.method
+    result["fusion"] = method
     result["stream"] = {
         "folder": str(folder),
         "stats": r.labels.get("stats"),

@@ -457,13 +457,32 @@ def run_train(args: argparse.Namespace) -> int:
 
 # -- eval stream ------------------------------------------------------------------------------
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--scenario",
-        required=True,
         nargs="+",
         metavar="DIR",
         help="a stream from `affectstream scenario make`; several: each is scored, then the mean "
         "over them (the JSON's figures are the means, `streams` holds each stream's)",
+    )
+    what.add_argument(
+        "--replayed",
+        nargs="+",
+        metavar="FILE",
+        help="instead of replaying: replays kept by --save-replays, fused again from their "
+        "recorded inputs by the fusion model of --fusion-weights (or the config's), so models "
+        "are compared on the very same live ticks in seconds",
+    )
+    p.add_argument(
+        "--save-replays",
+        metavar="DIR",
+        help="also keep each replay (labels, estimates, the fusion's recorded inputs) as "
+        "DIR/<stream folder's name>.replay.pkl, for --replayed",
+    )
+    p.add_argument(
+        "--fusion-weights",
+        metavar="FILE",
+        help="fusion model weights (default: the config's fusion.weights, else the shipped file)",
     )
     p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
     p.add_argument(
@@ -478,21 +497,62 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from affectstream.bench.stream_eval import evaluate_stream, mean_over_streams
+    from affectstream.bench.stream_eval import evaluate_stream
     from affectstream.cli.args import config_from_args
+    from affectstream.core.errors import OutputError
     from affectstream.models.fusion.scenario import ScenarioError, read_labels
 
     config = config_from_args(args)
+    if args.fusion_weights:
+        config.fusion.weights = args.fusion_weights
+    if args.replayed:
+        return _eval_replayed(args, config)
     results = []
     try:
         for folder in args.scenario:  # every stream checked before the first replay
             read_labels(folder)
+        if args.save_replays and config.fusion.method != "learned":
+            raise ScenarioError(
+                "--save-replays keeps the learned fusion's inputs: not with --fusion confidence"
+            )
         for k, folder in enumerate(args.scenario):
             ticks = _ticks_path(args.ticks, args.scenario, k)
-            results.append(evaluate_stream(folder, config, ticks=ticks))
+            save = _named_path(args.save_replays, args.scenario, k, ".replay.pkl")
+            results.append(evaluate_stream(folder, config, ticks=ticks, save=save))
             print_eval(results[-1], folder if len(args.scenario) > 1 else "")
     except ScenarioError as e:
         raise _usage(str(e)) from None
+    except OSError as e:  # --ticks or --save-replays could not be written (a full disk)
+        raise OutputError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
+    return _report(args, results)
+
+
+def _eval_replayed(args: argparse.Namespace, config) -> int:
+    """`eval stream --replayed`: saved replays fused again by the configured fusion model."""
+    from affectstream.bench.stream_eval import evaluate_replay, load_replay, refuse
+    from affectstream.export.predictors import open_predictor
+    from affectstream.models.fusion.scenario import ScenarioError
+
+    if config.fusion.method != "learned":
+        raise _usage(
+            "--replayed fuses the recorded inputs with a fusion model: not with --fusion confidence"
+        )
+    try:
+        replays = [load_replay(f) for f in args.replayed]  # every file read before scoring
+    except ScenarioError as e:
+        raise _usage(str(e)) from None
+    predictor = open_predictor("fusion", config)
+    results = []
+    for k, (path, r) in enumerate(zip(args.replayed, replays, strict=True)):
+        ticks = _ticks_path(args.ticks, args.replayed, k)
+        results.append(evaluate_replay(refuse(r, predictor), path, "learned", ticks))
+        print_eval(results[-1], path if len(args.replayed) > 1 else "")
+    return _report(args, results)
+
+
+def _report(args: argparse.Namespace, results: list[dict]) -> int:
+    from affectstream.bench.stream_eval import mean_over_streams
+
     result = results[0] if len(results) == 1 else mean_over_streams(results)
     if len(results) > 1:
         print_eval(result, f"mean over {len(results)} streams")
@@ -501,13 +561,18 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _ticks_path(folder: str | None, streams: list[str], k: int) -> Path | None:
-    """Where `--ticks` writes stream `k`'s arrays: its folder's name, numbered when two
-    streams share a name."""
+    """Where `--ticks` writes stream `k`'s arrays (`_named_path`)."""
+    return _named_path(folder, streams, k, ".npz")
+
+
+def _named_path(folder: str | None, streams: list[str], k: int, suffix: str) -> Path | None:
+    """`folder/<name of stream k><suffix>`: the stream folder's name (a saved replay's, less
+    `.replay.pkl`), numbered when two streams share a name; None without `folder`."""
     if not folder:
         return None
-    names = [Path(s).resolve().name for s in streams]
+    names = [Path(s).resolve().name.removesuffix(".replay.pkl") for s in streams]
     name = names[k] if names.count(names[k]) == 1 else f"{names[k]}-{k + 1}"
-    return Path(folder) / f"{name}.npz"
+    return Path(folder) / f"{name}{suffix}"
 
 
 def print_eval(r: dict, what: str = "") -> None:
