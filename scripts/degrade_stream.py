@@ -2,10 +2,12 @@
 a poor webcam. For calibration work (fusion card, issue 22): the same segments and labels,
 but the encoders err more, so the fused accuracy shifts, as it does on data no model saw.
 
-    python3 scripts/degrade_stream.py SRC DST [--snr-db 10] [--blur 2.0] [--dim 0.6]
-        [--grain 8] [--seed 0]
+    python3 scripts/degrade_stream.py SRC DST [--snr-db 10] [--colour white] [--blur 2.0]
+        [--dim 0.6] [--grain 8] [--seed 0]
 
-- audio: white noise at `--snr-db` below the synthesised speech's level (`SPEECH_RMS`), over
+The degradations are `models/fusion/degrade.py`'s, which the fusion's training draws too.
+
+- audio: noise (white by default) at `--snr-db` below the synthesised speech's level (`SPEECH_RMS`), over
   the whole track, silences included;
 - video: each frame blurred (Gaussian, sigma `--blur` px), dimmed (`--dim` x brightness, a
   low-light webcam) and with fresh sensor grain (Gaussian, sigma `--grain` grey levels).
@@ -28,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
 
     from affectstream.models.fusion import scenario as sc
+    from affectstream.models.fusion.degrade import COLOURS, noisy, poor_frame
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--snr-db", type=float, default=10.0)
+    p.add_argument("--colour", choices=COLOURS, default="white", help="of the noise")
     p.add_argument("--blur", type=float, default=2.0)
     p.add_argument("--dim", type=float, default=0.6)
     p.add_argument("--grain", type=float, default=8.0)
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x, sr = sf.read(str(src / labels["audio"]), dtype="float32")
     noise_rms = sc.SPEECH_RMS * 10 ** (-a.snr_db / 20)
-    x = np.clip(x + rng.normal(0.0, noise_rms, x.shape).astype(np.float32), -1, 1)
+    x = noisy(x, a.snr_db, rng, a.colour)
     sf.write(str(dst / labels["audio"]), x, sr, subtype="PCM_16")
 
     cap = cv2.VideoCapture(str(src / labels["video"]))
@@ -58,17 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         ok, frame = cap.read()
         if not ok:
             break
-        f = frame.astype(np.float32)
-        if a.blur > 0:
-            f = cv2.GaussianBlur(f, (0, 0), a.blur)
-        f = f * a.dim + rng.normal(0.0, a.grain, f.shape[:2])[..., None]
-        writer.write(np.clip(f, 0, 255).astype(np.uint8))
+        writer.write(poor_frame(frame, a.blur, a.dim, a.grain, rng))
         frames += 1
     cap.release()
     writer.release()
     labels["degraded"] = {
         "from": str(src),
         "snr_db": a.snr_db,
+        "colour": a.colour,
         "blur_px": a.blur,
         "dim": a.dim,
         "grain": a.grain,

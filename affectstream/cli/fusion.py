@@ -151,6 +151,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="networks trained apart and averaged (default 3; 1: a single network)",
     )
     p.add_argument(
+        "--degraded",
+        type=float,
+        default=0.3,
+        metavar="SHARE",
+        help="share of simulated streams in a noisy room, and (drawn apart) before a poor "
+        "webcam, so the model learns to trust a spoiled modality less; the bank then also "
+        "encodes every item through such media, about twice the time (default %(default)s; "
+        "0: clean media only)",
+    )
+    p.add_argument(
         "--faces-per-class", type=int, default=600, help="faces encoded per class (%(default)s)"
     )
     p.add_argument(
@@ -363,6 +373,8 @@ def _bank_path(args, predictors) -> Path:
     for v in (args.faces, args.ravdess, args.actors, args.text, args.seed):
         h.update(str(v).encode())
     h.update(f"{args.faces_per_class}/{args.sentences_per_class}".encode())
+    if args.degraded > 0:  # a bank with the harder media's items too
+        h.update(b"degraded-v1")
     return cache_root() / "fusion" / f"bank-{h.hexdigest()[:16]}.pkl"
 
 
@@ -381,6 +393,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     fill_shared_defaults(args, _corpora("train"))
     held = _dev_corpora(args)  # a bad value or missing corpus stops it before the training
+    if not 0 <= args.degraded <= 1:
+        raise _usage(f"--degraded is a share between 0 and 1, got {args.degraded}")
     if args.members is not None and args.members < 1:
         raise _usage(f"--members must be 1 or more, got {args.members}")
     t0 = time.perf_counter()
@@ -402,6 +416,7 @@ def run_train(args: argparse.Namespace) -> int:
             sentences_per_class=args.sentences_per_class,
             seed=args.seed,
             progress=lambda what, c: log.info("encoded %s of class %d", what, c),
+            degraded=args.degraded > 0,
         )
         pools.speech_s = None  # not picklable; set again below
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -410,7 +425,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"encoder outputs cached in {path} ({time.perf_counter() - t0:.0f} s)")
     pools.speech_s = speaker.seconds
     given = {k: getattr(args, k) for k in ("streams", "minutes", "epochs") if getattr(args, k)}
-    opts = TrainOptions(seed=args.seed, **given)
+    opts = TrainOptions(seed=args.seed, degraded=args.degraded, **given)
     if args.members is not None:
         opts.spec = replace(opts.spec, members=args.members)
 

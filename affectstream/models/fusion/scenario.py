@@ -341,15 +341,17 @@ def load_pools(
 
 
 # -- media ----------------------------------------------------------------------------------
-def live_crop(image48: np.ndarray, frames: int = 3):
+def live_crop(image48: np.ndarray, frames: int = 3, spoil=None):
     """The crop the live face tracker cuts from this face drawn in a frame (as `write_stream`
-    draws it), the last of `frames` frames that gave one; None when it finds no face."""
+    draws it), the last of `frames` frames that gave one; None when it finds no face.
+    `spoil(frame) -> frame`, when given, spoils each frame first (`degrade.Webcam.apply`)."""
     from affectstream.core.config import FaceConfig
     from affectstream.models.face.detect import FaceTracker
 
     tracker = FaceTracker(FaceConfig())
     frame = render_face(image48)
-    crops = [c for c in (tracker.process(frame) for _ in range(frames)) if c is not None]
+    shown = (frame if spoil is None else spoil(frame) for _ in range(frames))
+    crops = [c for c in (tracker.process(f) for f in shown) if c is not None]
     return crops[-1] if crops else None
 
 

@@ -15,6 +15,14 @@ the runtime produces it, then passed through the same `TokenHistory` the live fu
 Encoders err on data they never saw far more than on their own training data, which the bank
 is made of; `substitute[m]` is the share of items whose outputs are swapped for those of an item
 of another class, so the fusion learns from errors at the rate it will meet them.
+
+A stream may be in a noisy room or before a poor webcam (`Conditions`, with a bank built
+`degraded`): its utterances and faces are then read through those media (the bank's `noisy:`
+and `poor:` items; a face the tracker loses there is absent), and in a noisy room the VAD
+lets bursts of the noise alone through in silent segments (`noise:` items, no content). A
+spoiled token whose own reading is wrong does not count as agreeing (the relevance target),
+so the fusion learns to give a modality the room has spoiled less weight, while its own
+reading still learns the content (the auxiliary target).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import numpy as np
 
 from affectstream.core.labels import MODALITIES
 from affectstream.models.fusion import scenario as sc
-from affectstream.models.fusion.bank import HOP_S, Bank, face_key
+from affectstream.models.fusion.bank import DEGRADED, HOP_S, NOISE_ITEMS, Bank, face_key
 from affectstream.models.fusion.tokens import HistorySpec, TokenHistory
 
 RATE_HZ = 10.0
@@ -33,6 +41,29 @@ FACE_HOLD_S = 1.0  # scheduler missing_ms for face
 VOICE_ON_S, VOICE_OFF_S = 0.3, 0.3
 TEXT_DELAY_S = (0.6, 1.8)
 TEXT_CONTEXT_S = 8.0
+
+
+FALSE_ALARM_P = 0.5  # a silent segment in a noisy room gets one burst of noise as voice
+FALSE_ALARM_S = (0.5, 2.5)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Where one simulated stream is recorded: a noisy room, a poor webcam (either, both or
+    neither); `readings[m]`, each bank row's own class (argmax), tells a spoiled token whose
+    reading is wrong."""
+
+    room: bool = False
+    webcam: bool = False
+    readings: dict | None = None
+
+    @staticmethod
+    def draw(share: float, rng: np.random.Generator, readings: dict) -> Conditions:
+        """A noisy room with probability `share`, and apart a poor webcam with the same."""
+        return Conditions(bool(rng.random() < share), bool(rng.random() < share), readings)
+
+
+CLEAN = Conditions()
 
 
 @dataclass
@@ -88,8 +119,8 @@ class _Swapper:
         self.bank, self.m, self.q, self.rng = bank, m, q, rng
         by_class: dict[int, list[str]] = {}
         fixed = {f"text:{s}" for s in sc.RAVDESS_SENTENCES}  # real outputs, never swapped
-        for key, c in bank.labels[m].items():
-            if not key.startswith("speech:") and key not in fixed:
+        for key, c in bank.labels[m].items():  # a spoiled item stands in by its clean key
+            if not key.startswith(("speech:", *DEGRADED)) and key not in fixed:
                 by_class.setdefault(c, []).append(key)
         self.by_class = by_class
         self.memo: dict[str, str] = {}
@@ -112,9 +143,12 @@ def simulate(
     spec: HistorySpec,
     substitute: dict[str, float],
     seed: int = 0,
+    where: Conditions = CLEAN,
 ) -> Sequences:
-    """The token sequence of one planned stream, one row per tick."""
+    """The token sequence of one planned stream, one row per tick, recorded `where`."""
     rng = np.random.default_rng(seed)
+    hard = np.random.default_rng([seed, 1])  # the clean stream's draws stay as they were
+    alarms = _false_alarms(segments, hard) if where.room else []
     swap = {m: _Swapper(bank, m, substitute.get(m, 0.0), rng) for m in MODALITIES}
     total_s = segments[-1].end_s
     n = int(total_s * RATE_HZ)
@@ -151,6 +185,8 @@ def simulate(
         # face
         if seg.face["image"] is not None and rng.random() > 0.03:
             fkey = swap["face"](face_key(seg.face["image"]))
+            if where.webcam:
+                fkey = f"poor:{fkey}"  # in `bank.lost` when the tracker finds no face there
             if fkey in bank.rows["face"]:
                 cap = t - float(rng.uniform(0, 1.0 / sc.FPS))
                 face_last = (cap, bank.rows["face"][fkey][0], seg.face["label"])
@@ -170,10 +206,19 @@ def simulate(
                 vkey = f"{u.kind}:{u.key}"
                 if u.kind == "ravdess":
                     vkey = swap["voice"](vkey)
+                if where.room:
+                    vkey = f"noisy:{vkey}"
                 r0, r1 = bank.rows["voice"][vkey]
                 j = min(r1 - 1, r0 + max(0, int(round(tau / HOP_S)) - 1))
                 now["voice"] = (int(t * 1e9), j)
                 cls["voice"] = u.label if u.kind == "ravdess" else sc.NEUTRAL
+        if "voice" not in now:
+            for a0, a1, key in alarms:  # the room's noise let through as speech
+                if a0 <= t <= a1:
+                    r0, r1 = bank.rows["voice"][key]
+                    j = min(r1 - 1, r0 + int((t - a0) / HOP_S) + 10)
+                    now["voice"] = (int(t * 1e9), j)
+                    cls["voice"] = -1
         # text
         while te < len(text_events) and text_events[te][0] <= t:
             cur_text = text_events[te]
@@ -187,9 +232,30 @@ def simulate(
         last_cls.update(cls)
         for j, m in enumerate(MODALITIES):
             present[k, j] = hist.visible(m)  # present, or held after it went absent
-            if present[k, j] and m in last_cls:
+            if present[k, j] and last_cls.get(m, -1) >= 0:
                 content[k, j] = last_cls[m]
-                agrees[k, j] = last_cls[m] == seg.target
+                agrees[k, j] = last_cls[m] == seg.target and _readable(where, m, hist, last_cls[m])
+    return out
+
+
+def _readable(where: Conditions, m: str, hist: TokenHistory, content: int) -> bool:
+    """False for a spoiled modality whose newest token reads another class than its content."""
+    spoiled = (m == "voice" and where.room) or (m == "face" and where.webcam)
+    if not spoiled or where.readings is None:
+        return True
+    newest = hist.newest(m)
+    return newest is None or int(where.readings[m][newest[1]]) == content
+
+
+def _false_alarms(segments: list[sc.Segment], rng: np.random.Generator) -> list:
+    """(start s, end s, noise item key): one burst in a share of the silent segments."""
+    out = []
+    for seg in segments:
+        if seg.utterances or rng.random() >= FALSE_ALARM_P:
+            continue
+        dur = float(rng.uniform(*FALSE_ALARM_S))
+        a0 = float(rng.uniform(seg.start_s, max(seg.start_s, seg.end_s - dur)))
+        out.append((a0, a0 + dur, f"noise:{int(rng.integers(NOISE_ITEMS))}"))
     return out
 
 

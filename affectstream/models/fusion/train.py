@@ -19,9 +19,9 @@ import numpy as np
 
 from affectstream.core.labels import LABELS, MODALITIES
 from affectstream.models.fusion import scenario as sc
-from affectstream.models.fusion.bank import Bank
+from affectstream.models.fusion.bank import DEGRADED, Bank
 from affectstream.models.fusion.net import FusionNet, FusionSpec
-from affectstream.models.fusion.simulate import Sequences, simulate
+from affectstream.models.fusion.simulate import CLEAN, Conditions, Sequences, simulate
 from affectstream.models.fusion.tokens import HistorySpec
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class TrainOptions:
     relevance_weight: float = 2.0
     modality_dropout: float = 0.15
     replay_repeat: int = 4  # each live replay's ticks count this many times
+    # share of simulated streams in a noisy room, and (drawn apart) before a poor webcam, when
+    # the bank holds those media (`bank.build(degraded=True)`; simulate.Conditions)
+    degraded: float = 0.3
     seed: int = 0
     # three members trained apart, averaged: on the two development streams 0.489 tick
     # accuracy against 0.473 for one network (the mean of the three alone)
@@ -72,7 +75,7 @@ def balanced_accuracy(bank: Bank, m: str) -> float:
     fixed = {f"text:{s}" for s in sc.RAVDESS_SENTENCES}
     hits: dict[int, list[bool]] = {}
     for key, (_r0, r1) in bank.rows[m].items():
-        if key.startswith(("speech:", "replay:")) or key in fixed:
+        if key.startswith(("speech:", "replay:", *DEGRADED)) or key in fixed:
             continue
         c = bank.labels[m][key]
         hits.setdefault(c, []).append(bool(probs[r1 - 1].argmax() == c))
@@ -93,10 +96,14 @@ def make_sequences(
     pools: sc.Pools, bank: Bank, opts: TrainOptions, substitute: dict, first_seed: int, n: int
 ) -> Sequences:
     parts = []
+    spoiled = opts.degraded > 0 and any(k.startswith("poor:") for k in bank.rows["face"])
+    readings = {m: bank.array(m)[:, -len(LABELS) :].argmax(1) for m in ("face", "voice")}
     for k in range(n):
         seed = first_seed + k
         segments = sc.plan_stream(pools, opts.minutes, seed=seed)
-        parts.append(simulate(segments, bank, opts.history, substitute, seed=seed))
+        rng = np.random.default_rng([seed, 2])
+        where = Conditions.draw(opts.degraded, rng, readings) if spoiled else CLEAN
+        parts.append(simulate(segments, bank, opts.history, substitute, seed=seed, where=where))
     return Sequences.concat(parts)
 
 
