@@ -530,12 +530,15 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
     weights = tmp_path / "fusion.pt"
     stream = tmp_path / "stream"
     assert affectstream("scenario", "make", "--out", stream, "--minutes", "0.3").returncode == 0
+    kept = tmp_path / "kept"  # a replay kept by eval stream calibrates as a stream does
+    r = affectstream("eval", "stream", "--scenario", stream, "--save-replays", kept)
+    assert r.returncode == 0, r.stderr
     r = affectstream(
         "train", "fusion", "--out", weights, "--bank", tmp_path / "bank.pkl",
         "--actors", "1", "--faces-per-class", "4", "--sentences-per-class", "3",
         "--streams", "3", "--minutes", "1", "--epochs", "1", "--json", tmp_path / "t.json",
-        "--replay", stream, "--calibrate-on", stream, "--live-seeds", "3", "--live-minutes", "0.2",
-        "--members", "2",
+        "--replay", stream, "--calibrate-on", stream, kept / "stream.replay.pkl",
+        "--live-seeds", "3", "--live-minutes", "0.2", "--members", "2",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "member 2/2  epoch  1" in r.stdout
@@ -550,6 +553,7 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
     rec = json.loads((tmp_path / "t.json").read_text())
     assert rec["train_ticks"] >= 2 * (3 * 60 * 10 * 0.9 + 4 * rec["replay_ticks"] * 0.99)
     assert rec["replay_ticks"] > 0 and rec["calibration"]["ticks"] > 0  # how many: machine's
+    assert len(rec["calibration"]["streams"]) == 2
     assert len(rec["replays"]) == 2
     # the run uses the weights it is given
     r = affectstream(

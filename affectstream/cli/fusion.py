@@ -191,10 +191,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--calibrate-on",
-        metavar="DIR",
-        help="a labelled stream (scenario make) replayed through the real pipeline after "
-        "training to refit the temperature on live outputs (never the evaluation stream; "
-        "default: the development stream of --calibrate-seed)",
+        nargs="+",
+        metavar="DIR|FILE",
+        help="labelled streams (scenario make) replayed through the real pipeline after "
+        "training, or replays kept by `eval stream --save-replays` fused again, to refit the "
+        "temperature on live outputs, all of their ticks pooled (never the evaluation "
+        "streams; default: the development stream of --calibrate-seed)",
     )
     p.add_argument(
         "--calibrate-seed",
@@ -220,29 +222,42 @@ def replay_stream(stream_dir: str, config):
         raise _usage(str(e)) from None
 
 
-def calibrate(weights: Path, stream_dir: str, config) -> dict:
-    """Refit the temperature of `weights` on a replay of a labelled stream: the temperature
-    fitted on simulated validation streams misses how the live encoders err."""
+def calibrate(weights: Path, streams: list[str], config) -> dict:
+    """Refit the temperature of `weights` on live outputs, the ticks of every stream pooled: a
+    labelled stream folder is replayed through the pipeline, a saved replay (`.replay.pkl`)
+    fused again from its recorded inputs. The temperature fitted on simulated validation
+    streams misses how the live encoders err."""
     import numpy as np
     import torch
 
+    from affectstream.bench.stream_eval import load_replay, refuse
     from affectstream.core.labels import LABELS
+    from affectstream.export.predictors import open_predictor
     from affectstream.models.fusion.predictor import load_weights
-    from affectstream.models.fusion.scenario import segment_at
+    from affectstream.models.fusion.scenario import ScenarioError, segment_at
     from affectstream.models.fusion.train import fit_temperature
 
     config.fusion.method, config.fusion.weights = "learned", str(weights)
-    replay = replay_stream(stream_dir, config)
-    estimates, segments = replay.estimates, replay.labels["segments"]
-    seg = segment_at(replay.labels, [e.t for e in estimates])
-    y = np.array([LABELS.index(segments[i]["target"]) for i in seg])
-    live = np.array([any(e.present.values()) for e in estimates])
-    logp = np.log(np.stack([e.probs for e in estimates])[live] + 1e-9)
-    scale = fit_temperature(logp, y[live])
+    logp, y = [], []
+    for stream in streams:
+        if str(stream).endswith(".replay.pkl"):
+            try:
+                replay = refuse(load_replay(stream), open_predictor("fusion", config))
+            except ScenarioError as e:
+                raise _usage(str(e)) from None
+        else:
+            replay = replay_stream(stream, config)
+        estimates, segments = replay.estimates, replay.labels["segments"]
+        seg = segment_at(replay.labels, [e.t for e in estimates])
+        live = np.array([any(e.present.values()) for e in estimates])
+        y.append(np.array([LABELS.index(segments[i]["target"]) for i in seg])[live])
+        logp.append(np.log(np.stack([e.probs for e in estimates])[live] + 1e-9))
+    scale = fit_temperature(np.concatenate(logp), np.concatenate(y))
     d = load_weights(weights)
     old = float(d["state"]["temperature"])
     d["state"]["temperature"] = torch.tensor(old * scale)
-    d["info"]["calibration"] = {"stream": str(stream_dir), "ticks": int(live.sum()), "before": old}
+    ticks = int(sum(len(v) for v in y))
+    d["info"]["calibration"] = {"streams": [str(s) for s in streams], "ticks": ticks, "before": old}
     d["info"]["temperature"] = old * scale
     torch.save(d, weights)
     return d["info"]
@@ -329,13 +344,13 @@ def _dev_corpora(args) -> argparse.Namespace | None:
     return held
 
 
-def _dev_stream(args, speaker, held: argparse.Namespace | None) -> Path | None:
-    """The development stream that calibrates the temperature: `--calibrate-on`, or the one of
+def _dev_stream(args, speaker, held: argparse.Namespace | None) -> list[str] | None:
+    """The development streams that calibrate the temperature: `--calibrate-on`, or the one of
     `--calibrate-seed`, drawn from the evaluation corpora `held` (`_dev_corpora`) as `scenario
     make` draws by default (the evaluation streams use other seeds), written once into the
     user cache."""
     if args.calibrate_on:
-        return Path(args.calibrate_on)
+        return list(args.calibrate_on)
     seed = _calibrate_seed(args)
     if seed is None:
         return None
@@ -346,7 +361,7 @@ def _dev_stream(args, speaker, held: argparse.Namespace | None) -> Path | None:
 
     key = hashlib.sha256(repr(sorted(vars(held).items())).encode()).hexdigest()[:12]
     dev_speaker = sc.Speaker(seed=seed)
-    return _stream_in_cache(
+    folder = _stream_in_cache(
         cache_root() / "fusion" / f"dev-{key}-{seed}",
         "development stream",
         seed,
@@ -355,6 +370,7 @@ def _dev_stream(args, speaker, held: argparse.Namespace | None) -> Path | None:
         10.0,
         {**vars(held), "seed": seed, "minutes": 10.0},
     )
+    return [str(folder)]
 
 
 def _bank_path(args, predictors) -> Path:
@@ -464,8 +480,8 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"temperature {record['temperature']:.3f}; wrote {out} ({record['seconds']:.0f} s)")
     dev = _dev_stream(args, speaker, held)
     if dev is not None:
-        record = calibrate(out, str(dev), config)
-        print(f"temperature refitted on {dev}: {record['temperature']:.3f}")
+        record = calibrate(out, dev, config)
+        print(f"temperature refitted on {', '.join(dev)}: {record['temperature']:.3f}")
     write_json(args.json, record)
     return 0
 
