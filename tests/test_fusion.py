@@ -537,12 +537,16 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
         "train", "fusion", "--out", weights, "--bank", tmp_path / "bank.pkl",
         "--actors", "1", "--faces-per-class", "4", "--sentences-per-class", "3",
         "--streams", "3", "--minutes", "1", "--epochs", "1", "--json", tmp_path / "t.json",
-        "--replay", stream, "--calibrate-on", stream, kept / "stream.replay.pkl",
+        "--replay", stream, "--replay", kept / "stream.replay.pkl",
+        "--calibrate-on", stream, kept / "stream.replay.pkl", "--save-replays", kept,
         "--live-seeds", "3", "--live-minutes", "0.2", "--members", "2",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "member 2/2  epoch  1" in r.stdout
     assert "replaying" in r.stdout and "temperature refitted" in r.stdout
+    assert f"reading the kept replay {kept / 'stream.replay.pkl'}" in r.stdout
+    names = sorted(f.name for f in kept.glob("*.replay.pkl"))  # each stream replayed, kept
+    assert len(names) == 2 and names[0].startswith("live-") and names[1] == "stream.replay.pkl"
     assert "labelled training stream (seed 3)" in r.stdout  # made here, or cached before
     assert (tmp_path / "bank.pkl").is_file() and "temperature" in r.stdout
     from affectstream.models.fusion.predictor import read_header
@@ -554,7 +558,7 @@ def test_train_fusion_runs_end_to_end_on_a_small_draw(tmp_path):
     assert rec["train_ticks"] >= 2 * (3 * 60 * 10 * 0.9 + 4 * rec["replay_ticks"] * 0.99)
     assert rec["replay_ticks"] > 0 and rec["calibration"]["ticks"] > 0  # how many: machine's
     assert len(rec["calibration"]["streams"]) == 2
-    assert len(rec["replays"]) == 2
+    assert len(rec["replays"]) == 3
     # the run uses the weights it is given
     r = affectstream(
         "run", "--video", SHARED / "media" / "Megamind.avi", "--fast", "--no-transcribe",

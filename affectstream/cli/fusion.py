@@ -186,8 +186,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--replay",
         action="append",
         default=[],
+        metavar="DIR|FILE",
+        help="also replay this labelled stream of training data (scenario make), or read "
+        "such a replay kept by --save-replays (repeatable)",
+    )
+    p.add_argument(
+        "--save-replays",
         metavar="DIR",
-        help="also replay this labelled stream of training data (scenario make; repeatable)",
+        help="keep each live replay made here as DIR/<stream folder's name>.replay.pkl, so a "
+        "later run reads it with --replay FILE (and --live-seeds none) instead of replaying",
     )
     p.add_argument(
         "--calibrate-on",
@@ -457,11 +464,22 @@ def run_train(args: argparse.Namespace) -> int:
     replays = []
     folders = _live_streams(args, speaker) + list(args.replay)
     for k, folder in enumerate(folders):
+        from affectstream.bench.stream_eval import load_replay, save_replay
+        from affectstream.models.fusion.scenario import ScenarioError
         from affectstream.models.fusion.simulate import from_replay
 
-        print(f"replaying {folder} through the pipeline ...", flush=True)
-        config.fusion.method = "learned"
-        replay = replay_stream(folder, config)
+        if str(folder).endswith(".replay.pkl"):
+            print(f"reading the kept replay {folder} ...", flush=True)
+            try:
+                replay = load_replay(folder)
+            except ScenarioError as e:
+                raise _usage(str(e)) from None
+        else:
+            print(f"replaying {folder} through the pipeline ...", flush=True)
+            config.fusion.method = "learned"
+            replay = replay_stream(folder, config)
+            if args.save_replays:
+                save_replay(_named_path(args.save_replays, [str(folder)], 0, ".replay.pkl"), replay)
         times = [e.t for e in replay.estimates]
         replays.append(from_replay(replay.record, times, replay.labels, bank, opts.history, str(k)))
     net, record = train(pools, bank, opts, progress=progress, replays=replays)
