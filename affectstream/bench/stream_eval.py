@@ -99,7 +99,8 @@ def save_replay(path: str | Path, r: Replay) -> Path:
 
 
 def load_replay(path: str | Path) -> Replay:
-    """A replay written by `save_replay` (its fusion predictor is not kept: see `refuse`)."""
+    """A replay written by `save_replay` (its fusion predictor is not kept: see `refuse`).
+    It is a pickle, which runs code as it loads: read only replays you kept yourself."""
     import pickle
 
     try:

@@ -518,9 +518,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         "--replayed",
         nargs="+",
         metavar="FILE",
-        help="instead of replaying: replays kept by --save-replays, fused again from their "
-        "recorded inputs by the fusion model of --fusion-weights (or the config's), so models "
-        "are compared on the very same live ticks in seconds",
+        help="instead of replaying: replays kept by --save-replays (pickles: only your own), "
+        "fused again from their recorded inputs by the fusion model of --fusion-weights (or "
+        "the config's), so models are compared on the very same live ticks in seconds",
     )
     p.add_argument(
         "--save-replays",
