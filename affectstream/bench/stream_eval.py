@@ -79,6 +79,7 @@ def replay_stream(folder: str | Path, config: Config, predictors: dict | None = 
 
 
 REPLAY_VERSION = 1
+REPLAY_SUFFIX = ".replay.pkl"  # how a kept replay is named, and told from a stream folder
 
 
 def save_replay(path: str | Path, r: Replay) -> Path:
@@ -91,8 +92,12 @@ def save_replay(path: str | Path, r: Replay) -> Path:
         raise ValueError("only a replay with the learned fusion records its inputs")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"version": REPLAY_VERSION, "labels": r.labels, "estimates": r.estimates}
-    data["record"] = r.record
+    data = {
+        "version": REPLAY_VERSION,
+        "labels": r.labels,
+        "estimates": r.estimates,
+        "record": r.record,
+    }
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path

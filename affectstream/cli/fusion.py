@@ -229,6 +229,31 @@ def replay_stream(stream_dir: str, config):
         raise _usage(str(e)) from None
 
 
+def _is_kept(path) -> bool:
+    """Whether `path` names a replay kept by `--save-replays` rather than a stream folder."""
+    from affectstream.bench.stream_eval import REPLAY_SUFFIX
+
+    return str(path).endswith(REPLAY_SUFFIX)
+
+
+def _read_kept(path):
+    """`stream_eval.load_replay`, a file that is no kept replay a usage error naming it."""
+    from affectstream.bench.stream_eval import load_replay
+    from affectstream.models.fusion.scenario import ScenarioError
+
+    try:
+        return load_replay(path)
+    except ScenarioError as e:
+        raise _usage(str(e)) from None
+
+
+def _kept_path(folder: str | None, streams: list[str], k: int) -> Path | None:
+    """Where `--save-replays` keeps stream `k`'s replay (`_named_path`)."""
+    from affectstream.bench.stream_eval import REPLAY_SUFFIX
+
+    return _named_path(folder, streams, k, REPLAY_SUFFIX)
+
+
 def calibrate(weights: Path, streams: list[str], config) -> dict:
     """Refit the temperature of `weights` on live outputs, the ticks of every stream pooled: a
     labelled stream folder is replayed through the pipeline, a saved replay (`.replay.pkl`)
@@ -237,23 +262,19 @@ def calibrate(weights: Path, streams: list[str], config) -> dict:
     import numpy as np
     import torch
 
-    from affectstream.bench.stream_eval import load_replay, refuse
+    from affectstream.bench.stream_eval import refuse
     from affectstream.core.labels import LABELS
     from affectstream.export.predictors import open_predictor
     from affectstream.models.fusion.predictor import load_weights
-    from affectstream.models.fusion.scenario import ScenarioError, segment_at
+    from affectstream.models.fusion.scenario import segment_at
     from affectstream.models.fusion.train import fit_temperature
 
     config.fusion.method, config.fusion.weights = "learned", str(weights)
+    kept = [_read_kept(s) if _is_kept(s) else None for s in streams]  # all read first
+    predictor = open_predictor("fusion", config) if any(r is not None for r in kept) else None
     logp, y = [], []
-    for stream in streams:
-        if str(stream).endswith(".replay.pkl"):
-            try:
-                replay = refuse(load_replay(stream), open_predictor("fusion", config))
-            except ScenarioError as e:
-                raise _usage(str(e)) from None
-        else:
-            replay = replay_stream(stream, config)
+    for stream, saved in zip(streams, kept, strict=True):
+        replay = replay_stream(stream, config) if saved is None else refuse(saved, predictor)
         estimates, segments = replay.estimates, replay.labels["segments"]
         seg = segment_at(replay.labels, [e.t for e in estimates])
         live = np.array([any(e.present.values()) for e in estimates])
@@ -464,22 +485,18 @@ def run_train(args: argparse.Namespace) -> int:
     replays = []
     folders = _live_streams(args, speaker) + list(args.replay)
     for k, folder in enumerate(folders):
-        from affectstream.bench.stream_eval import load_replay, save_replay
-        from affectstream.models.fusion.scenario import ScenarioError
+        from affectstream.bench.stream_eval import save_replay
         from affectstream.models.fusion.simulate import from_replay
 
-        if str(folder).endswith(".replay.pkl"):
+        if _is_kept(folder):
             print(f"reading the kept replay {folder} ...", flush=True)
-            try:
-                replay = load_replay(folder)
-            except ScenarioError as e:
-                raise _usage(str(e)) from None
+            replay = _read_kept(folder)
         else:
             print(f"replaying {folder} through the pipeline ...", flush=True)
             config.fusion.method = "learned"
             replay = replay_stream(folder, config)
             if args.save_replays:
-                save_replay(_named_path(args.save_replays, [str(folder)], 0, ".replay.pkl"), replay)
+                save_replay(_kept_path(args.save_replays, [str(folder)], 0), replay)
         times = [e.t for e in replay.estimates]
         replays.append(from_replay(replay.record, times, replay.labels, bank, opts.history, str(k)))
     net, record = train(pools, bank, opts, progress=progress, replays=replays)
@@ -566,7 +583,7 @@ def run_eval(args: argparse.Namespace) -> int:
             )
         for k, folder in enumerate(args.scenario):
             ticks = _ticks_path(args.ticks, args.scenario, k)
-            save = _named_path(args.save_replays, args.scenario, k, ".replay.pkl")
+            save = _kept_path(args.save_replays, args.scenario, k)
             results.append(evaluate_stream(folder, config, ticks=ticks, save=save))
             print_eval(results[-1], folder if len(args.scenario) > 1 else "")
     except ScenarioError as e:
@@ -578,18 +595,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _eval_replayed(args: argparse.Namespace, config) -> int:
     """`eval stream --replayed`: saved replays fused again by the configured fusion model."""
-    from affectstream.bench.stream_eval import evaluate_replay, load_replay, refuse
+    from affectstream.bench.stream_eval import evaluate_replay, refuse
     from affectstream.export.predictors import open_predictor
-    from affectstream.models.fusion.scenario import ScenarioError
 
     if config.fusion.method != "learned":
         raise _usage(
             "--replayed fuses the recorded inputs with a fusion model: not with --fusion confidence"
         )
-    try:
-        replays = [load_replay(f) for f in args.replayed]  # every file read before scoring
-    except ScenarioError as e:
-        raise _usage(str(e)) from None
+    replays = [_read_kept(f) for f in args.replayed]  # every file read before scoring
     predictor = open_predictor("fusion", config)
     results = []
     for k, (path, r) in enumerate(zip(args.replayed, replays, strict=True)):
@@ -619,7 +632,9 @@ def _named_path(folder: str | None, streams: list[str], k: int, suffix: str) -> 
     `.replay.pkl`), numbered when two streams share a name; None without `folder`."""
     if not folder:
         return None
-    names = [Path(s).resolve().name.removesuffix(".replay.pkl") for s in streams]
+    from affectstream.bench.stream_eval import REPLAY_SUFFIX
+
+    names = [Path(s).resolve().name.removesuffix(REPLAY_SUFFIX) for s in streams]
     name = names[k] if names.count(names[k]) == 1 else f"{names[k]}-{k + 1}"
     return Path(folder) / f"{name}{suffix}"
 

@@ -96,13 +96,14 @@ def make_sequences(
     pools: sc.Pools, bank: Bank, opts: TrainOptions, substitute: dict, first_seed: int, n: int
 ) -> Sequences:
     parts = []
-    spoiled = opts.degraded > 0 and any(k.startswith("poor:") for k in bank.rows["face"])
-    readings = {m: bank.array(m)[:, -len(LABELS) :].argmax(1) for m in ("face", "voice")}
+    readings = None  # each bank row's own class, read only where streams may be spoiled
+    if opts.degraded > 0 and any(k.startswith("poor:") for k in bank.rows["face"]):
+        readings = {m: bank.array(m)[:, -len(LABELS) :].argmax(1) for m in ("face", "voice")}
     for k in range(n):
         seed = first_seed + k
         segments = sc.plan_stream(pools, opts.minutes, seed=seed)
         rng = np.random.default_rng([seed, 2])
-        where = Conditions.draw(opts.degraded, rng, readings) if spoiled else CLEAN
+        where = CLEAN if readings is None else Conditions.draw(opts.degraded, rng, readings)
         parts.append(simulate(segments, bank, opts.history, substitute, seed=seed, where=where))
     return Sequences.concat(parts)
 
