@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
 
     from affectstream.models.fusion import scenario as sc
-    from affectstream.models.fusion.degrade import COLOURS, noisy, poor_frame
+    from affectstream.models.fusion.degrade import COLOURS, noise_rms, noisy, poor_frame
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src")
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(a.seed)
 
     x, sr = sf.read(str(src / labels["audio"]), dtype="float32")
-    noise_rms = sc.SPEECH_RMS * 10 ** (-a.snr_db / 20)
-    x = noisy(x, a.snr_db, rng, a.colour) if not a.babble_dir else x + babble(a, len(x), rng)
+    rms = noise_rms(a.snr_db)
+    x = noisy(x, a.snr_db, rng, a.colour) if not a.babble_dir else x + babble(a, len(x), rms, rng)
     x = np.clip(x, -1, 1)
     sf.write(str(dst / labels["audio"]), x, sr, subtype="PCM_16")
 
@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         "seed": a.seed,
     }
     (dst / "labels.json").write_text(json.dumps(labels, indent=1))
-    print(f"wrote {dst}: {frames} frames, noise RMS {noise_rms:.5f}")
+    print(f"wrote {dst}: {frames} frames, noise RMS {rms:.5f}")
     return 0
 
 
-def babble(a: argparse.Namespace, n: int, rng: np.random.Generator) -> np.ndarray:
+def babble(a: argparse.Namespace, n: int, rms: float, rng: np.random.Generator) -> np.ndarray:
     """`a.talkers` voices reading the speech files of `a.babble_dir` one after another, each
-    from its own start, summed and brought to `a.snr_db` below the streams' speech level."""
+    from its own start, summed and brought to RMS `rms`."""
     from affectstream.models.fusion import scenario as sc
     from affectstream.models.voice.data import load_audio
 
@@ -123,7 +123,7 @@ def babble(a: argparse.Namespace, n: int, rng: np.random.Generator) -> np.ndarra
         talk = np.concatenate(order * (n // sum(len(c) for c in order) + 2))
         start = int(rng.integers(len(talk) - n))
         out += talk[start : start + n]
-    return sc._level(out, sc.SPEECH_RMS * 10 ** (-a.snr_db / 20))
+    return sc._level(out, rms)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,16 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
 
+def noise_rms(snr_db: float) -> float:
+    """The RMS of noise `snr_db` below the streams' speech level."""
+    return SPEECH_RMS * 10 ** (-snr_db / 20)
+
+
 def noisy(
     x: np.ndarray, snr_db: float, rng: np.random.Generator, colour: str = "white"
 ) -> np.ndarray:
     """`x` with noise `snr_db` below the speech level, clipped to [-1, 1]."""
-    rms = SPEECH_RMS * 10 ** (-snr_db / 20)
+    rms = noise_rms(snr_db)
     if colour == "white":  # drawn as `scripts/degrade_stream.py` always has
         noise = rng.normal(0.0, rms, x.shape).astype(np.float32)
     else:
