@@ -202,3 +202,63 @@ def test_a_saved_replay_is_scored_again_by_a_fusion_model_without_replaying(tmp_
         "eval", "stream", "--scenario", out, "--fusion", "confidence", "--save-replays", kept
     )
     assert r.returncode == 2 and "not with --fusion confidence" in r.stderr
+
+
+def test_degrade_stream_spoils_a_real_stream_as_its_flags_say(tmp_path):
+    """The script that makes the degraded test streams, as a user runs it: other talkers at
+    the asked level, a low-resolution JPEG camera, the same frames and labels."""
+    import subprocess
+    import sys
+
+    import cv2
+    import soundfile as sf
+
+    from tests.conftest import REPO
+
+    require_tool("espeak-ng", install="apt-get install espeak-ng")
+    src, dst = tmp_path / "stream", tmp_path / "babble"
+    r = affectstream("scenario", "make", "--out", src, "--minutes", "0.3", "--seed", "2")
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [sys.executable, REPO / "scripts" / "degrade_stream.py", src, dst,
+         "--babble-dir", MEDIA / "speech" / "librivox", "--snr-db", "5", "--blur", "0",
+         "--dim", "1", "--grain", "0", "--downscale", "4", "--jpeg", "15"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    clean, _ = sf.read(src / "audio.wav", dtype="float32")
+    spoiled, _ = sf.read(dst / "audio.wav", dtype="float32")
+    assert len(clean) == len(spoiled)
+    rms = float(np.sqrt(np.mean((spoiled - clean) ** 2)))
+    assert rms == pytest.approx(degrade.noise_rms(5.0), rel=0.05)  # 16-bit rounding aside
+    labels = json.loads((dst / "labels.json").read_text())
+    assert labels["segments"] == json.loads((src / "labels.json").read_text())["segments"]
+    assert labels["degraded"]["talkers"] == 3 and labels["degraded"]["jpeg"] == 15
+
+    def frames(path):
+        cap, out = cv2.VideoCapture(str(path)), []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                return out
+            out.append(f)
+
+    a, b = frames(src / "video.avi"), frames(dst / "video.avi")
+    assert len(a) == len(b) > 0
+    k = len(a) // 2
+
+    def sharpness(img):
+        return cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+
+    assert sharpness(b[k]) < 0.5 * sharpness(a[k])  # a quarter of the resolution
+    r = subprocess.run(
+        [sys.executable, REPO / "scripts" / "degrade_stream.py", src, tmp_path / "x",
+         "--babble-dir", tmp_path],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode != 0 and "no .wav files in" in r.stderr
+
+
+def test_train_fusion_refuses_a_share_outside_0_to_1():
+    r = affectstream("train", "fusion", "--degraded", "1.5")
+    assert r.returncode == 2 and "--degraded is a share between 0 and 1, got 1.5" in r.stderr
