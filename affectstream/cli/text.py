@@ -105,6 +105,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-epochs", default="", help="folder for every epoch's weights (for averaging)"
     )
+    p.add_argument(
+        "--teacher",
+        default="",
+        help="a teacher's probabilities for MELD train (.npz: groups, texts, probs) to distil",
+    )
+    p.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=0.5,
+        help="each MELD target = (1 - w) * label + w * teacher",
+    )
     p.add_argument("--hidden", type=int, default=256, help="head width = embedding size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N examples per set (smoke test)")
@@ -176,6 +187,8 @@ def run_train(args: argparse.Namespace) -> int:
         select_on=args.select_on,
         checkpoint=args.checkpoint,
         save_epochs=args.save_epochs,
+        teacher=args.teacher,
+        teacher_weight=args.teacher_weight,
     )
     try:
         result = train(opts)

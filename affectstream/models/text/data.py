@@ -15,7 +15,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +237,48 @@ def targets(examples: Sequence[TextExample]) -> np.ndarray:
 def labels(examples: Sequence[TextExample]) -> np.ndarray:
     """(N,) int64 hard labels (argmax of the targets)."""
     return targets(examples).argmax(axis=1).astype(np.int64)
+
+
+def read_teacher(path: str | Path) -> dict[tuple[str, str], np.ndarray]:
+    """A teacher's probabilities for MELD utterances: an `.npz` with `groups` (dialogue ids),
+    `texts` (the normalised utterances, as `read_meld` gives them) and `probs` (N, 7) in the
+    order of `LABELS`. Keyed by (dialogue, text): a dialogue that repeats a sentence gets one
+    reading for it, as a model reading text alone would give."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"teacher file not found: {path}") from None
+    missing = [k for k in ("groups", "texts", "probs") if k not in z.files]
+    if missing:
+        raise DataError(f"{path}: not a teacher file (missing {', '.join(missing)})")
+    probs = np.asarray(z["probs"], np.float32)
+    if probs.ndim != 2 or probs.shape[1] != len(LABELS) or len(probs) != len(z["texts"]):
+        raise DataError(
+            f"{path}: probs must be (N, {len(LABELS)}) beside N texts, got {probs.shape} "
+            f"for {len(z['texts'])} texts"
+        )
+    if not np.allclose(probs.sum(1), 1.0, atol=1e-3) or (probs < 0).any():
+        raise DataError(f"{path}: each row of probs must be a distribution")
+    return {(str(g), str(t)): p for g, t, p in zip(z["groups"], z["texts"], probs, strict=True)}
+
+
+def with_teacher(
+    examples: Sequence[TextExample], teacher: dict[tuple[str, str], np.ndarray], weight: float
+) -> list[TextExample]:
+    """Targets mixed with a teacher's reading: `(1 - weight) * label + weight * teacher`.
+    This is how a larger model's knowledge (which classes an utterance resembles, not only its
+    label) is distilled into this one, at no cost when it runs. Every example must have a
+    teacher reading: a silently unmixed row would make the mix depend on text matching."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"teacher weight must be in [0, 1], got {weight}")
+    out = []
+    for e in examples:
+        p = teacher.get((e.group, e.text))
+        if p is None:
+            raise DataError(f"teacher has no reading for dialogue {e.group!r}: {e.text[:60]!r}")
+        mixed = (1.0 - weight) * np.asarray(e.target) + weight * p
+        out.append(replace(e, target=tuple(mixed.tolist())))
+    return out
 
 
 def split_by_group(

@@ -69,6 +69,9 @@ class TrainOptions:
         checkpoint: file for the resume state, written after each epoch; a run that finds it
             continues after its epoch ("" : none).
         save_epochs: folder for every epoch's weights (`epoch<N>.safetensors`; "" : none).
+        teacher: a teacher's probabilities for the MELD-train utterances (`data.read_teacher`;
+            "" : none); each MELD target becomes `(1 - teacher_weight) * label +
+            teacher_weight * teacher` (distillation; holdout and dev keep their labels).
     """
 
     goemotions: str = ""
@@ -98,6 +101,8 @@ class TrainOptions:
     select_on: str = "holdout"
     checkpoint: str = ""
     save_epochs: str = ""
+    teacher: str = ""
+    teacher_weight: float = 0.5
 
 
 SELECT_ON = ("holdout", "dev", "last")
@@ -159,6 +164,8 @@ class Corpora:
 def load_corpora(opts: TrainOptions) -> Corpora:
     meld = data.read_meld(opts.meld_train, opts.context_turns)
     train, holdout = data.split_by_group(meld, opts.holdout_fraction, opts.seed)
+    if opts.teacher:
+        train = data.with_teacher(train, data.read_teacher(opts.teacher), opts.teacher_weight)
     dev = data.read_meld(opts.meld_dev, opts.context_turns) if opts.meld_dev else []
     goemo = data.read_goemotions(opts.goemotions, "train") if opts.goemotions else []
     if opts.limit:
@@ -176,7 +183,9 @@ def load_corpora(opts: TrainOptions) -> Corpora:
 
 
 def class_weights(examples: list[data.TextExample], power: float) -> np.ndarray:
-    counts = data.targets(examples).sum(0) + 1.0
+    """(1/frequency) ** power of the hard labels, so that a teacher's soft targets do not move
+    the weights."""
+    counts = np.bincount(data.labels(examples), minlength=len(LABELS)) + 1.0
     w = (counts.sum() / counts / len(LABELS)) ** power
     return (w / (w * counts / counts.sum()).sum()).astype(np.float32)
 
