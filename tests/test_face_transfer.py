@@ -228,7 +228,8 @@ def test_eval_tracker_on_held_subjects(tmp_path, capsys):
 
 
 def test_finetune_cli_holds_subjects_out(tmp_path):
-    """`train face --init --extra --hold-out`: 3 steps on a slice; held-out subjects scored."""
+    """`train face --init --extra --hold-out --teacher`: 3 steps on a slice; held-out subjects
+    scored; the teacher recorded."""
     fer = DATA / "fer2013" / "PublicTest.npz"
     if not fer.exists():
         pytest.skip(f"corpus missing: {fer}")
@@ -254,6 +255,8 @@ def test_finetune_cli_holds_subjects_out(tmp_path):
             "KA",
             "--steps",
             "3",
+            "--teacher",
+            str(REPO / "affectstream" / "models" / "weights" / "face.pt"),
             "--out",
             str(tmp_path / "ft.pt"),
             "--history-json",
@@ -267,6 +270,7 @@ def test_finetune_cli_holds_subjects_out(tmp_path):
     ckpt = torch.load(tmp_path / "ft.pt", weights_only=True)
     assert ckpt["training"]["held_out"] == ["KA"]
     assert "--hold-out KA" in ckpt["command"]
+    assert "--teacher " in ckpt["command"] and ckpt["training"]["n_teachers"] == 1
     assert not (tmp_path / "ft.pt.resume.pt").exists()  # the run's state, gone once it ended
 
 
@@ -294,3 +298,49 @@ def test_interpolate_mixes_weights():
     assert interpolate(a, b, 0.0) is b
     with pytest.raises(ValueError):
         interpolate(a, b, 1.5)
+
+
+def _small_net(seed: int) -> FaceNet:
+    torch.manual_seed(seed)
+    return FaceNet(FaceNetSpec(widths=(8, 8, 16, 16), embed_dim=256)).eval()
+
+
+def test_teacher_reading_is_the_mean_over_teachers_and_mirror():
+    from affectstream.models.face.finetune import teacher_probs
+
+    a, b = _small_net(1), _small_net(2)
+    x = torch.rand(3, 1, 48, 48)
+    got = teacher_probs([a, b], x, 2.0)
+    with torch.no_grad():
+        want = sum(torch.softmax(m(v)[0] / 2.0, -1) for m in (a, b) for v in (x, x.flip(-1))) / 4
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got.sum(-1), torch.ones(3))
+
+
+def test_finetune_distils_the_teachers_reading(crops):
+    """With all the weight on the teacher, a teacher that reads every face as `angry` pulls
+    the student there; its corpus labels alone do not."""
+    base = FerData(
+        np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8),
+        np.arange(64) % 7,
+        "random",
+    )
+    angry = LABELS.index("angry")
+    teacher = _small_net(3)
+    with torch.no_grad():
+        teacher.head.bias.zero_()
+        teacher.head.bias[angry] = 20.0
+    opts = FinetuneOptions(
+        steps=12, base_per_batch=6, extra_per_batch=2, warmup_steps=1, lr=0.05, kd_weight=1.0
+    )
+    x = torch.rand(32, 1, 48, 48)
+
+    def share_angry(m: FaceNet) -> float:
+        with torch.no_grad():
+            return float(torch.softmax(m(x)[0], -1)[:, angry].mean())
+
+    start = _small_net(4)
+    taught, info = finetune(start, base, crops, opts, teachers=[teacher])
+    plain, _ = finetune(start, base, crops, opts)
+    assert info["n_teachers"] == 1
+    assert share_angry(taught) > 0.5 > share_angry(plain)

@@ -79,6 +79,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "(default: OUT.resume.pt; removed when the run ends)",
     )
     g.add_argument(
+        "--teacher",
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="face checkpoints whose mean reading (with the mirrored face) is distilled, "
+        "with --kd-weight and --kd-temperature",
+    )
+    g.add_argument("--kd-temperature", type=float, default=4.0)
+    g.add_argument(
         "--keep",
         type=float,
         default=0.0,
@@ -193,6 +202,12 @@ def _finetune_command(args: argparse.Namespace) -> str:
         f"--keep {args.keep}",
         f"--seed {args.seed}",
     ]
+    if args.teacher:
+        parts += [
+            f"--teacher {' '.join(args.teacher)}",
+            f"--kd-weight {args.kd_weight}",
+            f"--kd-temperature {args.kd_temperature}",
+        ]
     return " ".join(parts)
 
 
@@ -247,7 +262,18 @@ def run_finetune(args: argparse.Namespace) -> int:
         base_per_batch=max(1, 64 - args.extra_per_batch),
         seed=args.seed,
         keep=args.keep,
+        kd_weight=args.kd_weight,
+        kd_temperature=args.kd_temperature,
     )
+    teachers = []
+    for path in args.teacher or []:
+        try:
+            t_ckpt = load_checkpoint(path)
+        except WeightsError as e:
+            raise UsageError(str(e)) from None
+        teacher = FaceNet(FaceNetSpec.from_dict(t_ckpt["spec"]))
+        teacher.load_state_dict(t_ckpt["state_dict"])
+        teachers.append(teacher)
     print(f"fine-tuning on {len(tr)} FER2013 + {len(extra)} extra faces", flush=True)
 
     def show(row: dict) -> None:
@@ -257,7 +283,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     resume = Path(args.resume) if args.resume else out.with_name(out.name + ".resume.pt")
     resume.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tuned, info = finetune(model, tr, extra, opts, on_log=show, resume=resume)
+        tuned, info = finetune(
+            model, tr, extra, opts, on_log=show, resume=resume, teachers=teachers
+        )
     except ValueError as e:  # a state file of another run
         raise UsageError(str(e)) from None
     predictor = module_predictor("face", FaceEncoder(model_copy(tuned)).model)

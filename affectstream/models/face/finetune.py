@@ -9,6 +9,12 @@ trained values (batches of 64 would only add noise to them), the learning rate i
 a short warm-up and cosine decay, and the step count is fixed in advance: nothing is chosen on
 the validation data. The architecture, input contract and 256-d embedding are unchanged.
 
+Distillation: with `teachers`, each step's loss is `(1 - kd_weight) * CE + kd_weight * T^2 *
+KL(teacher_T || student_T)`, where the teacher's reading is the mean over the teacher networks
+and the mirrored face of their tempered probabilities on the same augmented batch: an
+ensemble with flip costs several network runs per face, the student one (the face budget of a
+live tick), so this is how its accuracy is brought into the shipped size.
+
 Resumable: with `resume` set, the whole state (weights, optimiser, random generators, step,
 history) is written there at every log point, atomically, and a run that finds the file
 continues from it, so a run stopped on a shared CPU loses at most `log_every` steps and ends
@@ -69,6 +75,8 @@ class FinetuneOptions:
     # weight-space ensemble with the start (WiSE-FT): the result is keep * start + (1 - keep)
     # * fine-tuned, which buys back FER2013 accuracy for part of the new corpus's gain
     keep: float = 0.0
+    kd_weight: float = 0.5  # used only with teachers
+    kd_temperature: float = 4.0
     aug: TrainOptions = field(default_factory=transfer_augmentation)
 
     def to_dict(self) -> dict:
@@ -81,6 +89,15 @@ def _freeze_bn(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def teacher_probs(teachers: list[nn.Module], x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The ensemble's tempered reading of a batch: the mean over the teachers and over the face
+    and its mirror of softmax(logits / T)."""
+    with torch.no_grad():
+        views = (x, x.flip(-1))
+        p = [torch.softmax(t(v)[0].float() / temperature, -1) for t in teachers for v in views]
+    return torch.stack(p).mean(0)
 
 
 def _tensor(data: FerData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +113,7 @@ def finetune(
     on_log: Callable[[dict], None] | None = None,
     log_every: int = 100,
     resume: str | Path | None = None,
+    teachers: list[nn.Module] | None = None,
 ) -> tuple[FaceNet, dict]:
     """Fine-tune a copy of `model` (unfused, as `FaceNet`); returns (it in eval mode, info).
 
@@ -132,7 +150,12 @@ def finetune(
         "options": opts.to_dict(),
         "start": [round(float(t.double().sum()), 6) for t in model.state_dict().values()],
         "n": [len(base), len(extra)],
+        "teachers": [
+            [round(float(t.double().sum()), 6) for t in m.state_dict().values()]
+            for m in teachers or []
+        ],
     }
+    teachers = [copy.deepcopy(t).float().eval() for t in teachers or []]
     if state_file is not None and state_file.exists():
         first, spent, history = _load_state(state_file, run_id, net, optim, gen)
         log.info("fine-tuning resumed at step %d of %d from %s", first, opts.steps, state_file)
@@ -146,6 +169,11 @@ def finetune(
             g["lr"] = _lr_at(step, opts.steps, opts.warmup_steps, opts.lr)
         logits, _ = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=opts.label_smoothing)
+        if teachers:
+            t = opts.kd_temperature
+            soft = teacher_probs(teachers, x, t)
+            kd = F.kl_div(F.log_softmax(logits / t, -1), soft, reduction="batchmean") * t * t
+            loss = (1 - opts.kd_weight) * loss + opts.kd_weight * kd
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -178,6 +206,7 @@ def finetune(
         "finetune_history": history,
         "n_base": len(base),
         "n_extra": len(extra),
+        "n_teachers": len(teachers),
         "extra": extra.path,
         "torch": str(torch.__version__),
     }
