@@ -175,3 +175,40 @@ def test_train_face_int8_writes_a_runnable_int8_model(fer_slice, tmp_path, capsy
 def test_train_face_int8_missing_data_is_usage_error(tmp_path, capsys):
     assert main(["train", "face-int8", "--data", str(tmp_path / "none")]) == 2
     assert "Training.npz" in capsys.readouterr().err
+
+
+def test_eval_baseline_pairs_two_models_on_the_same_faces(fer_slice, tmp_path, capsys):
+    """`eval face --onnx INT8 --baseline shipped`: the int8 file against the float32 one, on
+    the same faces; each side's accuracy is what scoring it alone gives."""
+    from affectstream.models.face.quantize import default_int8_path
+
+    faces = ["eval", "face", "--fer2013", str(fer_slice / "PublicTest.npz")]
+    alone = tmp_path / "float.json"
+    assert main([*faces, "--json", str(alone)]) == 0
+    out = tmp_path / "pair.json"
+    int8 = ["--onnx", str(default_int8_path())]
+    assert main([*faces, *int8, "--baseline", "shipped", "--json", str(out)]) == 0
+    assert "faces fixed" in capsys.readouterr().out
+    m = json.loads(out.read_text())
+    cmp = m["baseline"]
+    assert cmp["a"] == pytest.approx(json.loads(alone.read_text())["accuracy"])
+    assert cmp["b"] == pytest.approx(m["accuracy"])
+    assert cmp["diff"] == pytest.approx((cmp["fixed"] - cmp["broken"]) / 200)
+    assert cmp["diff_lo"] <= cmp["diff"] <= cmp["diff_hi"]
+
+
+def test_paired_accuracy_bootstrap_counts_what_changed():
+    from affectstream.models.metrics import paired_accuracy_bootstrap
+
+    y = np.arange(100) % 7
+    worse = y.copy()
+    worse[:10] = (worse[:10] + 1) % 7  # 10 faces broken, none fixed
+    cmp = paired_accuracy_bootstrap(y, y, worse, n=500)
+    assert (cmp["a"], cmp["b"], cmp["fixed"], cmp["broken"]) == (1.0, 0.9, 0, 10)
+    assert cmp["diff"] == pytest.approx(-0.1)
+    assert -0.2 < cmp["diff_lo"] <= -0.1 <= cmp["diff_hi"] < 0
+    assert cmp["p_not_better"] == 1.0
+    same = paired_accuracy_bootstrap(y, worse, worse, n=100)
+    assert same["diff"] == same["diff_lo"] == same["diff_hi"] == same["diff_sd"] == 0.0
+    with pytest.raises(ValueError, match="as many predictions"):
+        paired_accuracy_bootstrap(y, y[:5], y)

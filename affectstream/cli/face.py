@@ -331,6 +331,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tta", action="store_true", help="average with the mirrored face")
     p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="W",
+        help="also score these weights ('shipped': the shipped file) on the same faces and "
+        "compare: accuracy of both and of the difference, with its 95 %% interval from a "
+        "paired bootstrap over the faces",
+    )
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument(
         "--tracker",
         action="store_true",
         help="the file holds full photos (any square size): score the live tracker's crops",
@@ -352,12 +361,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from affectstream.cli.args import eval_predictor
     from affectstream.core.errors import UsageError
+    from affectstream.core.labels import LABELS
     from affectstream.export.base import BackendError
     from affectstream.models.face.data import FerFormatError, load_fer
     from affectstream.models.face.encoder import WeightsError
-    from affectstream.models.face.evaluate import evaluate_fer
+    from affectstream.models.face.evaluate import predict_probs
     from affectstream.models.face.finetune import live_views, split_subjects
-    from affectstream.models.metrics import print_report
+    from affectstream.models.metrics import (
+        classification_report,
+        paired_accuracy_bootstrap,
+        print_report,
+    )
 
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -382,12 +396,33 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"the live tracker found a face in {len(data)} of {photos} photos")
         if not len(data):
             raise UsageError(f"{args.fer2013}: the tracker found no face")
-    report = evaluate_fer(predictor, data, tta=args.tta)
+    probs = predict_probs(predictor, data.images, tta=args.tta)
+    report = classification_report(data.labels, probs.argmax(1), LABELS)
     title = f"face on {args.fer2013}" + (" (tracker crops)" if args.tracker else "")
     print_report(report, title=title + (" (flip TTA)" if args.tta else ""))
+    compared = None
+    if args.baseline:
+        weights = None if args.baseline == "shipped" else args.baseline
+        try:
+            base = eval_predictor(args, "face", weights)
+        except (BackendError, WeightsError, FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        base_pred = predict_probs(base, data.images, tta=args.tta).argmax(1)
+        compared = paired_accuracy_bootstrap(
+            data.labels, base_pred, probs.argmax(1), n=args.bootstrap
+        )
+        print(
+            f"accuracy: baseline {args.baseline} {compared['a']:.4f}, these weights "
+            f"{compared['b']:.4f}; difference {100 * compared['diff']:+.2f} points (sd "
+            f"{100 * compared['diff_sd']:.2f}, 95 % interval [{100 * compared['diff_lo']:+.2f}, "
+            f"{100 * compared['diff_hi']:+.2f}] over {compared['resamples']} resamples of the "
+            f"faces; {compared['fixed']} faces fixed, {compared['broken']} broken)"
+        )
+        compared["weights"] = args.baseline
     write_json(
         args.json,
         {
+            "baseline": compared,
             "data": str(args.fer2013),
             "weights": str(args.onnx or args.weights or "shipped"),
             "tta": bool(args.tta),

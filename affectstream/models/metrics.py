@@ -129,3 +129,31 @@ def print_report(report: ClassificationReport, title: str = "", console=None) ->
     for i, name in enumerate(report.labels):
         cm.add_row(name, *(str(v) for v in report.confusion[i]))
     console.print(cm)
+
+
+def paired_accuracy_bootstrap(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy of predictions a and b on the same items, and of b - a with its sd and 95 %
+    interval over `n` resamples of the items (the same resample for both: the items' shared
+    difficulty cancels, so a difference is judged against how much the two models disagree,
+    not against the set's size alone)."""
+    y, pred_a, pred_b = (np.asarray(v) for v in (y, pred_a, pred_b))
+    if not len(y) == len(pred_a) == len(pred_b) or not len(y):
+        raise ValueError(f"need as many predictions as labels, got {len(pred_a)}, {len(pred_b)}")
+    right_a, right_b = pred_a == y, pred_b == y
+    idx = np.random.default_rng(seed).integers(0, len(y), (n, len(y)))
+    diff = right_b[idx].mean(1) - right_a[idx].mean(1)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {
+        "a": float(right_a.mean()),
+        "b": float(right_b.mean()),
+        "diff": float(right_b.mean() - right_a.mean()),
+        "diff_sd": float(diff.std()),
+        "diff_lo": float(lo),
+        "diff_hi": float(hi),
+        "fixed": int((right_b & ~right_a).sum()),  # right only with b
+        "broken": int((right_a & ~right_b).sum()),  # right only with a
+        "p_not_better": float((diff <= 0).mean()),
+        "resamples": n,
+    }
