@@ -219,7 +219,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     from affectstream.core.labels import LABELS
     from affectstream.export.predictors import module_predictor
     from affectstream.models.face.data import FerData, FerFormatError, find_split, load_fer
-    from affectstream.models.face.encoder import FaceEncoder, WeightsError, load_checkpoint
+    from affectstream.models.face.encoder import (
+        FaceEncoder,
+        WeightsError,
+        load_checkpoint,
+        net_from_checkpoint,
+    )
     from affectstream.models.face.evaluate import predict_probs
     from affectstream.models.face.finetune import (
         FinetuneOptions,
@@ -227,7 +232,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         live_views,
         split_subjects,
     )
-    from affectstream.models.face.net import FaceNet, FaceNetSpec
     from affectstream.models.face.train import checkpoint
     from affectstream.models.metrics import classification_report, print_report
 
@@ -249,12 +253,12 @@ def run_finetune(args: argparse.Namespace) -> int:
                 photos, held_photos = split_subjects(photos, held)
                 tests["held_out_tracker"] = live_views(None, held_photos)
         extra = live_views(crops, photos)
+        teachers = [net_from_checkpoint(load_checkpoint(w)) for w in args.teacher or []]
     except (FerFormatError, WeightsError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.limit:
         tr, va = tr.subset(args.limit, args.seed), va.subset(args.limit, args.seed)
-    model = FaceNet(FaceNetSpec.from_dict(ckpt["spec"]))
-    model.load_state_dict(ckpt["state_dict"])
+    model = net_from_checkpoint(ckpt)
     opts = FinetuneOptions(
         steps=args.steps,
         lr=args.ft_lr,
@@ -265,15 +269,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         kd_weight=args.kd_weight,
         kd_temperature=args.kd_temperature,
     )
-    teachers = []
-    for path in args.teacher or []:
-        try:
-            t_ckpt = load_checkpoint(path)
-        except WeightsError as e:
-            raise UsageError(str(e)) from None
-        teacher = FaceNet(FaceNetSpec.from_dict(t_ckpt["spec"]))
-        teacher.load_state_dict(t_ckpt["state_dict"])
-        teachers.append(teacher)
     print(f"fine-tuning on {len(tr)} FER2013 + {len(extra)} extra faces", flush=True)
 
     def show(row: dict) -> None:

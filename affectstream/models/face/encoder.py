@@ -44,6 +44,14 @@ def load_checkpoint(path: str | Path | None = None) -> dict:
     return ckpt
 
 
+def net_from_checkpoint(ckpt: dict) -> FaceNet:
+    """The trainable network of a checkpoint from `load_checkpoint` (not fused: for training,
+    fine-tuning, or as a teacher)."""
+    model = FaceNet(FaceNetSpec.from_dict(ckpt["spec"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model
+
+
 class FaceEncoder:
     """The face CNN ready for inference (BatchNorm folded, channels-last) and its checkpoint
     metadata. Inference itself (pre-processing, softmax, TTA) is `predictor.FacePredictor`,
@@ -59,8 +67,7 @@ class FaceEncoder:
     def load(cls, path: str | Path | None = None) -> FaceEncoder:
         """Shipped weights (`models/weights/face.pt`) unless `path` names another file."""
         ckpt = load_checkpoint(path)
-        model = FaceNet(FaceNetSpec.from_dict(ckpt["spec"]))
-        model.load_state_dict(ckpt["state_dict"])
+        model = net_from_checkpoint(ckpt)
         meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
         log.debug("face encoder loaded from %s", path or default_weights_path())
         return cls(model, meta)
