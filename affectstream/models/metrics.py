@@ -7,7 +7,7 @@ confusion matrix. Plain numpy: no scikit-learn needed at run time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -131,29 +131,78 @@ def print_report(report: ClassificationReport, title: str = "", console=None) ->
     console.print(cm)
 
 
-def paired_accuracy_bootstrap(
-    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 2000, seed: int = 0
+def weighted_f1_resampled(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted-F1 of one prediction under many row weightings `w` (B, N) at once (a
+    bootstrap resample is a count per row). A class's F1 counts by its support, so classes
+    beyond the largest id seen would add nothing."""
+    k = int(max(y.max(), pred.max())) + 1
+    onehot_y = np.eye(k)[y]  # (N, k)
+    onehot_p = np.eye(k)[pred]
+    tp = w @ (onehot_y * onehot_p)  # (B, k)
+    support = w @ onehot_y
+    predicted = w @ onehot_p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    return (f1 * support).sum(1) / support.sum(1)
+
+
+def accuracy_resampled(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Accuracy of one prediction under many row weightings `w` (B, N) at once."""
+    return (w @ (pred == y)) / w.sum(1)
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    groups: np.ndarray | None = None,
+    n: int = 2000,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Accuracy of predictions a and b on the same items, and of b - a with its sd and 95 %
-    interval over `n` resamples of the items (the same resample for both: the items' shared
-    difficulty cancels, so a difference is judged against how much the two models disagree,
-    not against the set's size alone)."""
+    """`score` (e.g. `weighted_f1_resampled`) of predictions a and b and of b - a, with sd
+    and 95 % intervals over `n` resamples of the same rows for both (paired, so that the
+    shared difficulty of the set cancels and a difference is judged against how much the two
+    models disagree, not against the set's size alone).
+
+    With `groups` whole groups (MELD dialogues) are resampled: rows of one group are not
+    independent, and resampling them one by one would make the intervals too narrow.
+    """
     y, pred_a, pred_b = (np.asarray(v) for v in (y, pred_a, pred_b))
     if not len(y) == len(pred_a) == len(pred_b) or not len(y):
         raise ValueError(f"need as many predictions as labels, got {len(pred_a)}, {len(pred_b)}")
-    right_a, right_b = pred_a == y, pred_b == y
-    idx = np.random.default_rng(seed).integers(0, len(y), (n, len(y)))
-    diff = right_b[idx].mean(1) - right_a[idx].mean(1)
-    lo, hi = np.percentile(diff, [2.5, 97.5])
-    return {
-        "a": float(right_a.mean()),
-        "b": float(right_b.mean()),
-        "diff": float(right_b.mean() - right_a.mean()),
-        "diff_sd": float(diff.std()),
-        "diff_lo": float(lo),
-        "diff_hi": float(hi),
-        "fixed": int((right_b & ~right_a).sum()),  # right only with b
-        "broken": int((right_a & ~right_b).sum()),  # right only with a
-        "p_not_better": float((diff <= 0).mean()),
+    rng = np.random.default_rng(seed)
+    keys, inv = np.unique(groups if groups is not None else np.arange(len(y)), return_inverse=True)
+    draws = rng.integers(0, len(keys), size=(n, len(keys)))
+    per_group = np.stack([np.bincount(d, minlength=len(keys)) for d in draws])  # (n, G)
+    w = per_group[:, inv].astype(np.float64)  # (n, N): how often each row is drawn
+    fa, fb = score(y, pred_a, w), score(y, pred_b, w)
+    ones = np.ones((1, len(y)))
+    out = {
+        "a": float(score(y, pred_a, ones)[0]),
+        "b": float(score(y, pred_b, ones)[0]),
         "resamples": n,
+        "groups": len(keys),
     }
+    for name, v in (("a", fa), ("b", fb), ("diff", fb - fa)):
+        lo, hi = np.percentile(v, [2.5, 97.5])
+        out[f"{name}_lo"], out[f"{name}_hi"], out[f"{name}_sd"] = (
+            float(lo),
+            float(hi),
+            float(v.std()),
+        )
+    out["diff"] = out["b"] - out["a"]
+    out["p_not_better"] = float((fb - fa <= 0).mean())
+    return out
+
+
+def paired_accuracy_bootstrap(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """`paired_bootstrap` of the accuracy, items resampled one by one, with the items only b
+    gets right (`fixed`) and only a gets right (`broken`)."""
+    out = paired_bootstrap(y, pred_a, pred_b, accuracy_resampled, n=n, seed=seed)
+    right_a, right_b = np.asarray(pred_a) == np.asarray(y), np.asarray(pred_b) == np.asarray(y)
+    out["fixed"] = int((right_b & ~right_a).sum())
+    out["broken"] = int((right_a & ~right_b).sum())
+    return out

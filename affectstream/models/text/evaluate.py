@@ -12,6 +12,7 @@ import numpy as np
 
 from affectstream.core.labels import LABELS
 from affectstream.core.stats import percentiles
+from affectstream.models import metrics
 from affectstream.models.metrics import ClassificationReport, classification_report
 from affectstream.models.text import data
 from affectstream.models.text.predictor import TextPredictor
@@ -99,19 +100,6 @@ def _evaluate(
     return Evaluation(report, majority.weighted_f1, turns, skipped, y, probs, groups)
 
 
-def _weighted_f1(y: np.ndarray, pred: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
-    """Weighted-F1 of one prediction under many row weightings `w` (B, N) at once (a
-    bootstrap resample is a count per row)."""
-    onehot_y = np.eye(k)[y]  # (N, k)
-    onehot_p = np.eye(k)[pred]
-    tp = w @ (onehot_y * onehot_p)  # (B, k)
-    support = w @ onehot_y
-    predicted = w @ onehot_p
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-    return (f1 * support).sum(1) / support.sum(1)
-
-
 def paired_bootstrap(
     y: np.ndarray,
     pred_a: np.ndarray,
@@ -120,36 +108,11 @@ def paired_bootstrap(
     n: int = 2000,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Weighted-F1 of predictions a and b and of b - a, with 95 % intervals over `n` resamples
-    of the same rows for both (paired, so that the shared difficulty of the set cancels).
-
-    With `groups` whole groups (MELD dialogues) are resampled: utterances of one dialogue are
-    not independent, and resampling them one by one would make the intervals too narrow.
-    """
-    rng = np.random.default_rng(seed)
-    keys, inv = np.unique(groups if groups is not None else np.arange(len(y)), return_inverse=True)
-    draws = rng.integers(0, len(keys), size=(n, len(keys)))
-    per_group = np.stack([np.bincount(d, minlength=len(keys)) for d in draws])  # (n, G)
-    w = per_group[:, inv].astype(np.float64)  # (n, N): how often each row is drawn
-    k = len(LABELS)
-    fa, fb = _weighted_f1(y, pred_a, w, k), _weighted_f1(y, pred_b, w, k)
-    ones = np.ones((1, len(y)))
-    out = {
-        "a": float(_weighted_f1(y, pred_a, ones, k)[0]),
-        "b": float(_weighted_f1(y, pred_b, ones, k)[0]),
-        "resamples": n,
-        "groups": len(keys),
-    }
-    for name, v in (("a", fa), ("b", fb), ("diff", fb - fa)):
-        lo, hi = np.percentile(v, [2.5, 97.5])
-        out[f"{name}_lo"], out[f"{name}_hi"], out[f"{name}_sd"] = (
-            float(lo),
-            float(hi),
-            float(v.std()),
-        )
-    out["diff"] = out["b"] - out["a"]
-    out["p_not_better"] = float((fb - fa <= 0).mean())
-    return out
+    """Weighted-F1 of predictions a and b and of b - a, with 95 % intervals over `n` paired
+    resamples (`metrics.paired_bootstrap`); with `groups` whole dialogues are resampled."""
+    return metrics.paired_bootstrap(
+        y, pred_a, pred_b, metrics.weighted_f1_resampled, groups, n=n, seed=seed
+    )
 
 
 @dataclass
