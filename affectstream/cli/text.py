@@ -154,17 +154,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.average:
         return _run_average(args)
     args.meld_train, args.meld_dev = args.meld_train or None, args.meld_dev or None  # '': default
-    no_meld = args.meld_train == "none"
-    if no_meld:
-        args.meld_train = ""
-        if args.goemotions == "":
-            raise _usage("--meld-train none needs GoEmotions: there is nothing else to train on")
     defaults = {
         "goemotions": ("--goemotions DIR (or '' for none)", "data/goemotions/ekman"),
         "meld_train": ("--meld-train CSV (or none)", "data/meld_text/train_sent_emo.csv"),
         "meld_dev": ("--meld-dev CSV", "data/meld_text/dev_sent_emo.csv"),
     }
-    if no_meld:
+    if args.meld_train == "none":  # GoEmotions alone: "" is TrainOptions' "no MELD"
+        if args.goemotions == "":
+            raise _usage("--meld-train none needs GoEmotions: there is nothing else to train on")
+        args.meld_train = ""
         del defaults["meld_train"]
     fill_shared_defaults(args, defaults)
     opts = TrainOptions(
