@@ -149,7 +149,9 @@ def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
 
 
 @needs_data
-def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(tmp_path, real_features, capsys):
+def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
+    tmp_path, real_features, capsys, monkeypatch
+):
     import json
     import shutil
 
@@ -175,9 +177,23 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(tmp_path, real
     assert res["egemaps"] and res["egemaps_fuse_weight"] == pytest.approx(0.3)
     assert res["clips"]["n"] == res["cnn_path"]["clips"]["n"] == 4
     assert "eGeMAPS of each clip fused in" in capsys.readouterr().out
-    assert main(args) == 0  # without the flag: the CNN path alone, the same figures
+    assert main(args) == 0  # by default the head beside the weights is used
+    assert json.loads(out.read_text())["clips"] == res["clips"]
+    assert main([*args, "--no-egemaps"]) == 0  # the CNN path alone, the same figures
     plain = json.loads(out.read_text())
     assert not plain["egemaps"] and plain["clips"] == res["cnn_path"]["clips"]
+
+    # without opensmile: a warning names the missing package, the CNN path is scored
+    from affectstream.models.voice import egemaps
+
+    capsys.readouterr()
+    monkeypatch.setattr(egemaps, "available", lambda: False)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "eGeMAPS head, but it is not used" in err and "affectstream[egemaps]" in err
+    assert json.loads(out.read_text())["clips"] == res["cnn_path"]["clips"]
+    assert main([*args, "--egemaps"]) == 2  # required but not installed: a usage error
+    assert "opensmile" in capsys.readouterr().err
 
 
 @needs_data
@@ -225,3 +241,17 @@ def test_the_cv_script_caches_features_and_scores_grouped_folds(tmp_path):
     head = load_companion(enc)
     assert head is not None and head.fuse_weight == 0.4
     assert head.meta["train_ravdess_actors"] == [1, 2]  # 17-20 are kept out
+
+
+def test_the_shipped_egemaps_head_reads_the_shipped_encoder():
+    """voice.egemaps.npz was chosen beside voice.pt (its fusion weight and the CNN path it
+    mixes with): if voice.pt changes, refit it with the command in models/cards/voice.md, or
+    it is not used."""
+    from affectstream.models.voice.encoder import default_weights_path
+
+    enc = default_weights_path()
+    assert companion_path(enc).is_file()
+    head = load_companion(enc)
+    assert head is not None, "voice.pt changed since voice.egemaps.npz was fitted: refit it"
+    assert head.weight.shape == (7, N_FEATURES) and head.fuse_weight == pytest.approx(0.4)
+    assert head.meta["config"] == "speaker_r3" and 17 not in head.meta["train_ravdess_actors"]

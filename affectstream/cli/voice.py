@@ -450,18 +450,53 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         help="score every window on its own with the network's head, even when the weights "
         "have a session head (default: each speaker is one session)",
     )
-    p.add_argument(
+    eg = p.add_mutually_exclusive_group()
+    eg.add_argument(
         "--egemaps",
         action="store_true",
-        help="also read each clip's eGeMAPS functionals with the head beside the weights "
-        "(<encoder>.egemaps.npz), each speaker one session, fused with the network's reading; "
-        "needs the opensmile package: pip install 'affectstream[egemaps]' (models/cards/voice.md)",
+        help="require the eGeMAPS branch: fail unless the head beside the weights "
+        "(<encoder>.egemaps.npz) and the opensmile package are there (by default it is used "
+        "whenever both are; models/cards/voice.md)",
+    )
+    eg.add_argument(
+        "--no-egemaps",
+        action="store_true",
+        help="score the CNN path alone, even when the weights have an eGeMAPS head",
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the scores here")
     from affectstream.cli.args import add_eval_backend_arguments
 
     add_eval_backend_arguments(p)
+
+
+def _egemaps_choice(args: argparse.Namespace, enc) -> bool:
+    """Whether `eval voice` reads eGeMAPS: the shipped voice reading is the CNN path fused
+    with the eGeMAPS head beside the weights, so it is used whenever the head is there and
+    opensmile is installed; without opensmile a warning says the figures are the CNN path's
+    alone (the extra is optional: its licence is non-commercial)."""
+    from affectstream.models.voice.egemaps import INSTALL_HINT, available
+
+    if args.no_egemaps:
+        return False
+    has_head = getattr(enc, "egemaps", None) is not None
+    if args.egemaps and not has_head:
+        raise _usage(
+            "--egemaps: no eGeMAPS head beside these voice weights "
+            "(<encoder>.egemaps.npz, fitted beside the same encoder)"
+        )
+    if not has_head:
+        return False
+    if available():
+        return True
+    if args.egemaps:
+        raise _usage(f"--egemaps: {INSTALL_HINT}")
+    print(
+        "warning: these voice weights have an eGeMAPS head, but it is not used: "
+        f"{INSTALL_HINT}; the figures below are the CNN path's alone",
+        file=sys.stderr,
+    )
+    return False
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -480,19 +515,10 @@ def run_eval(args: argparse.Namespace) -> int:
         enc = eval_predictor(args, "voice", args.weights)
     except (ValueError, OSError, BackendError) as e:
         raise _usage(str(e)) from None
-    if args.egemaps:
-        from affectstream.models.voice.egemaps import INSTALL_HINT, available
-
-        if not available():
-            raise _usage(f"--egemaps: {INSTALL_HINT}")
-        if getattr(enc, "egemaps", None) is None:
-            raise _usage(
-                "--egemaps: no eGeMAPS head beside these voice weights "
-                "(<encoder>.egemaps.npz, fitted beside the same encoder)"
-            )
+    use_egemaps = _egemaps_choice(args, enc)
     try:
         res = evaluate_clips(
-            enc, clips, hop_s=args.hop, sessions=not args.no_session, egemaps=args.egemaps
+            enc, clips, hop_s=args.hop, sessions=not args.no_session, egemaps=use_egemaps
         )
     except DataError as e:
         raise _usage(str(e)) from None
