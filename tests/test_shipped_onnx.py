@@ -69,3 +69,26 @@ def test_other_weights_are_not_run_on_the_shipped_file(tmp_path, monkeypatch):
     assert b.name == "torch"
     b.close()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
+
+
+def test_naming_the_package_s_own_folder_warns_of_no_stale_code(tmp_path, caplog):
+    """`--onnx-dir affectstream/models/weights/onnx` (bench models) opens the shipped files,
+    whose parity with the current code the tests above check, so a refactor of the hashed
+    sources is no reason to warn; a copy elsewhere, whose code hash differs, is warned of."""
+    import json
+    import logging
+    import shutil
+
+    from affectstream.export.select import exported_model
+
+    with caplog.at_level(logging.WARNING, logger="affectstream.export.select"):
+        path, _ = exported_model("voice", onnx_dir=shipped_onnx_dir(), export=False)
+    assert path.parent == shipped_onnx_dir() and "code changed" not in caplog.text
+
+    manifest = read_manifest(shipped_onnx_dir())
+    manifest["models"] = {"voice": {**manifest["models"]["voice"], "source_sha256": "0" * 64}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(shipped_onnx_dir() / "voice.onnx", tmp_path / "voice.onnx")
+    with caplog.at_level(logging.WARNING, logger="affectstream.export.select"):
+        exported_model("voice", onnx_dir=tmp_path, export=False)
+    assert "the model's code changed since it was exported" in caplog.text

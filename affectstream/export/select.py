@@ -140,7 +140,10 @@ def exported_model(
                 f"{path} was exported from other weights ({got}, here {want}); "
                 "re-run affectstream export"
             )
-        if record.get("source_sha256") != entry.source_hash():
+        # The package's own files are checked against the PyTorch module by the tests (see
+        # `_shipped_export`), so a refactor of the hashed sources does not make them stale.
+        is_shipped = Path(onnx_dir).resolve() == shipped_onnx_dir().resolve()
+        if not is_shipped and record.get("source_sha256") != entry.source_hash():
             log.warning("%s: the model's code changed since it was exported; re-export", path)
         if fp16 and "fp16" not in record:
             raise ExportError(f"{onnx_dir} has no FP16 export of {model}: export with --fp16")
