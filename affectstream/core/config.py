@@ -190,6 +190,11 @@ class VoiceConfig(_Section):
     # Off by default until the fusion model is retrained on these readings: its training
     # bank read the network's head, and the voice tokens it was trained on would change
     session_norm: bool = setting(False)
+    # mix each utterance's eGeMAPS reading into the voice probabilities, as `eval voice` does
+    # (the eGeMAPS head beside the weights; needs the optional opensmile package, under a
+    # non-commercial licence: models/cards/voice.md). Off by default for the same reason as
+    # session_norm: the fusion model was trained on the network's own readings
+    egemaps: bool = setting(False)
 
 
 # The compute types CTranslate2 knows (those a device cannot run fail when the model loads).

@@ -136,6 +136,8 @@ class AffectStream:
             raise ValueError(
                 "choose one audio input: microphone, audio file, media file or pushed audio"
             )
+        if audio_inputs:
+            check_voice_extras(cfg)  # before any device or file opens
         if video_inputs:
             self._build_video()
         if audio_inputs:
@@ -229,6 +231,7 @@ class AffectStream:
                 window_s=cfg.voice.window_s,
                 available=lambda: src.status.state is not SourceState.RECONNECTING,
                 session_norm=cfg.voice.session_norm,
+                egemaps=cfg.voice.egemaps,
             )
             self._attach("voice", stage)
             self.stages.append(stage)
@@ -532,6 +535,18 @@ def check_weights(config: Config, name: str) -> None:
     weights = resolve_weights(getattr(config, name).weights)
     if weights and not Path(weights).is_file():
         raise WeightsError(f"{name}.weights: file not found: {weights}")
+
+
+def check_voice_extras(config: Config) -> None:
+    """`voice.egemaps` needs the optional opensmile package: a SetupError naming it at
+    construction, not a voice modality that silently lacks the branch."""
+    if not (config.voice.enabled and config.voice.egemaps):
+        return
+    from affectstream.core.errors import SetupError
+    from affectstream.models.voice.egemaps import INSTALL_HINT, available
+
+    if not available():
+        raise SetupError(f"voice.egemaps: {INSTALL_HINT}")
 
 
 def check_speech_model(config: Config) -> None:

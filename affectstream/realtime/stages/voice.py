@@ -8,6 +8,10 @@ class probabilities mix the network's own with a reading of the embedding standa
 this stream's own running statistics (one `SpeakerNorm` per stage, so per stream; `reset_session` starts again), which
 the head shrinks toward the training statistics while the stream has little speech. The
 embedding handed on (to the fusion) is the encoder's own, unchanged.
+
+With `egemaps` on and an eGeMAPS head beside the weights, each utterance's eGeMAPS reading
+(`utterance_egemaps.UtteranceEgemaps`: openSMILE on a worker thread, about once a second of
+speech) is mixed into the probabilities as `eval voice` mixes it into each clip's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class VoiceStage(Stage):
         speech_ms: float = 300.0,
         available: Callable[[], bool] = lambda: True,
         session_norm: bool = True,
+        egemaps: bool = False,
     ) -> None:
         self.ring = ring
         self.vad = vad
@@ -40,16 +45,35 @@ class VoiceStage(Stage):
         self._last_end = -1
         self.session_norm = session_norm
         self._norm = None  # this stream's SpeakerNorm, made when the head is first seen
+        self.egemaps = egemaps
+        self._eg = None  # this stream's UtteranceEgemaps, made when the head is first seen
 
     def reset_session(self) -> None:
         """Forget this stream's voice statistics (a new speaker or session starts)."""
         self._norm = None
+        if self._eg is not None:
+            self._eg.reset_session()
+
+    def _utterances(self):
+        """This stream's eGeMAPS reader, or None when the branch is off or has no head."""
+        if self._eg is None and self.egemaps:
+            head = getattr(self.predictor, "egemaps", None)
+            if head is not None:
+                from affectstream.realtime.stages.utterance_egemaps import UtteranceEgemaps
+
+                self._eg = UtteranceEgemaps(self.ring, head)
+        return self._eg
 
     def run(self, now_ns: int) -> ModalityResult | object | None:
         self.vad.update(self.ring)
-        if not self.available() or self.ring.written == 0:
-            return ABSENT
-        if not self.vad.is_speech(self.speech_ms):
+        eg = self._utterances()
+        if (
+            not self.available()
+            or self.ring.written == 0
+            or not self.vad.is_speech(self.speech_ms)
+        ):
+            if eg is not None:
+                eg.silence()
             return ABSENT
         end = self.ring.written
         if end == self._last_end:
@@ -66,6 +90,10 @@ class VoiceStage(Stage):
             seconds = min(new, len(x)) / self.ring.sample_rate
             probs = head.step(self._norm, emb[0], seconds, probs[0])
             info["session_s"] = self._norm.seconds
+        if eg is not None:
+            eg.speech(max(0, end - int(self.speech_ms * self.ring.sample_rate / 1000)))
+            probs = eg.fuse(probs)
+            info["egemaps_s"] = eg.reading_s
         t_newest = t0 + int(len(x) * 1e9 / self.ring.sample_rate)
         return ModalityResult(
             probs=probs[0],

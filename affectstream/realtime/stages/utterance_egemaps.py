@@ -1,0 +1,135 @@
+"""The eGeMAPS branch of the voice reading, live: once per second of an utterance, not per tick.
+
+The voice model card's shipped reading (`eval voice`) fuses each utterance's eGeMAPS
+functionals, standardised by the speaker's session, into the CNN path
+(`models.voice.egemaps.EgemapsHead`). openSMILE costs about 20 ms of CPU per second of speech,
+too much for every 10 Hz tick, so this reader runs it on a worker thread of its own:
+
+- while an utterance goes on, every `every_s` seconds of it (from `min_s` on), the newest
+  `max_s` seconds of it are read against the session so far; that reading is fused into each
+  tick until the next one arrives;
+- when the utterance ends, the whole of it (its newest `max_s` seconds) joins the session once,
+  as `eval voice` adds each clip once; the next utterance starts with the CNN path alone.
+
+The worker only extracts features; the session and the readings change on the stage's thread,
+in the order the jobs were submitted. A reading lands on the first tick after openSMILE is
+done, so when it lands depends on the machine's speed, even in a file stepped on the media
+clock (`--fast`): there a stage that waited for it would overrun its deadline instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from affectstream.core.ringbuffer import SampleRing
+
+log = logging.getLogger(__name__)
+
+
+class UtteranceEgemaps:
+    """Per-stream eGeMAPS readings of the current utterance (one per voice stage)."""
+
+    def __init__(
+        self,
+        ring: SampleRing,
+        head,
+        every_s: float = 1.0,
+        min_s: float = 1.0,
+        max_s: float = 4.0,
+        extract=None,
+    ) -> None:
+        """`head`: an `EgemapsHead`. `extract`: samples -> (88,) features (default: an
+        openSMILE `EgemapsExtractor`, made on the worker thread, which alone calls it)."""
+        self.ring = ring
+        self.head = head
+        self.every = int(every_s * ring.sample_rate)
+        self.min = int(min_s * ring.sample_rate)
+        self.max = int(max_s * ring.sample_rate)
+        self._extract = extract
+        self._pool: ThreadPoolExecutor | None = None
+        # (kind, utterance number, seconds, features)
+        self._jobs: deque[tuple[str, int, float, Future]] = deque()
+        self.norm = head.new_session()
+        self.reading: np.ndarray | None = None  # (1, 7) of the current utterance, or None
+        self.reading_s = 0.0  # seconds of speech the reading covers
+        self._start: int | None = None  # ring index where the current utterance began
+        self._utterance = 0  # counts utterances, so a late read never lands on the next one
+        self._last_read = 0
+
+    def reset_session(self) -> None:
+        self.norm = self.head.new_session()
+
+    def speech(self, start_hint: int) -> None:
+        """The stage heard speech this tick; `start_hint`: where it began, if it just began."""
+        self._collect()
+        end = self.ring.written
+        if self._start is None:
+            self._start, self._last_read = start_hint, start_hint
+            self._utterance += 1
+            self.reading, self.reading_s = None, 0.0
+        reading = any(job[0] == "read" for job in self._jobs)  # one read in flight at most
+        if not reading and end - self._start >= self.min and end - self._last_read >= self.every:
+            self._last_read = end
+            self._submit("read", self._start, end)
+
+    def silence(self) -> None:
+        """No speech this tick: an utterance that was going on ends and joins the session."""
+        if self._start is not None:
+            end = self.ring.written
+            if end - self._start >= self.min:
+                self._submit("session", self._start, end)
+            self._start = None
+            self.reading, self.reading_s = None, 0.0
+        self._collect()
+
+    def fuse(self, cnn_probs: np.ndarray) -> np.ndarray:
+        """The CNN path's (1, 7) probabilities with the utterance's eGeMAPS reading mixed in."""
+        return self.head.fuse(cnn_probs, self.reading)
+
+    def _submit(self, kind: str, start: int, end: int) -> None:
+        from affectstream.models.voice.egemaps import utterance_span
+
+        x, _ = self.ring.read(max(start, end - self.max), end)
+        s, e = utterance_span(x, self.ring.sample_rate)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="egemaps")
+        seconds = (e - s) / self.ring.sample_rate
+        job = self._pool.submit(self._features, x[s:e])
+        self._jobs.append((kind, self._utterance, seconds, job))
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        if self._extract is None:
+            from affectstream.models.voice.egemaps import EgemapsExtractor
+
+            self._extract = EgemapsExtractor(self.ring.sample_rate)
+        return self._extract(x)
+
+    def _collect(self) -> None:
+        """Apply finished jobs, oldest first (a later job waits for an earlier one)."""
+        while self._jobs and self._jobs[0][3].done():
+            kind, utterance, seconds, job = self._jobs.popleft()
+            try:
+                feats = job.result()
+            except Exception as e:  # a span openSMILE cannot read: keep the CNN path
+                log.warning("eGeMAPS of a %.1f s span failed: %s", seconds, e)
+                continue
+            if kind == "session":
+                self.norm.update(self.head.standardise(feats), seconds)
+            elif self._start is not None and utterance == self._utterance:  # still going on
+                z = self.norm.apply(self.head.standardise(feats))
+                self.reading, self.reading_s = self.head.probs(z), seconds
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Block until every submitted job has been applied (tests, end of a file stream)."""
+        from concurrent.futures import wait
+
+        wait([job[3] for job in self._jobs], timeout)
+        self._collect()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
