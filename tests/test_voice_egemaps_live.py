@@ -190,3 +190,33 @@ def test_affectstream_run_with_voice_egemaps_on_mixes_it_in(tmp_path, predictor)
     assert pairs[0][0] == pairs[0][1]  # the first tick: nothing read yet
     differ = sum(a != b for a, b in pairs)
     assert differ >= 5, f"eGeMAPS mixed into {differ} of {len(pairs)} voice ticks"
+
+
+def test_weights_without_an_egemaps_head_say_so_once_and_read_the_cnn_path(caplog):
+    from affectstream.realtime.stages.voice import VoiceStage
+
+    class Vad:
+        gaps = 0
+
+        def update(self, ring):
+            pass
+
+        def is_speech(self, ms):
+            return True
+
+        def speech_prob(self, ms):
+            return 1.0
+
+    class Plain:  # a voice predictor without an eGeMAPS head (a user's own weights)
+        def predict(self, x):
+            return np.full((1, 7), 1 / 7, np.float32), np.zeros((1, 4), np.float32)
+
+    ring = SampleRing(10.0, SR)
+    stage = VoiceStage(ring, Vad(), Plain(), egemaps=True)
+    with caplog.at_level(logging.WARNING):
+        for t in range(20):
+            ring.write(np.full(TICK, 0.1, np.float32), t)
+            r = stage.run(t)
+            np.testing.assert_allclose(r.probs, 1 / 7)
+            assert "egemaps_s" not in r.info
+    assert caplog.text.count("no eGeMAPS head") == 1

@@ -16,10 +16,13 @@ speech) is mixed into the probabilities as `eval voice` mixes it into each clip'
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
+
+log = logging.getLogger(__name__)
 
 
 class VoiceStage(Stage):
@@ -58,7 +61,13 @@ class VoiceStage(Stage):
         """This stream's eGeMAPS reader, or None when the branch is off or has no head."""
         if self._eg is None and self.egemaps:
             head = getattr(self.predictor, "egemaps", None)
-            if head is not None:
+            if head is None:
+                log.warning(
+                    "voice.egemaps is on, but these voice weights have no eGeMAPS head beside "
+                    "them (<encoder>.egemaps.npz): the CNN path alone"
+                )
+                self.egemaps = False  # said once
+            else:
                 from affectstream.realtime.stages.utterance_egemaps import UtteranceEgemaps
 
                 self._eg = UtteranceEgemaps(self.ring, head)
