@@ -182,6 +182,7 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     assert main([*args, "--no-egemaps"]) == 0  # the CNN path alone, the same figures
     plain = json.loads(out.read_text())
     assert not plain["egemaps"] and plain["clips"] == res["cnn_path"]["clips"]
+    assert plain["egemaps_not_used"] == "--no-egemaps" and "egemaps_not_used" not in res
 
     # without opensmile: a warning names the missing package, the CNN path is scored
     from affectstream.models.voice import egemaps
@@ -191,7 +192,9 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "eGeMAPS head, but it is not used" in err and "affectstream[egemaps]" in err
-    assert json.loads(out.read_text())["clips"] == res["cnn_path"]["clips"]
+    skipped = json.loads(out.read_text())
+    assert skipped["clips"] == res["cnn_path"]["clips"]
+    assert skipped["egemaps_not_used"] == "opensmile not installed"
     assert main([*args, "--egemaps"]) == 2  # required but not installed: a usage error
     assert "opensmile" in capsys.readouterr().err
 

@@ -525,6 +525,9 @@ def run_eval(args: argparse.Namespace) -> int:
     trained_on = set(enc.meta.get("train_actors", []))
     seen = sorted(trained_on & set(res["actors"]))
     res["weights"] = str(args.weights or "shipped")
+    if getattr(enc, "egemaps", None) is not None and not use_egemaps:
+        # the head beside the weights was not read: say why in the report, not only on stderr
+        res["egemaps_not_used"] = "--no-egemaps" if args.no_egemaps else "opensmile not installed"
     res["actors_seen_in_training"] = seen
     write_json(args.json, res)
     if seen:
