@@ -139,7 +139,6 @@ def test_a_late_reading_never_lands_on_the_next_utterance_and_a_failed_span_is_s
         eg.silence()  # the second's session job fails: logged, skipped
         eg.wait()
     assert "failed" in caplog.text and eg.norm.seconds == pytest.approx(2.0, abs=0.01)
-    eg.close()
 
 
 def test_the_branch_on_without_opensmile_stops_the_stream_before_it_opens(monkeypatch):
@@ -220,3 +219,26 @@ def test_weights_without_an_egemaps_head_say_so_once_and_read_the_cnn_path(caplo
             np.testing.assert_allclose(r.probs, 1 / 7)
             assert "egemaps_s" not in r.info
     assert caplog.text.count("no eGeMAPS head") == 1
+
+
+def test_an_utterance_heard_before_a_reset_never_joins_the_new_session():
+    import threading
+
+    from affectstream.realtime.stages.utterance_egemaps import UtteranceEgemaps
+
+    gate = threading.Event()
+
+    def extract(x):
+        gate.wait(5)
+        return np.full(7, 1.0)
+
+    ring = SampleRing(30.0, SR)
+    eg = UtteranceEgemaps(ring, _Head(), every_s=10.0, extract=extract)  # no reads, sessions only
+    ring.write(np.sin(np.arange(2 * SR) * 0.05).astype(np.float32), 0)
+    eg.speech(0)
+    eg.silence()  # its session job waits on the gate
+    old = eg.norm
+    eg.reset_session()  # a new speaker, before the old utterance was read
+    gate.set()
+    eg.wait()
+    assert eg.norm.seconds == 0.0 and old.seconds == pytest.approx(2.0, abs=0.01)

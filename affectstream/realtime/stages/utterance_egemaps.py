@@ -50,9 +50,10 @@ class UtteranceEgemaps:
         self.min = int(min_s * ring.sample_rate)
         self.max = int(max_s * ring.sample_rate)
         self._extract = extract
+        # one worker, made at the first job; its thread ends when this reader is freed
         self._pool: ThreadPoolExecutor | None = None
-        # (kind, utterance number, seconds, features)
-        self._jobs: deque[tuple[str, int, float, Future]] = deque()
+        # (kind, utterance number, the session it belongs to, seconds, features)
+        self._jobs: deque[tuple[str, int, object, float, Future]] = deque()
         self.norm = head.new_session()
         self.reading: np.ndarray | None = None  # (1, 7) of the current utterance, or None
         self.reading_s = 0.0  # seconds of speech the reading covers
@@ -99,7 +100,7 @@ class UtteranceEgemaps:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="egemaps")
         seconds = (e - s) / self.ring.sample_rate
         job = self._pool.submit(self._features, x[s:e])
-        self._jobs.append((kind, self._utterance, seconds, job))
+        self._jobs.append((kind, self._utterance, self.norm, seconds, job))
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         if self._extract is None:
@@ -110,26 +111,22 @@ class UtteranceEgemaps:
 
     def _collect(self) -> None:
         """Apply finished jobs, oldest first (a later job waits for an earlier one)."""
-        while self._jobs and self._jobs[0][3].done():
-            kind, utterance, seconds, job = self._jobs.popleft()
+        while self._jobs and self._jobs[0][4].done():
+            kind, utterance, norm, seconds, job = self._jobs.popleft()
             try:
                 feats = job.result()
             except Exception as e:  # a span openSMILE cannot read: keep the CNN path
                 log.warning("eGeMAPS of a %.1f s span failed: %s", seconds, e)
                 continue
-            if kind == "session":
-                self.norm.update(self.head.standardise(feats), seconds)
+            if kind == "session":  # the session it was heard in, even after a reset
+                norm.update(self.head.standardise(feats), seconds)
             elif self._start is not None and utterance == self._utterance:  # still going on
                 z = self.norm.apply(self.head.standardise(feats))
                 self.reading, self.reading_s = self.head.probs(z), seconds
 
     def wait(self, timeout: float = 10.0) -> None:
-        """Block until every submitted job has been applied (tests, end of a file stream)."""
+        """Block until every submitted job has been applied (for tests: a repeatable order)."""
         from concurrent.futures import wait
 
-        wait([job[3] for job in self._jobs], timeout)
+        wait([job[4] for job in self._jobs], timeout)
         self._collect()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
