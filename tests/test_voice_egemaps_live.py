@@ -96,11 +96,11 @@ class _Head:
 
         return SpeakerNorm(np.zeros(7), np.ones(7), self.strength_s)
 
-    def standardise(self, f):
-        return np.asarray(f, np.float64).reshape(1, -1)
+    def add(self, norm, f, seconds):
+        norm.update(np.asarray(f, np.float64).reshape(1, -1), seconds)
 
-    def probs(self, z):
-        return np.asarray(z, np.float32).reshape(1, -1)
+    def read(self, norm, f):
+        return np.asarray(f, np.float32).reshape(1, -1)
 
     def fuse(self, cnn, eg):
         return cnn if eg is None else 0.5 * cnn + 0.5 * eg

@@ -130,15 +130,23 @@ class EgemapsHead:
         z = np.asarray(z, dtype=np.float32).reshape(-1, N_FEATURES)
         return softmax(z @ self.weight.T + self.bias)
 
-    def step(self, norm: SpeakerNorm | None, feats: np.ndarray, seconds: float) -> np.ndarray:
-        """Add one span's features (88,) worth `seconds` of speech to the session, then read
-        them standardised by the session so far: probabilities (1, 7). `norm` None: the
-        training statistics only (no session)."""
+    def add(self, norm: SpeakerNorm, feats: np.ndarray, seconds: float) -> None:
+        """Add one span's features (88,) worth `seconds` of speech to the session."""
+        norm.update(self.standardise(feats), seconds)
+
+    def read(self, norm: SpeakerNorm | None, feats: np.ndarray) -> np.ndarray:
+        """Probabilities (1, 7) of one span's features standardised by the session so far,
+        without adding them to it (the live reader adds an utterance once, when it ends).
+        `norm` None: the training statistics only (no session)."""
         z = self.standardise(feats)
-        if norm is None:
-            return self.probs(z)
-        norm.update(z, seconds)
-        return self.probs(norm.apply(z))
+        return self.probs(z if norm is None else norm.apply(z))
+
+    def step(self, norm: SpeakerNorm | None, feats: np.ndarray, seconds: float) -> np.ndarray:
+        """Add one span's features to the session, then read them (`add`, then `read`): what
+        `eval voice` does with each clip."""
+        if norm is not None:
+            self.add(norm, feats, seconds)
+        return self.read(norm, feats)
 
     def fuse(self, cnn_probs: np.ndarray, egemaps_probs: np.ndarray | None) -> np.ndarray:
         """`fuse_weight` of this head's reading plus the rest of the CNN path's; the CNN's

@@ -119,10 +119,9 @@ class UtteranceEgemaps:
                 log.warning("eGeMAPS of a %.1f s span failed: %s", seconds, e)
                 continue
             if kind == "session":  # the session it was heard in, even after a reset
-                norm.update(self.head.standardise(feats), seconds)
+                self.head.add(norm, feats, seconds)
             elif self._start is not None and utterance == self._utterance:  # still going on
-                z = self.norm.apply(self.head.standardise(feats))
-                self.reading, self.reading_s = self.head.probs(z), seconds
+                self.reading, self.reading_s = self.head.read(self.norm, feats), seconds
 
     def wait(self, timeout: float = 10.0) -> None:
         """Block until every submitted job has been applied (for tests: a repeatable order)."""
