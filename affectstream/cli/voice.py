@@ -470,15 +470,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     add_eval_backend_arguments(p)
 
 
-def _egemaps_choice(args: argparse.Namespace, enc) -> bool:
-    """Whether `eval voice` reads eGeMAPS: the shipped voice reading is the CNN path fused
-    with the eGeMAPS head beside the weights, so it is used whenever the head is there and
-    opensmile is installed; without opensmile a warning says the figures are the CNN path's
-    alone (the extra is optional: its licence is non-commercial)."""
+def _egemaps_choice(args: argparse.Namespace, enc) -> tuple[bool, str]:
+    """Whether `eval voice` reads eGeMAPS, and why not when the weights have a head ("" when
+    used or when there is none). The shipped voice reading is the CNN path fused with the
+    eGeMAPS head beside the weights, so it is used whenever the head is there and opensmile
+    is installed; without opensmile a warning says the figures are the CNN path's alone (the
+    extra is optional: its licence is non-commercial)."""
     from affectstream.models.voice.egemaps import INSTALL_HINT, available
 
-    if args.no_egemaps:
-        return False
     has_head = getattr(enc, "egemaps", None) is not None
     if args.egemaps and not has_head:
         raise _usage(
@@ -486,9 +485,11 @@ def _egemaps_choice(args: argparse.Namespace, enc) -> bool:
             "(<encoder>.egemaps.npz, fitted beside the same encoder)"
         )
     if not has_head:
-        return False
+        return False, ""
+    if args.no_egemaps:
+        return False, "--no-egemaps"
     if available():
-        return True
+        return True, ""
     if args.egemaps:
         raise _usage(f"--egemaps: {INSTALL_HINT}")
     print(
@@ -496,7 +497,7 @@ def _egemaps_choice(args: argparse.Namespace, enc) -> bool:
         f"{INSTALL_HINT}; the figures below are the CNN path's alone",
         file=sys.stderr,
     )
-    return False
+    return False, "opensmile not installed"
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -515,7 +516,7 @@ def run_eval(args: argparse.Namespace) -> int:
         enc = eval_predictor(args, "voice", args.weights)
     except (ValueError, OSError, BackendError) as e:
         raise _usage(str(e)) from None
-    use_egemaps = _egemaps_choice(args, enc)
+    use_egemaps, egemaps_not_used = _egemaps_choice(args, enc)
     try:
         res = evaluate_clips(
             enc, clips, hop_s=args.hop, sessions=not args.no_session, egemaps=use_egemaps
@@ -525,9 +526,8 @@ def run_eval(args: argparse.Namespace) -> int:
     trained_on = set(enc.meta.get("train_actors", []))
     seen = sorted(trained_on & set(res["actors"]))
     res["weights"] = str(args.weights or "shipped")
-    if getattr(enc, "egemaps", None) is not None and not use_egemaps:
-        # the head beside the weights was not read: say why in the report, not only on stderr
-        res["egemaps_not_used"] = "--no-egemaps" if args.no_egemaps else "opensmile not installed"
+    if egemaps_not_used:  # the head beside the weights was not read: say why in the report
+        res["egemaps_not_used"] = egemaps_not_used
     res["actors_seen_in_training"] = seen
     write_json(args.json, res)
     if seen:
