@@ -270,6 +270,8 @@ CONFIGS = {
 
 
 def run_cv(args: argparse.Namespace) -> int:
+    from affectstream.models.metrics import accuracy_resampled, paired_bootstrap
+
     work = Path(args.work)
     d = Data(work)
     all_idx = np.arange(d.n)
@@ -340,10 +342,19 @@ def run_cv(args: argparse.Namespace) -> int:
                 # normalised form
                 lc, le = np.log(np.maximum(cp, 1e-9)), np.log(np.maximum(eg, 1e-9))
                 row[f"{path}_geo"] = {str(w): _acc(y, (1 - w) * lc + w * le) for w in WEIGHTS}
+            # the shipped weight against the CNN path alone, paired, whole speakers resampled
+            cp = eg_cache[("cnn", enc, fname, "shipped")]
+            row["paired_w0.4"] = paired_bootstrap(
+                y, cp.argmax(1), (0.6 * cp + 0.4 * eg).argmax(1), accuracy_resampled,
+                groups=d.actor[te],
+            )
             res[f"{fname} / {enc}"] = row
             print(f"  {name:9s} {fname:15s} {enc}: " + " ".join(
                 f"{path} " + "/".join(f"{row[path][str(w)]:.3f}" for w in WEIGHTS)
                 for path in ("net", "shipped", "shipped_geo")))
+            pb = row["paired_w0.4"]
+            print(f"    w 0.4 - shipped path: {100 * pb['diff']:+.1f} points, 95 % "
+                  f"[{100 * pb['diff_lo']:+.1f}, {100 * pb['diff_hi']:+.1f}] ({pb['groups']} speakers)")
         report["fusion"][name] = res
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
