@@ -1,0 +1,81 @@
+"""The JAFFE leave-subject-out script behind the face card (scripts/face_jaffe_cv.py): its
+folds hold every subject once, and `score` pools the held-out subjects' crops into the same
+figure a plain read of every tracker crop gives (fold models here are the shipped file, so
+every keep is that model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "face_jaffe_cv.py"
+JAFFE = ROOT / ".." / "shared" / "data" / "jaffe"
+FER = ROOT / ".." / "shared" / "data" / "fer2013"
+SHIPPED = ROOT / "affectstream" / "models" / "weights" / "face.pt"
+
+
+@pytest.fixture(scope="module")
+def cv():
+    spec = importlib.util.spec_from_file_location("face_jaffe_cv", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_folds_cover_every_subject_once(cv):
+    from affectstream.models.face.data import load_fer
+
+    subjects = load_fer(JAFFE / "originals.npz", size=None).subjects()
+    folds = cv.folds(subjects, 5)
+    flat = [s for f in folds for s in f]
+    assert sorted(flat) == sorted(set(subjects)) and len(flat) == len(set(flat)) == 10
+    assert [len(f) for f in folds] == [2] * 5
+    with pytest.raises(ValueError, match="cannot make"):
+        cv.folds(["KA", "KL"], 5)
+    s = cv.spread([0.5, 0.7])
+    assert (
+        s["mean"] == pytest.approx(0.6)
+        and s["min"] == 0.5
+        and s["sd"] == pytest.approx(0.1414, abs=1e-3)
+    )
+
+
+def test_score_pools_the_held_out_subjects(cv, tmp_path):
+    from affectstream.export.predictors import open_eval_predictor
+    from affectstream.models.face.data import load_fer
+    from affectstream.models.face.detect import tracker_crops
+
+    photos = load_fer(JAFFE / "originals.npz", size=None)
+    for fold in cv.folds(photos.subjects(), 5):
+        cv.fold_path(tmp_path, fold).symlink_to(SHIPPED)
+    out = tmp_path / "cv.json"
+    assert (
+        cv.main(
+            [
+                "score",
+                "--init",
+                str(SHIPPED),
+                "--work",
+                str(tmp_path),
+                "--jaffe",
+                str(JAFFE),
+                "--fer",
+                str(FER),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    crops, found = tracker_crops(photos.images)
+    probs, _ = open_eval_predictor("face", "torch", weights=SHIPPED).predict(crops)
+    direct = float((probs.argmax(1) == photos.labels[found]).mean())
+    for k in ("0.0", "0.7", "1.0"):
+        assert report["summary"][k]["tracker_pooled"] == pytest.approx(direct, abs=1e-9)
+    assert sum(f["0.7"]["n"] for f in report["folds"].values()) == int(found.sum())
+    assert 0.6 < report["summary"]["0.7"]["publictest_folds"]["mean"] < 0.75
