@@ -17,6 +17,9 @@ Two stages, each cached under --work (never in the repository):
         ../shared/data/speech_extra/urdu --work /work/runs/egemaps
     nice -n 10 python3 scripts/voice_egemaps_cv.py cv --work /work/runs/egemaps --json OUT
 
+`extract --feature-set ComParE_2016` caches the 6,373 ComParE functionals instead, for the
+comparison in the voice card (`cv --configs speaker_r3,speaker_r3_l2_0.01,speaker_r3_l2_0.03`).
+
 Held-out data (EmoDB, RAVDESS actors 21-24) is never read: the RAVDESS folder holds 1-20 only,
 and `extract` refuses any RAVDESS actor above 20.
 """
@@ -45,6 +48,18 @@ def _encoders(work: Path) -> dict[str, Path]:
     return {"A": a, "B": wd / "voice.pt"}
 
 
+def _other_set(name: str):
+    """Functionals of another openSMILE feature set (e.g. ComParE_2016, 6,373 of them), to
+    compare with eGeMAPS in `cv` (the shipped branch reads eGeMAPS only)."""
+    import opensmile
+
+    smile = opensmile.Smile(
+        feature_set=getattr(opensmile.FeatureSet, name),
+        feature_level=opensmile.FeatureLevel.Functionals,
+    )
+    return lambda x: np.nan_to_num(smile.process_signal(x, 16000).to_numpy()[0]).astype(np.float32)
+
+
 def extract(args: argparse.Namespace) -> int:
     from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.voice.data import load_audio, scan
@@ -56,7 +71,7 @@ def extract(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     encs = {k: open_eval_predictor("voice", "onnxruntime", weights=p, threads=1)
             for k, p in _encoders(work).items() if k in args.encoders.split(",")}
-    ex = EgemapsExtractor()
+    ex = EgemapsExtractor() if args.feature_set == "eGeMAPSv02" else _other_set(args.feature_set)
     for folder in args.data:
         clips = scan(folder)
         name = clips[0].corpus
@@ -263,6 +278,13 @@ CONFIGS = {
     "speaker_r3": dict(
         mode="speaker", test_session=True, k=30.0, l2=1e-3, one_session=("urdu",), ravdess_x=3.0
     ),
+    # the l2 that 6,373 ComParE_2016 features need (extract --feature-set ComParE_2016)
+    "speaker_r3_l2_0.01": dict(
+        mode="speaker", test_session=True, k=30.0, l2=1e-2, one_session=("urdu",), ravdess_x=3.0
+    ),
+    "speaker_r3_l2_0.03": dict(
+        mode="speaker", test_session=True, k=30.0, l2=3e-2, one_session=("urdu",), ravdess_x=3.0
+    ),
     "speaker_r10": dict(
         mode="speaker", test_session=True, k=30.0, l2=1e-3, one_session=("urdu",), ravdess_x=10.0
     ),
@@ -414,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--work", required=True)
     e.add_argument("--every", type=int, default=1, help="every n-th clip only (a faster cache)")
     e.add_argument("--encoders", default="A,B", help="which CNNs to run (A, B)")
+    e.add_argument(
+        "--feature-set", default="eGeMAPSv02", help="openSMILE set (ComParE_2016: the comparison)"
+    )
     c = sub.add_parser("cv")
     c.add_argument("--work", required=True)
     c.add_argument("--json")

@@ -146,6 +146,13 @@ def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
     assert load_companion(enc) is None  # fitted beside another encoder: not used
     with pytest.raises(ValueError, match="not an eGeMAPS head"):
         EgemapsHead.load(enc)
+    # a head of another feature set (the ComParE comparison) cannot read eGeMAPS features
+    other = EgemapsHead(np.zeros(10), np.ones(10), np.zeros((7, 10), np.float32),
+                        np.zeros(7, np.float32), 30.0)
+    assert other.n_features == 10 and other.probs(np.zeros(10)).shape == (1, 7)
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="not a head of the 88 eGeMAPS functionals"):
+        EgemapsHead.load(tmp_path / "other.npz")
 
 
 @needs_data

@@ -117,17 +117,22 @@ class EgemapsHead:
     fuse_weight: float = 0.5
     meta: dict | None = None
 
+    @property
+    def n_features(self) -> int:
+        """88 for eGeMAPS; a head fitted on another openSMILE set (an experiment) has its own."""
+        return int(self.feat_mean.shape[0])
+
     def standardise(self, feats: np.ndarray) -> np.ndarray:
-        f = np.asarray(feats, dtype=np.float64).reshape(-1, N_FEATURES)
+        f = np.asarray(feats, dtype=np.float64).reshape(-1, self.n_features)
         return (f - self.feat_mean) / self.feat_std
 
     def new_session(self) -> SpeakerNorm:
         """Fresh per-session state (one per stream or speaker)."""
-        return SpeakerNorm(np.zeros(N_FEATURES), np.ones(N_FEATURES), self.strength_s)
+        return SpeakerNorm(np.zeros(self.n_features), np.ones(self.n_features), self.strength_s)
 
     def probs(self, z: np.ndarray) -> np.ndarray:
         """Probabilities (n, 7) of session-standardised features (n, 88)."""
-        z = np.asarray(z, dtype=np.float32).reshape(-1, N_FEATURES)
+        z = np.asarray(z, dtype=np.float32).reshape(-1, self.n_features)
         return softmax(z @ self.weight.T + self.bias)
 
     def add(self, norm: SpeakerNorm, feats: np.ndarray, seconds: float) -> None:
@@ -175,6 +180,12 @@ class EgemapsHead:
     @classmethod
     def load(cls, path: str | Path) -> EgemapsHead:
         d = read_head_file(path, FORMAT, "an eGeMAPS head")
+        shapes = (d["feat_mean"].shape, d["feat_std"].shape, d["weight"].shape)
+        if shapes != ((N_FEATURES,), (N_FEATURES,), (len(LABELS), N_FEATURES)):
+            raise ValueError(
+                f"{path}: not a head of the {N_FEATURES} eGeMAPS functionals "
+                f"(mean, std, weight shapes {shapes})"
+            )
         return cls(
             feat_mean=d["feat_mean"],
             feat_std=d["feat_std"],
@@ -213,7 +224,7 @@ def fit_egemaps_head(
     std = np.sqrt(np.maximum(np.average((f - mean) ** 2, axis=0, weights=sw), 1e-12))
     std = np.where(std > 1e-6, std, 1.0)
     z = (f - mean) / std
-    zero, one = np.zeros(N_FEATURES), np.ones(N_FEATURES)
+    zero, one = np.zeros(f.shape[1]), np.ones(f.shape[1])
     if mode == "sessions":
         zn = simulated_sessions(
             z, np.asarray(seconds, np.float64), np.asarray(speaker), np.arange(len(z)),
