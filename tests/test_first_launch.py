@@ -56,4 +56,7 @@ def test_the_first_launch_is_as_good_as_the_second(tmp_path):
     got, again = presence(tmp_path / "first.jsonl"), presence(tmp_path / "second.jsonl")
     for m in MODALITIES:
         assert again[m] > 0, (m, again)  # the clip has a face, a voice and words
-        assert got[m] >= again[m] - 0.05, f"{m}: first launch {got}, second {again}"
+        # Two real-time runs differ by chance: on a loaded 2-core machine the words were
+        # present on 0.824 of one launch's ticks and 0.880 of the next (CI rehearsal,
+        # 2026-12-07). The failure this guards against lost them all (0.0).
+        assert got[m] >= again[m] - 0.15, f"{m}: first launch {got}, second {again}"
