@@ -79,3 +79,20 @@ def test_score_pools_the_held_out_subjects(cv, tmp_path):
         assert report["summary"][k]["tracker_pooled"] == pytest.approx(direct, abs=1e-9)
     assert sum(f["0.7"]["n"] for f in report["folds"].values()) == int(found.sum())
     assert 0.6 < report["summary"]["0.7"]["publictest_folds"]["mean"] < 0.75
+
+
+def test_train_runs_the_shipped_recipe_per_fold(cv, tmp_path, monkeypatch):
+    """`train` asks the CLI for one fine-tuning per fold, holding the fold's subjects out, and
+    skips a fold whose model exists (the runs resume across sessions)."""
+    import subprocess
+
+    from affectstream.cli.main import build_parser
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
+    cv.fold_path(tmp_path, ("KA", "NA")).write_bytes(b"done")
+    args = ["train", "--init", str(SHIPPED), "--work", str(tmp_path), "--jaffe", str(JAFFE)]
+    assert cv.main(args) == 0
+    assert [c[c.index("--hold-out") + 1] for c in calls] == ["KL,NM", "KM,TM", "KR,UY", "MK,YM"]
+    parsed = build_parser().parse_args(calls[0][3:])  # what `python3 -m affectstream` would read
+    assert parsed.steps == 1000 and parsed.keep == 0 and parsed.hold_out == "KL,NM"
