@@ -31,6 +31,16 @@ def affectstream(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def load_script(name: str) -> ModuleType:
+    """A script of `scripts/` (not a package) imported as a module, so its tests call it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def tools_required() -> bool:
     """True under CI (`CI` set, as CI services do) or with AFFECTSTREAM_REQUIRE_TOOLS=1, which
     `.ci/run` sets: there a test that lacks a tool or package it needs fails instead of skipping,

@@ -5,14 +5,14 @@ every keep is that model)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "face_jaffe_cv.py"
 JAFFE = ROOT / ".." / "shared" / "data" / "jaffe"
 FER = ROOT / ".." / "shared" / "data" / "fer2013"
 SHIPPED = ROOT / "affectstream" / "models" / "weights" / "face.pt"
@@ -20,10 +20,7 @@ SHIPPED = ROOT / "affectstream" / "models" / "weights" / "face.pt"
 
 @pytest.fixture(scope="module")
 def cv():
-    spec = importlib.util.spec_from_file_location("face_jaffe_cv", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("face_jaffe_cv")
 
 
 def test_folds_cover_every_subject_once(cv):

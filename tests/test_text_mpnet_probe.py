@@ -6,7 +6,6 @@ fold. A tiny random MPNet (or label-carrying vectors) stands in for the 438 MB m
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import zipfile
 from pathlib import Path
@@ -17,8 +16,8 @@ import torch
 
 from affectstream.core.labels import LABELS
 from affectstream.models.text import data
+from tests.conftest import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "text_mpnet_probe.py"
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 MELD_TRAIN = SHARED / "meld_text" / "train_sent_emo.csv"
 MELD_DEV = SHARED / "meld_text" / "dev_sent_emo.csv"
@@ -26,10 +25,7 @@ MELD_DEV = SHARED / "meld_text" / "dev_sent_emo.csv"
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("text_mpnet_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("text_mpnet_probe")
 
 
 @pytest.fixture(scope="module")
