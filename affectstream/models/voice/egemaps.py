@@ -64,20 +64,24 @@ def available() -> bool:
 class EgemapsExtractor:
     """eGeMAPSv02 functionals of a mono float32 span at 16 kHz: `(N,) -> (88,)` float32.
 
-    One openSMILE instance; not thread-safe (one per thread or per stage).
+    One openSMILE instance; not thread-safe (one per thread or per stage). `feature_set` names
+    another openSMILE set (e.g. "ComParE_2016", 6,373 functionals) for the comparison in the
+    voice card; the shipped branch reads eGeMAPSv02.
     """
 
-    def __init__(self, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
+    def __init__(
+        self, sample_rate: int = MODEL_SAMPLE_RATE, feature_set: str = "eGeMAPSv02"
+    ) -> None:
         try:
             import opensmile
         except ImportError as e:
             raise ImportError(INSTALL_HINT) from e
         self.sample_rate = int(sample_rate)
         self._smile = opensmile.Smile(
-            feature_set=opensmile.FeatureSet.eGeMAPSv02,
+            feature_set=getattr(opensmile.FeatureSet, feature_set),
             feature_level=opensmile.FeatureLevel.Functionals,
         )
-        self.names: tuple[str, ...] = tuple(self._smile.feature_names)
+        self.names: tuple[str, ...] = tuple(self._smile.feature_names)  # 88 for eGeMAPSv02
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -85,8 +89,8 @@ class EgemapsExtractor:
             x = np.pad(x, (0, MIN_SAMPLES - len(x)))
         f = self._smile.process_signal(x, self.sample_rate).to_numpy(dtype=np.float32)
         out = f.reshape(-1)
-        if out.shape != (N_FEATURES,):
-            raise RuntimeError(f"openSMILE gave {out.shape} features, expected ({N_FEATURES},)")
+        if out.shape != (len(self.names),):
+            raise RuntimeError(f"openSMILE gave {out.shape} features, expected ({len(self.names)},)")
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
