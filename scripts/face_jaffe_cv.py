@@ -17,7 +17,6 @@ CPU-minutes on an unshared core; 20 minutes of wall time two at a time on 2 core
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shlex
 import subprocess
@@ -87,8 +86,9 @@ def cmd_score(args) -> int:
 
     from affectstream.models.face.data import load_fer
     from affectstream.models.face.detect import tracker_crops
-    from affectstream.models.face.encoder import FaceEncoder, load_checkpoint, net_from_checkpoint
+    from affectstream.models.face.encoder import load_checkpoint, net_from_checkpoint
     from affectstream.models.face.finetune import interpolate
+    from affectstream.models.face.train import predict_logits
 
     torch.set_num_threads(args.threads)
     start = net_from_checkpoint(load_checkpoint(args.init)).eval()
@@ -100,10 +100,7 @@ def cmd_score(args) -> int:
     t_subj, t_y = photos.subjects()[found], photos.labels[found]
 
     def correct(net, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        model = FaceEncoder(copy.deepcopy(net)).model  # folding BatchNorm changes the module
-        x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
-        with torch.no_grad():
-            logits = model(x.contiguous(memory_format=torch.channels_last))[0]
+        logits = predict_logits(net, torch.from_numpy(images)[:, None])
         return logits.argmax(1).numpy() == labels
 
     report: dict = {
