@@ -1,4 +1,5 @@
-"""Speaker-normalised eGeMAPS beside the voice CNN: the experiment behind the voice card.
+"""Speaker-normalised utterance features beside the voice CNN: the experiments behind the
+voice card's eGeMAPS and Whisper-encoder heads (`models/voice/utterance.py`).
 
 Two stages, each cached under --work (never in the repository):
 
@@ -17,8 +18,11 @@ Two stages, each cached under --work (never in the repository):
         ../shared/data/speech_extra/urdu --work /work/runs/egemaps
     nice -n 10 python3 scripts/voice_egemaps_cv.py cv --work /work/runs/egemaps --json OUT
 
-`extract --feature-set ComParE_2016` caches the 6,373 ComParE functionals instead, for the
-comparison in the voice card (`cv --configs speaker_r3,speaker_r3_l2_0.01,speaker_r3_l2_0.03`).
+`extract --feature-set whisper-tiny.en` caches the 768 Whisper-encoder statistics instead
+(`fit --features whisper-tiny.en` then writes `<encoder>.whisper.npz`); `--feature-set
+ComParE_2016` the 6,373 ComParE functionals, for the comparison in the voice card (`cv
+--configs speaker_r3,speaker_r3_l2_0.01,speaker_r3_l2_0.03`). The "eGeMAPS" names of the cache
+and report keys stand for whichever feature set the cache holds.
 
 Held-out data (EmoDB, RAVDESS actors 21-24) is never read: the RAVDESS folder holds 1-20 only,
 and `extract` refuses any RAVDESS actor above 20.
@@ -51,7 +55,7 @@ def _encoders(work: Path) -> dict[str, Path]:
 def extract(args: argparse.Namespace) -> int:
     from affectstream.export.predictors import open_eval_predictor
     from affectstream.models.voice.data import load_audio, scan
-    from affectstream.models.voice.egemaps import EgemapsExtractor, utterance_span
+    from affectstream.models.voice.egemaps import EgemapsExtractor
     from affectstream.models.voice.evaluate import clip_windows
     from affectstream.models.voice.features import MelOptions
 
@@ -59,7 +63,12 @@ def extract(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     encs = {k: open_eval_predictor("voice", "onnxruntime", weights=p, threads=1)
             for k, p in _encoders(work).items() if k in args.encoders.split(",")}
-    ex = EgemapsExtractor(feature_set=args.feature_set)
+    from affectstream.models.voice.utterance import FEATURE_SETS, extractor, utterance_span
+
+    if args.feature_set in FEATURE_SETS:  # eGeMAPSv02 or whisper-tiny.en
+        ex = extractor(args.feature_set)
+    else:  # another openSMILE set: an experiment
+        ex = EgemapsExtractor(feature_set=args.feature_set)
     for folder in args.data:
         clips = scan(folder)
         name = clips[0].corpus
@@ -94,7 +103,7 @@ def extract(args: argparse.Namespace) -> int:
             rows["nwin"].append(n)
             if (i + 1) % 200 == 0:
                 print(f"{name}: {i + 1}/{len(clips)} ({time.perf_counter() - t0:.0f} s, "
-                      f"eGeMAPS {1000 * t_feat / (i + 1):.1f} ms/clip)", file=sys.stderr)
+                      f"features {1000 * t_feat / (i + 1):.1f} ms/clip)", file=sys.stderr)
         np.savez(
             out,
             corpus=np.array(name),
@@ -105,6 +114,7 @@ def extract(args: argparse.Namespace) -> int:
             files=np.array(rows["file"]),
             nwin=np.array(rows["nwin"]),
             egemaps_ms_per_clip=np.array(1000 * t_feat / len(clips)),
+            feature_set=np.array(args.feature_set),
             every=np.array(args.every),
             **{k: np.concatenate(v) for k, v in wins.items()},
         )
@@ -132,6 +142,10 @@ class Data:
         self.actor = np.concatenate([z["actor"] for z in parts])
         self.nwin = np.concatenate([z["nwin"] for z in parts])
         self.ms_per_clip = {str(z["corpus"]): float(z["egemaps_ms_per_clip"]) for z in parts}
+        sets = {str(z["feature_set"]) if "feature_set" in z.files else "eGeMAPSv02" for z in parts}
+        if len(sets) != 1:
+            raise SystemExit(f"{work}: corpora cached with different feature sets {sets}")
+        self.feature_set = sets.pop()
         # window rows: each clip has nwin sliding windows then its centre window
         self.win = {}
         for k in ("A", "B"):  # a corpus cached without encoder k: NaN (never read)
@@ -181,9 +195,9 @@ def _speakers(d: Data, idx: np.ndarray, one_session: tuple[str, ...]) -> np.ndar
 def egemaps_probs(d: Data, train: np.ndarray, test: np.ndarray, cfg: dict) -> np.ndarray:
     """eGeMAPS head fitted on clips `train`, read on clips `test` live: one session per test
     speaker, its clips in a seeded random order, each clip added before it is read."""
-    from affectstream.models.voice.egemaps import fit_egemaps_head
+    from affectstream.models.voice.utterance import fit_utterance_head
 
-    head = fit_egemaps_head(
+    head = fit_utterance_head(
         d.feat[train], d.label[train], _speakers(d, train, cfg["one_session"]), d.sec[train],
         _balance(d, train, cfg.get("ravdess_x", 1.0)), strength_s=cfg["k"], l2=cfg["l2"],
         mode=cfg["mode"],
@@ -273,7 +287,7 @@ CONFIGS = {
 
 
 # the l2 that 6,373 ComParE_2016 features need (extract --feature-set ComParE_2016)
-for _l2 in (0.01, 0.03):
+for _l2 in (0.01, 0.03, 0.1, 0.3):
     CONFIGS[f"speaker_r3_l2_{_l2}"] = {**CONFIGS["speaker_r3"], "l2": _l2}
 
 
@@ -299,7 +313,7 @@ def run_cv(args: argparse.Namespace) -> int:
                     "configs": CONFIGS, "egemaps_alone": {}, "fusion": {}}
     configs = args.configs.split(",") if args.configs else list(CONFIGS)
     eg_cache: dict = {}
-    print("eGeMAPS head alone (clip accuracy, live sessions per test speaker)")
+    print(f"{d.feature_set} head alone (clip accuracy, live sessions per test speaker)")
     for name in configs:
         cfg = CONFIGS[name]
         accs = {}
@@ -317,7 +331,8 @@ def run_cv(args: argparse.Namespace) -> int:
     clean = [("ravdess 17-20", "B"), ("ravdess 17-20", "A")] + [
         (f"{c} left out", "A") for c in CORPORA[1:] if c in present
     ]
-    print("late fusion: (1 - w) CNN path + w eGeMAPS; CNN path = net | shipped (net+session mix)")
+    print(f"late fusion: (1 - w) CNN path + w {d.feature_set}; CNN path = net | shipped "
+          "(net+session mix)")
     for name in configs:
         cfg = CONFIGS[name]
         res = {}
@@ -382,19 +397,21 @@ def run_fit(args: argparse.Namespace) -> int:
     """The shipped head: fitted on every cached clip but RAVDESS actors 17-20 (the card's clean
     test actors, as for voice.pt), written beside the encoder it was chosen with."""
     from affectstream.export.predictors import weights_dir
-    from affectstream.models.voice.egemaps import companion_path, fit_egemaps_head
     from affectstream.models.voice.session import file_sha256
+    from affectstream.models.voice.utterance import companion_path, fit_utterance_head
 
     d = Data(Path(args.work))
+    if d.feature_set != args.features:
+        raise SystemExit(f"{args.work} holds {d.feature_set} features, not {args.features}")
     cfg = CONFIGS[args.config]
     test = np.flatnonzero((d.corpus == "ravdess") & np.isin(d.actor, (17, 18, 19, 20)))
     train = np.setdiff1d(np.arange(d.n), test)
     enc = Path(args.encoder) if args.encoder else weights_dir() / "voice.pt"
     t0 = time.perf_counter()
-    head = fit_egemaps_head(
+    head = fit_utterance_head(
         d.feat[train], d.label[train], _speakers(d, train, cfg["one_session"]), d.sec[train],
         _balance(d, train, cfg.get("ravdess_x", 1.0)), strength_s=cfg["k"], l2=cfg["l2"],
-        mode=cfg["mode"], fuse_weight=args.fuse_weight,
+        mode=cfg["mode"], fuse_weight=args.fuse_weight, features=args.features,
     )
     meta = {
         **(head.meta or {}),
@@ -408,7 +425,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "fit_s": round(time.perf_counter() - t0, 1),
     }
-    out = Path(args.out) if args.out else companion_path(enc)
+    out = Path(args.out) if args.out else companion_path(enc, args.features)
     type(head)(**{**head.__dict__, "meta": meta}).save(out)
     print(f"wrote {out}: {meta}")
     return 0
@@ -423,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--every", type=int, default=1, help="every n-th clip only (a faster cache)")
     e.add_argument("--encoders", default="A,B", help="which CNNs to run (A, B)")
     e.add_argument(
-        "--feature-set", default="eGeMAPSv02", help="openSMILE set (ComParE_2016: the comparison)"
+        "--feature-set",
+        default="eGeMAPSv02",
+        help="eGeMAPSv02, whisper-tiny.en (the Whisper-encoder head), or another openSMILE set "
+        "(ComParE_2016: the comparison)",
     )
     c = sub.add_parser("cv")
     c.add_argument("--work", required=True)
@@ -433,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--work", required=True)
     f.add_argument("--config", default="sessions", choices=list(CONFIGS))
     f.add_argument("--fuse-weight", type=float, required=True)
+    f.add_argument(
+        "--features", default="eGeMAPSv02", help="the cache's feature set (whisper-tiny.en)"
+    )
     f.add_argument("--encoder", help="the encoder file it goes beside (default: voice.pt)")
     f.add_argument("--out", help="default: <encoder>.egemaps.npz beside the encoder")
     args = p.parse_args(argv)

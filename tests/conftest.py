@@ -17,6 +17,57 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
 DATA = SHARED / "data"
+RAVDESS_SPEECH = DATA / "ravdess_speech"
+
+
+def ravdess_clips(actors=(1, 2), emotions=range(1, 9)) -> list[Path]:
+    """One RAVDESS clip per actor and emotion (statement 1, repetition 1; strong intensity,
+    which neutral does not have)."""
+    return [
+        RAVDESS_SPEECH
+        / f"Actor_{a:02d}"
+        / f"03-01-{e:02d}-{1 if e == 1 else 2:02d}-01-01-{a:02d}.flac"
+        for a in actors
+        for e in emotions
+    ]
+
+
+def eval_voice_setup(tmp_path: Path) -> tuple[Path, list[str], Path]:
+    """A copy of the shipped voice encoder in `tmp_path` (heads can be put beside it) and the
+    `eval voice` command on four clips of RAVDESS actor 19: (encoder, args, report path)."""
+    from affectstream.models.voice.encoder import default_weights_path
+
+    enc = tmp_path / "v.pt"
+    shutil.copy(default_weights_path(), enc)
+    root = tmp_path / "ravdess" / "Actor_19"
+    root.mkdir(parents=True)
+    for f in ravdess_clips(actors=(19,), emotions=(1, 3, 5, 8)):
+        shutil.copy(f, root / f.name)
+    out = tmp_path / "eval.json"
+    args = ["eval", "voice", "--data", str(root.parent), "--weights", str(enc), "--json", str(out)]
+    return enc, args, out
+
+
+def utterance_features(extract, files) -> tuple:
+    """(features, labels, actors, seconds of speech) of each RAVDESS file's utterance span
+    read by `extract` (an utterance-head feature extractor); skips without the corpus."""
+    import numpy as np
+
+    if not RAVDESS_SPEECH.is_dir():
+        pytest.skip(f"{RAVDESS_SPEECH} not present")
+    from affectstream.models.voice.data import load_audio, parse_name
+    from affectstream.models.voice.utterance import utterance_span
+
+    rows, y, spk, sec = [], [], [], []
+    for f in files:
+        x = load_audio(f)
+        s, e = utterance_span(x)
+        rows.append(extract(x[s:e]))
+        c = parse_name(f)
+        y.append(c.label_index)
+        spk.append(c.actor)
+        sec.append((e - s) / 16000)
+    return np.stack(rows), np.array(y), np.array(spk), np.array(sec)
 
 
 def affectstream(*args, timeout: float = 300) -> subprocess.CompletedProcess:

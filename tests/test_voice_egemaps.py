@@ -1,4 +1,5 @@
-"""The eGeMAPS voice branch (models/voice/egemaps.py): real openSMILE on real speech."""
+"""The eGeMAPS utterance head (models/voice/egemaps.py, utterance.py): real openSMILE on real
+speech."""
 
 from __future__ import annotations
 
@@ -7,26 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectstream.models.voice.egemaps import (
-    N_FEATURES,
-    EgemapsHead,
+from affectstream.models.voice.egemaps import N_FEATURES
+from affectstream.models.voice.utterance import (
+    UtteranceHead,
     companion_path,
-    fit_egemaps_head,
+    fit_utterance_head,
     load_companion,
     utterance_span,
 )
-from tests.conftest import require_module
+from tests.conftest import (
+    RAVDESS_SPEECH,
+    eval_voice_setup,
+    ravdess_clips,
+    require_module,
+    utterance_features,
+)
 
-RAVDESS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess_speech"
-needs_data = pytest.mark.skipif(not RAVDESS.is_dir(), reason=f"{RAVDESS} not present")
-
-
-def _clips(actors=(1, 2), emotions=range(1, 9)):
-    return [
-        RAVDESS / f"Actor_{a:02d}" / f"03-01-{e:02d}-{1 if e == 1 else 2:02d}-01-01-{a:02d}.flac"
-        for a in actors
-        for e in emotions
-    ]
+needs_data = pytest.mark.skipif(not RAVDESS_SPEECH.is_dir(), reason="no RAVDESS here")
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +39,14 @@ def extractor():
 def real_features(extractor):
     """eGeMAPS of 16 real RAVDESS clips (actors 1 and 2, each emotion once), with labels,
     speakers and seconds of speech."""
-    if not RAVDESS.is_dir():
-        pytest.skip(f"{RAVDESS} not present")
-    from affectstream.models.voice.data import load_audio, parse_name
-
-    rows, y, spk, sec = [], [], [], []
-    for f in _clips():
-        x = load_audio(f)
-        s, e = utterance_span(x)
-        rows.append(extractor(x[s:e]))
-        c = parse_name(f)
-        y.append(c.label_index)
-        spk.append(c.actor)
-        sec.append((e - s) / 16000)
-    return np.stack(rows), np.array(y), np.array(spk), np.array(sec)
+    return utterance_features(extractor, ravdess_clips())
 
 
 @needs_data
 def test_the_functionals_of_real_speech_are_88_finite_and_repeatable(extractor):
     from affectstream.models.voice.data import load_audio
 
-    x = load_audio(_clips()[4])  # actor 1, angry
+    x = load_audio(ravdess_clips()[4])  # actor 1, angry
     s, e = utterance_span(x)
     assert 0 <= s < e <= len(x) and e - s >= 8000
     a, b = extractor(x[s:e]), extractor(x[s:e])
@@ -84,9 +69,9 @@ def test_silence_and_a_too_short_span_still_give_88_finite_numbers(extractor):
 
 @needs_data
 @pytest.mark.parametrize("mode", ["sessions", "speaker", "none"])
-def test_a_head_fitted_on_real_features_reads_its_training_clips(real_features, mode):
+def test_a_head_fitted_on_real_features_reads_its_trainingravdess_clips(real_features, mode):
     feats, y, spk, sec = real_features
-    head = fit_egemaps_head(feats, y, spk, sec, strength_s=5.0, mode=mode, l2=1e-4)
+    head = fit_utterance_head(feats, y, spk, sec, strength_s=5.0, mode=mode, l2=1e-4)
     assert head.weight.shape == (7, N_FEATURES) and head.meta["mode"] == mode
     norm = head.new_session() if mode != "none" else None
     p = np.concatenate([head.step(norm, f, s) for f, s in zip(feats, sec, strict=True)])
@@ -100,7 +85,7 @@ def test_a_head_fitted_on_real_features_reads_its_training_clips(real_features, 
 
 def test_the_session_moves_the_reading_and_a_new_session_starts_from_training():
     rng = np.random.default_rng(0)
-    head = EgemapsHead(
+    head = UtteranceHead(
         feat_mean=rng.standard_normal(N_FEATURES),
         feat_std=rng.uniform(0.5, 2, N_FEATURES),
         weight=rng.standard_normal((7, N_FEATURES)).astype(np.float32),
@@ -127,7 +112,7 @@ def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
     rng = np.random.default_rng(1)
     enc = tmp_path / "v.pt"
     enc.write_bytes(b"weights")
-    head = EgemapsHead(
+    head = UtteranceHead(
         rng.standard_normal(N_FEATURES),
         np.ones(N_FEATURES),
         rng.standard_normal((7, N_FEATURES)).astype(np.float32),
@@ -144,15 +129,15 @@ def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
     np.testing.assert_array_equal(back.weight, head.weight)
     enc.write_bytes(b"other weights")
     assert load_companion(enc) is None  # fitted beside another encoder: not used
-    with pytest.raises(ValueError, match="not an eGeMAPS head"):
-        EgemapsHead.load(enc)
+    with pytest.raises(ValueError, match="not an utterance head"):
+        UtteranceHead.load(enc)
     # a head of another feature set (the ComParE comparison) cannot read eGeMAPS features
-    other = EgemapsHead(np.zeros(10), np.ones(10), np.zeros((7, 10), np.float32),
+    other = UtteranceHead(np.zeros(10), np.ones(10), np.zeros((7, 10), np.float32),
                         np.zeros(7, np.float32), 30.0)
     assert other.n_features == 10 and other.probs(np.zeros(10)).shape == (1, 7)
     other.save(tmp_path / "other.npz")
-    with pytest.raises(ValueError, match="not a head of the 88 eGeMAPS functionals"):
-        EgemapsHead.load(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="not a head of the 88 eGeMAPSv02 features"):
+        UtteranceHead.load(tmp_path / "other.npz")
 
 
 @needs_data
@@ -160,38 +145,31 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     tmp_path, real_features, capsys, monkeypatch
 ):
     import json
-    import shutil
 
     from affectstream.cli.main import main
-    from affectstream.models.voice.encoder import default_weights_path
     from affectstream.models.voice.session import file_sha256
 
     feats, y, spk, sec = real_features  # actors 1 and 2
-    enc = tmp_path / "v.pt"
-    shutil.copy(default_weights_path(), enc)
-    head = fit_egemaps_head(feats, y, spk, sec, strength_s=5.0, fuse_weight=0.3)
-    EgemapsHead(**{**head.__dict__, "meta": {"encoder_sha256": file_sha256(enc)}}).save(
+    enc, args, out = eval_voice_setup(tmp_path)
+    head = fit_utterance_head(feats, y, spk, sec, strength_s=5.0, fuse_weight=0.3)
+    UtteranceHead(**{**head.__dict__, "meta": {"encoder_sha256": file_sha256(enc)}}).save(
         companion_path(enc)
     )
-    root = tmp_path / "ravdess" / "Actor_19"
-    root.mkdir(parents=True)
-    for f in _clips(actors=(19,), emotions=(1, 3, 5, 8)):
-        shutil.copy(f, root / f.name)
-    out = tmp_path / "eval.json"
-    args = ["eval", "voice", "--data", str(root.parent), "--weights", str(enc), "--json", str(out)]
-    assert main([*args, "--egemaps"]) == 0
+    assert main([*args, "--utterance", "egemaps"]) == 0
     res = json.loads(out.read_text())
-    assert res["egemaps"] and res["egemaps_fuse_weight"] == pytest.approx(0.3)
+    assert res["utterance_features"] == "eGeMAPSv02"
+    assert res["utterance_fuse_weight"] == pytest.approx(0.3)
     assert res["clips"]["n"] == res["cnn_path"]["clips"]["n"] == 4
-    assert "eGeMAPS of each clip fused in" in capsys.readouterr().out
+    assert "eGeMAPSv02 of each clip fused in" in capsys.readouterr().out
     assert main(args) == 0  # by default the head beside the weights is used
     assert json.loads(out.read_text())["clips"] == res["clips"]
-    assert main([*args, "--no-egemaps"]) == 0  # the CNN path alone, the same figures
+    assert main([*args, "--utterance", "none"]) == 0  # the CNN path alone, the same figures
     plain = json.loads(out.read_text())
-    assert not plain["egemaps"] and plain["clips"] == res["cnn_path"]["clips"]
-    assert plain["egemaps_not_used"] == "--no-egemaps" and "egemaps_not_used" not in res
+    assert plain["utterance_features"] is None and plain["clips"] == res["cnn_path"]["clips"]
+    assert plain["utterance_not_used"] == "--utterance none" and "utterance_not_used" not in res
 
-    # without opensmile: a warning names the missing package, the CNN path is scored
+    # without opensmile (and no Whisper head beside these weights): a warning names the
+    # missing package, the CNN path is scored
     from affectstream.models.voice import egemaps
 
     capsys.readouterr()
@@ -201,8 +179,8 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     assert "eGeMAPS head, but it is not used" in err and "affectstream[egemaps]" in err
     skipped = json.loads(out.read_text())
     assert skipped["clips"] == res["cnn_path"]["clips"]
-    assert skipped["egemaps_not_used"] == "opensmile not installed"
-    assert main([*args, "--egemaps"]) == 2  # required but not installed: a usage error
+    assert skipped["utterance_not_used"] == "opensmile not installed"
+    assert main([*args, "--utterance", "egemaps"]) == 2  # required, not installed: usage error
     assert "opensmile" in capsys.readouterr().err
 
 
@@ -217,7 +195,7 @@ def test_the_cv_script_caches_features_and_scores_grouped_folds(tmp_path):
 
     require_module("opensmile", "pip install 'affectstream[egemaps]'")
     root = tmp_path / "ravdess"
-    for f in _clips(actors=(1, 2, 17, 18), emotions=(1, 3, 4, 5, 7, 8)):
+    for f in ravdess_clips(actors=(1, 2, 17, 18), emotions=(1, 3, 4, 5, 7, 8)):
         (root / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, root / f.parent.name / f.name)
     script = Path(__file__).resolve().parents[1] / "scripts" / "voice_egemaps_cv.py"

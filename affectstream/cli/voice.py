@@ -450,18 +450,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         help="score every window on its own with the network's head, even when the weights "
         "have a session head (default: each speaker is one session)",
     )
-    eg = p.add_mutually_exclusive_group()
-    eg.add_argument(
-        "--egemaps",
-        action="store_true",
-        help="require the eGeMAPS branch: fail unless the head beside the weights "
-        "(<encoder>.egemaps.npz) and the opensmile package are there (by default it is used "
-        "whenever both are; models/cards/voice.md)",
-    )
-    eg.add_argument(
-        "--no-egemaps",
-        action="store_true",
-        help="score the CNN path alone, even when the weights have an eGeMAPS head",
+    p.add_argument(
+        "--utterance",
+        choices=("auto", "egemaps", "whisper", "none"),
+        default="auto",
+        help="which utterance head to fuse with the CNN path (models/cards/voice.md): auto "
+        "(default) takes eGeMAPS when its head (<encoder>.egemaps.npz) and the opensmile "
+        "package are there, else the Whisper-encoder head (<encoder>.whisper.npz); egemaps or "
+        "whisper require that head; none scores the CNN path alone",
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the scores here")
@@ -470,34 +466,40 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     add_eval_backend_arguments(p)
 
 
-def _egemaps_choice(args: argparse.Namespace, enc) -> tuple[bool, str]:
-    """Whether `eval voice` reads eGeMAPS, and why not when the weights have a head ("" when
-    used or when there is none). The shipped voice reading is the CNN path fused with the
-    eGeMAPS head beside the weights, so it is used whenever the head is there and opensmile
-    is installed; without opensmile a warning says the figures are the CNN path's alone (the
-    extra is optional: its licence is non-commercial)."""
-    from affectstream.models.voice.egemaps import INSTALL_HINT, available
+def _utterance_choice(args: argparse.Namespace, enc) -> tuple[str | None, str]:
+    """The utterance head `eval voice` fuses in (a feature set, or None), and why a head
+    beside the weights was not read ("" when none was left out). The shipped voice reading is
+    the CNN path fused with an utterance head: eGeMAPS where the optional opensmile package is
+    installed (its licence is non-commercial), else the Whisper-encoder head, which needs
+    nothing extra."""
+    from affectstream.models.voice.egemaps import INSTALL_HINT
+    from affectstream.models.voice.utterance import EGEMAPS, WHISPER, available
 
-    has_head = getattr(enc, "egemaps", None) is not None
-    if args.egemaps and not has_head:
-        raise _usage(
-            "--egemaps: no eGeMAPS head beside these voice weights "
-            "(<encoder>.egemaps.npz, fitted beside the same encoder)"
+    heads = getattr(enc, "utterance_heads", {})
+    if args.utterance == "none":
+        return None, "--utterance none" if heads else ""
+    want = {"egemaps": EGEMAPS, "whisper": WHISPER}.get(args.utterance)
+    if want is not None:
+        if want not in heads:
+            raise _usage(
+                f"--utterance {args.utterance}: no {want} head beside these voice weights "
+                "(fitted beside the same encoder)"
+            )
+        if not available(want):
+            raise _usage(f"--utterance {args.utterance}: {INSTALL_HINT}")
+        return want, ""
+    if EGEMAPS in heads and available(EGEMAPS):
+        return EGEMAPS, ""
+    note = "opensmile not installed" if EGEMAPS in heads else ""
+    if note:
+        fallback = "the Whisper-encoder head reads instead" if WHISPER in heads else (
+            "the figures below are the CNN path's alone")
+        print(
+            f"warning: these voice weights have an eGeMAPS head, but it is not used: "
+            f"{INSTALL_HINT}; {fallback}",
+            file=sys.stderr,
         )
-    if not has_head:
-        return False, ""
-    if args.no_egemaps:
-        return False, "--no-egemaps"
-    if available():
-        return True, ""
-    if args.egemaps:
-        raise _usage(f"--egemaps: {INSTALL_HINT}")
-    print(
-        "warning: these voice weights have an eGeMAPS head, but it is not used: "
-        f"{INSTALL_HINT}; the figures below are the CNN path's alone",
-        file=sys.stderr,
-    )
-    return False, "opensmile not installed"
+    return (WHISPER if WHISPER in heads else None), note
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -516,18 +518,18 @@ def run_eval(args: argparse.Namespace) -> int:
         enc = eval_predictor(args, "voice", args.weights)
     except (ValueError, OSError, BackendError) as e:
         raise _usage(str(e)) from None
-    use_egemaps, egemaps_not_used = _egemaps_choice(args, enc)
+    features, not_used = _utterance_choice(args, enc)
     try:
         res = evaluate_clips(
-            enc, clips, hop_s=args.hop, sessions=not args.no_session, egemaps=use_egemaps
+            enc, clips, hop_s=args.hop, sessions=not args.no_session, utterance=features
         )
     except DataError as e:
         raise _usage(str(e)) from None
     trained_on = set(enc.meta.get("train_actors", []))
     seen = sorted(trained_on & set(res["actors"]))
     res["weights"] = str(args.weights or "shipped")
-    if egemaps_not_used:  # the head beside the weights was not read: say why in the report
-        res["egemaps_not_used"] = egemaps_not_used
+    if not_used:  # a head beside the weights was not read: say why in the report
+        res["utterance_not_used"] = not_used
     res["actors_seen_in_training"] = seen
     write_json(args.json, res)
     if seen:
@@ -539,11 +541,11 @@ def run_eval(args: argparse.Namespace) -> int:
             f"the network's own head, stateless: clip accuracy "
             f"{res['stateless']['clips']['accuracy']:.3f}"
         )
-    if res["egemaps"]:
+    if res["utterance_features"]:
         print(
-            f"eGeMAPS of each clip fused in (weight {res['egemaps_fuse_weight']:.2f}, each "
-            f"speaker one session); the CNN path alone: clip accuracy "
-            f"{res['cnn_path']['clips']['accuracy']:.3f}"
+            f"{res['utterance_features']} of each clip fused in (weight "
+            f"{res['utterance_fuse_weight']:.2f}, each speaker one session); the CNN path "
+            f"alone: clip accuracy {res['cnn_path']['clips']['accuracy']:.3f}"
         )
     _print_scores("clips (mean over windows)", res["clips"])
     _print_scores("single centre window", res["single_window"])

@@ -58,7 +58,7 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
 
         return FacePredictor(backend, tta=tta)
     if name == "voice":
-        from affectstream.models.voice import egemaps
+        from affectstream.models.voice import utterance
         from affectstream.models.voice.encoder import default_weights_path, read_header
         from affectstream.models.voice.predictor import VoicePredictor
         from affectstream.models.voice.session import load_companion
@@ -72,7 +72,7 @@ def wrap(name: str, backend, weights: str | Path | None = None, tta: bool = Fals
             mel=mel,
             meta=meta,
             session=session,
-            egemaps=egemaps.load_companion(path),
+            utterance_heads=utterance.load_companions(path),
         )
     if name == "text":
         from affectstream.models.text.predictor import TextPredictor, read_header

@@ -94,28 +94,29 @@ def evaluate_clips(
     progress: Callable[[int, int], None] | None = None,
     sessions: bool = True,
     seed: int = 0,
-    egemaps: bool = False,
+    utterance: str | None = None,
 ) -> dict:
     """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics.
 
     `sessions` (when the predictor has a session head): one session per speaker, clips in
     `session_order(clips, seed)`; the stateless scores are under "stateless".
-    `egemaps` (the predictor's eGeMAPS head, `models.voice.egemaps`; needs the opensmile
-    package): each clip's speech is also read once as eGeMAPS functionals, standardised by its
-    speaker's session so far, and fused with the CNN path's clip and centre-window
-    probabilities; the CNN path alone is under "cnn_path"."""
+    `utterance` (a feature set of the predictor's utterance heads, `models.voice.utterance`:
+    "eGeMAPSv02", which needs the opensmile package, or "whisper-tiny.en"): each clip's speech
+    is also read once as those features, standardised by its speaker's session so far, and
+    fused with the CNN path's clip and centre-window probabilities; the CNN path alone is
+    under "cnn_path"."""
     mel = predictor.mel if predictor.mel is not None else MelOptions()
     head = getattr(predictor, "session", None) if sessions else None
-    eg_head = getattr(predictor, "egemaps", None) if egemaps else None
-    if egemaps and eg_head is None:
-        raise ValueError("these voice weights have no eGeMAPS head beside them (.egemaps.npz)")
+    eg_head = None
+    if utterance is not None:
+        from . import utterance as U
+
+        eg_head = getattr(predictor, "utterance_heads", {}).get(utterance)
+        if eg_head is None:
+            raise ValueError(f"these voice weights have no {utterance} head beside them")
+        extract = U.extractor(utterance, predictor.sample_rate)
     if head is not None or eg_head is not None:
         clips = [clips[i] for i in session_order(clips, seed)]
-    extract = None
-    if eg_head is not None:
-        from .egemaps import EgemapsExtractor, utterance_span
-
-        extract = EgemapsExtractor(predictor.sample_rate)
     eg_norms: dict[int, object] = {}
     cnn_clip, cnn_win = [], []
     norms: dict[int, object] = {}
@@ -139,7 +140,7 @@ def evaluate_clips(
         if eg_head is not None:
             cnn_clip.append(clip_p)
             cnn_win.append(win_p)
-            s, e = utterance_span(x, predictor.sample_rate)
+            s, e = U.utterance_span(x, predictor.sample_rate)
             norm = eg_norms.get(c.actor)
             if norm is None:
                 norm = eg_norms[c.actor] = eg_head.new_session()
@@ -171,9 +172,9 @@ def evaluate_clips(
     }
     if head is not None:
         out["stateless"] = corpus_scores(np.asarray(y), np.stack(plain_clip), np.stack(plain_win))
-    out["egemaps"] = eg_head is not None
+    out["utterance_features"] = utterance
     if eg_head is not None:
-        out["egemaps_fuse_weight"] = eg_head.fuse_weight
-        out["egemaps_strength_s"] = eg_head.strength_s
+        out["utterance_fuse_weight"] = eg_head.fuse_weight
+        out["utterance_strength_s"] = eg_head.strength_s
         out["cnn_path"] = corpus_scores(np.asarray(y), np.stack(cnn_clip), np.stack(cnn_win))
     return out

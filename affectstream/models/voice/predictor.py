@@ -57,11 +57,11 @@ class VoicePredictor:
             `voice.session.npz` beside them), or None. `predict` never uses it: it is
             stateless; a caller that follows one session (the voice stage, `eval voice` per
             speaker) keeps a `session.new_session()` and reads `session.step(...)`.
-        egemaps: the weights' eGeMAPS head (`egemaps.EgemapsHead`, read from
-            `voice.egemaps.npz` beside them), or None. `predict` never uses it either: a
-            caller that has an utterance's speech extracts its eGeMAPS functionals (the
-            optional opensmile package), reads them with `egemaps.step(...)` in its session and
-            fuses them with `egemaps.fuse(...)`.
+        utterance_heads: the weights' utterance heads by feature set
+            (`utterance.UtteranceHead`, read from `voice.egemaps.npz` / `voice.whisper.npz`
+            beside them), possibly empty. `predict` never uses them either: a caller that has
+            an utterance's speech extracts its features (`utterance.extractor`), reads them
+            with `head.step(...)` in its session and fuses them with `head.fuse(...)`.
     """
 
     labels = LABELS
@@ -75,14 +75,19 @@ class VoicePredictor:
         mel: Any = None,
         meta: dict | None = None,
         session: Any = None,
-        egemaps: Any = None,
+        utterance_heads: dict | None = None,
     ) -> None:
         self.backend = backend
         self.session = session
-        self.egemaps = egemaps
+        self.utterance_heads = dict(utterance_heads or {})
         self.window_s = float(window_s)
         self.mel = mel
         self.meta = dict(meta or {})
+
+    @property
+    def egemaps(self) -> Any:
+        """The eGeMAPS utterance head (what the live stage's `voice.egemaps` reads), or None."""
+        return self.utterance_heads.get("eGeMAPSv02")
 
     @property
     def backend_name(self) -> str:

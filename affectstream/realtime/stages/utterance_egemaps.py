@@ -2,7 +2,7 @@
 
 The voice model card's shipped reading (`eval voice`) fuses each utterance's eGeMAPS
 functionals, standardised by the speaker's session, into the CNN path
-(`models.voice.egemaps.EgemapsHead`). openSMILE costs about 20 ms of CPU per second of speech,
+(`models.voice.utterance.UtteranceHead`). openSMILE costs about 20 ms of CPU per second of speech,
 too much for every 10 Hz tick, so this reader runs it on a worker thread of its own:
 
 - while an utterance goes on, every `every_s` seconds of it (from `min_s` on), the newest
@@ -42,7 +42,7 @@ class UtteranceEgemaps:
         max_s: float = 4.0,
         extract=None,
     ) -> None:
-        """`head`: an `EgemapsHead`. `extract`: samples -> (88,) features (default: an
+        """`head`: an `UtteranceHead`. `extract`: samples -> (88,) features (default: an
         openSMILE `EgemapsExtractor`, made on the worker thread, which alone calls it)."""
         self.ring = ring
         self.head = head
@@ -92,7 +92,7 @@ class UtteranceEgemaps:
         return self.head.fuse(cnn_probs, self.reading)
 
     def _submit(self, kind: str, start: int, end: int) -> None:
-        from affectstream.models.voice.egemaps import utterance_span
+        from affectstream.models.voice.utterance import utterance_span
 
         x, _ = self.ring.read(max(start, end - self.max), end)
         s, e = utterance_span(x, self.ring.sample_rate)
