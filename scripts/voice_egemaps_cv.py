@@ -384,6 +384,60 @@ def run_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- mix
+
+
+def _fusion_rows(d: Data) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(fold, encoder, train clips, test clips) where the CNN is clean for the test clips:
+    RAVDESS 17-20 with encoder B (voice.pt), each other corpus left out with encoder A."""
+    is_r = d.corpus == "ravdess"
+    rows = [("ravdess 17-20", "B", np.flatnonzero(is_r & (d.actor >= 17)))]
+    rows += [(f"{c} left out", "A", np.flatnonzero(d.corpus == c)) for c in CORPORA[1:]]
+    return [(f, e, np.setdiff1d(np.arange(d.n), te), te) for f, e, te in rows if len(te)]
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    """The CNN path with two heads at once, `(1 - a - b) CNN + a head1 + b head2`: the grid of
+    (a, b), each fold's (a, b) chosen on the other folds (nested), and that choice against
+    head 1 alone at `--alone-weight`, paired over whole speakers."""
+    from affectstream.models.metrics import accuracy_resampled, paired_bootstrap
+
+    d1, d2 = Data(Path(args.work)), Data(Path(args.work2))
+    if not (d1.label == d2.label).all() or not (d1.actor == d2.actor).all():
+        raise SystemExit("the two caches hold different clips")
+    c1, c2 = (CONFIGS[c] for c in args.configs.split(","))
+    grid = [(round(0.1 * i, 1), round(0.1 * j, 1)) for i in range(8) for j in range(8) if i + j <= 8]
+    acc, data = {}, {}
+    for fname, enc, tr, te in _fusion_rows(d1):
+        y = d1.label[te]
+        cp = cnn_probs(d1, enc, tr[d1.has[enc][tr]], te, True)
+        p1, p2 = egemaps_probs(d1, tr, te, c1), egemaps_probs(d2, tr, te, c2)
+        data[fname] = (y, d1.actor[te], cp, p1, p2)
+        acc[fname] = {ab: _acc(y, (1 - sum(ab)) * cp + ab[0] * p1 + ab[1] * p2) for ab in grid}
+    mean = {ab: float(np.mean([acc[f][ab] for f in acc])) for ab in grid}
+    top = sorted(grid, key=lambda ab: -mean[ab])[:6]
+    print(f"{d1.feature_set} ({args.configs.split(',')[0]}) a, {d2.feature_set} b; mean over "
+          f"{len(acc)} folds: " + ", ".join(f"{ab} {mean[ab]:.3f}" for ab in top))
+    alone = (args.alone_weight, 0.0)
+    report: dict = {"features": [d1.feature_set, d2.feature_set], "configs": args.configs,
+                    "mean": {str(ab): mean[ab] for ab in grid}, "folds": {}}
+    for fname in acc:
+        others = [f for f in acc if f != fname] or [fname]  # one fold: chosen on itself
+        ab = max(grid, key=lambda g: np.mean([acc[f][g] for f in others]))
+        y, groups, cp, p1, p2 = data[fname]
+        mixed = (1 - sum(ab)) * cp + ab[0] * p1 + ab[1] * p2
+        one = (1 - alone[0]) * cp + alone[0] * p1
+        pb = paired_bootstrap(y, one.argmax(1), mixed.argmax(1), accuracy_resampled, groups=groups)
+        report["folds"][fname] = {"chosen": ab, "acc": acc[fname][ab], "head1_alone": acc[fname][alone],
+                                  "cnn_path": _acc(y, cp), "paired_vs_head1_alone": pb}
+        print(f"  {fname:15s} chosen {ab}: {acc[fname][ab]:.3f} (CNN path {_acc(y, cp):.3f}, "
+              f"head 1 alone {acc[fname][alone]:.3f}); {100 * pb['diff']:+.1f} points, 95 % "
+              f"[{100 * pb['diff_lo']:+.1f}, {100 * pb['diff_hi']:+.1f}] ({pb['groups']} speakers)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -413,6 +467,7 @@ def run_fit(args: argparse.Namespace) -> int:
         _balance(d, train, cfg.get("ravdess_x", 1.0)), strength_s=cfg["k"], l2=cfg["l2"],
         mode=cfg["mode"], fuse_weight=args.fuse_weight, features=args.features,
     )
+    head = type(head)(**{**head.__dict__, "joint_weight": args.joint_weight})
     meta = {
         **(head.meta or {}),
         "encoder": enc.name,
@@ -456,6 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument(
         "--features", default="eGeMAPSv02", help="the cache's feature set (whisper-tiny.en)"
     )
+    f.add_argument("--joint-weight", type=float, help="its share when both heads read (mix)")
+    m = sub.add_parser("mix")
+    m.add_argument("--work", required=True, help="the cache of head 1")
+    m.add_argument("--work2", required=True, help="the cache of head 2 (the same clips)")
+    m.add_argument("--configs", required=True, help="head 1's config,head 2's config")
+    m.add_argument("--alone-weight", type=float, default=0.4, help="head 1's weight alone")
+    m.add_argument("--json")
     f.add_argument("--encoder", help="the encoder file it goes beside (default: voice.pt)")
     f.add_argument("--out", help="default: <encoder>.egemaps.npz beside the encoder")
     args = p.parse_args(argv)
@@ -466,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         return extract(args)
     if args.cmd == "fit":
         return run_fit(args)
+    if args.cmd == "mix":
+        return run_mix(args)
     return run_cv(args)
 
 

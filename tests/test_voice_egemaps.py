@@ -157,15 +157,15 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     )
     assert main([*args, "--utterance", "egemaps"]) == 0
     res = json.loads(out.read_text())
-    assert res["utterance_features"] == "eGeMAPSv02"
-    assert res["utterance_fuse_weight"] == pytest.approx(0.3)
+    assert res["utterance_features"] == ["eGeMAPSv02"]
+    assert res["utterance_weights"] == {"eGeMAPSv02": pytest.approx(0.3)}
     assert res["clips"]["n"] == res["cnn_path"]["clips"]["n"] == 4
-    assert "eGeMAPSv02 of each clip fused in" in capsys.readouterr().out
+    assert "weights eGeMAPSv02 0.30" in capsys.readouterr().out
     assert main(args) == 0  # by default the head beside the weights is used
     assert json.loads(out.read_text())["clips"] == res["clips"]
     assert main([*args, "--utterance", "none"]) == 0  # the CNN path alone, the same figures
     plain = json.loads(out.read_text())
-    assert plain["utterance_features"] is None and plain["clips"] == res["cnn_path"]["clips"]
+    assert plain["utterance_features"] == [] and plain["clips"] == res["cnn_path"]["clips"]
     assert plain["utterance_not_used"] == "--utterance none" and "utterance_not_used" not in res
 
     # without opensmile (and no Whisper head beside these weights): a warning names the

@@ -25,6 +25,7 @@ from tests.conftest import (
     RAVDESS_SPEECH,
     eval_voice_setup,
     ravdess_clips,
+    require_module,
     utterance_features,
 )
 
@@ -91,8 +92,29 @@ def test_a_whisper_head_file_says_its_features_and_is_found_beside_its_encoder(t
         load_companion(enc, EGEMAPS)
 
 
+def test_one_head_mixes_by_its_fuse_weight_and_two_by_their_joint_weights():
+    from affectstream.models.voice.utterance import fuse_all
+
+    def head(features, fuse, joint):
+        n = 88 if features == EGEMAPS else N_FEATURES
+        return UtteranceHead(np.zeros(n), np.ones(n), np.zeros((7, n), np.float32),
+                             np.zeros(7, np.float32), 30.0, fuse, features=features,
+                             joint_weight=joint)  # fmt: skip
+
+    cnn, p1, p2 = (np.eye(7, dtype=np.float32)[[k]] for k in (0, 1, 2))
+    eg, wh = head(EGEMAPS, 0.4, 0.3), head(WHISPER, 0.5, 0.2)
+    np.testing.assert_allclose(fuse_all(cnn, [(eg, p1), (wh, None)]), 0.6 * cnn + 0.4 * p1)
+    np.testing.assert_allclose(fuse_all(cnn, [(eg, None), (wh, p2)]), 0.5 * cnn + 0.5 * p2)
+    np.testing.assert_allclose(
+        fuse_all(cnn, [(eg, p1), (wh, p2)]), 0.5 * cnn + 0.3 * p1 + 0.2 * p2, rtol=1e-6
+    )
+    np.testing.assert_array_equal(fuse_all(cnn, [(eg, None)]), cnn)  # nothing read yet
+    with pytest.raises(ValueError, match="no joint weight"):
+        fuse_all(cnn, [(eg, p1), (head(WHISPER, 0.5, None), p2)])
+
+
 @needs_data
-def test_eval_voice_falls_back_to_the_whisper_head_without_opensmile(
+def test_eval_voice_reads_both_heads_or_the_whisper_head_without_opensmile(
     tmp_path, real_features, capsys, monkeypatch
 ):
     from affectstream.cli.main import main
@@ -105,30 +127,39 @@ def test_eval_voice_falls_back_to_the_whisper_head_without_opensmile(
     head = fit_utterance_head(feats, y, spk, sec, strength_s=5.0, fuse_weight=0.5,
                               features=WHISPER)  # fmt: skip
     meta = {"encoder_sha256": file_sha256(enc)}
-    UtteranceHead(**{**head.__dict__, "meta": meta}).save(companion_path(enc, WHISPER))
+    mine = {"meta": meta, "joint_weight": 0.3}
+    UtteranceHead(**{**head.__dict__, **mine}).save(companion_path(enc, WHISPER))
     assert main(args) == 0  # the only head beside these weights: read by default
     res = json.loads(out.read_text())
-    assert res["utterance_features"] == WHISPER and res["utterance_fuse_weight"] == 0.5
+    assert res["utterance_features"] == [WHISPER] and res["utterance_weights"] == {WHISPER: 0.5}
     assert res["clips"]["n"] == res["cnn_path"]["clips"]["n"] == 4
-    assert "whisper-tiny.en of each clip fused in" in capsys.readouterr().out
+    assert "weights whisper-tiny.en 0.50" in capsys.readouterr().out
     assert main([*args, "--utterance", "none"]) == 0
     assert json.loads(out.read_text())["clips"] == res["cnn_path"]["clips"]
     assert main([*args, "--utterance", "egemaps"]) == 2  # no eGeMAPS head here
     assert "no eGeMAPSv02 head" in capsys.readouterr().err
 
-    # with an eGeMAPS head beside it too and no opensmile: the Whisper head reads, and a
-    # warning says why the eGeMAPS head did not
+    # the shipped eGeMAPS head beside it too: with opensmile both heads read, by their joint
+    # weights; without it the Whisper head alone, and a warning says why
     shutil.copy(Path(default_weights_path()).with_name("voice.egemaps.npz"),
                 companion_path(enc, EGEMAPS))  # fmt: skip
     eg = UtteranceHead.load(companion_path(enc, EGEMAPS))
     UtteranceHead(**{**eg.__dict__, "meta": meta}).save(companion_path(enc, EGEMAPS))
+    if egemaps.available():
+        assert main(args) == 0
+        both = json.loads(out.read_text())
+        assert both["utterance_features"] == [EGEMAPS, WHISPER]
+        assert both["utterance_weights"] == {EGEMAPS: eg.joint_weight, WHISPER: 0.3}
+        assert both["cnn_path"] == res["cnn_path"]
     monkeypatch.setattr(egemaps, "available", lambda: False)
     capsys.readouterr()
     assert main(args) == 0
-    assert "the Whisper-encoder head reads instead" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "eGeMAPS head, but it is not used" in err and "the whisper-tiny.en head" in err
     again = json.loads(out.read_text())
-    assert again["utterance_features"] == WHISPER and again["clips"] == res["clips"]
+    assert again["utterance_features"] == [WHISPER] and again["clips"] == res["clips"]
     assert again["utterance_not_used"] == "opensmile not installed"
+    assert main([*args, "--utterance", "both"]) == 2  # eGeMAPS required, cannot read here
 
 
 @needs_data
@@ -165,7 +196,37 @@ def test_the_cv_script_caches_whisper_statistics_and_fits_a_whisper_head(tmp_pat
            "--encoder", str(enc)]  # fmt: skip
     with pytest.raises(subprocess.CalledProcessError):
         run(*fit)  # the cache holds Whisper statistics, not the default eGeMAPS
-    run(*fit, "--features", WHISPER)
+    run(*fit, "--features", WHISPER, "--joint-weight", "0.3")
     head = load_companion(enc, WHISPER)
     assert head is not None and head.fuse_weight == 0.5 and head.features == WHISPER
+    assert head.joint_weight == 0.3
     assert head.meta["train_ravdess_actors"] == [1, 2]  # 17-20 are kept out
+
+    # `mix`: the CNN path with an eGeMAPS head and this one, on the same clips
+    require_module("opensmile", "pip install 'affectstream[egemaps]'")
+    work_eg = tmp_path / "work-egemaps"
+    run("extract", "--data", str(root), "--work", str(work_eg), "--encoders", "B")
+    mixed = tmp_path / "mix.json"
+    run("mix", "--work", str(work_eg), "--work2", str(work), "--json", str(mixed),
+        "--configs", "speaker,speaker_r3_l2_0.03")  # fmt: skip
+    r = json.loads(mixed.read_text())
+    assert r["features"] == [EGEMAPS, WHISPER] and list(r["folds"]) == ["ravdess 17-20"]
+    fold = r["folds"]["ravdess 17-20"]
+    assert sum(fold["chosen"]) <= 0.8 + 1e-9 and 0 <= fold["acc"] <= 1
+    assert fold["acc"] == max(r["mean"].values())  # one fold: the best of its own grid
+
+
+def test_the_shipped_whisper_head_reads_the_shipped_encoder():
+    """voice.whisper.npz was chosen beside voice.pt (its fusion weight and the CNN path it
+    mixes with): if voice.pt changes, refit it with the command in models/cards/voice.md, or
+    it is not used."""
+    from affectstream.models.voice.encoder import default_weights_path
+
+    enc = default_weights_path()
+    head = load_companion(enc, WHISPER)
+    assert head is not None, "voice.pt changed since voice.whisper.npz was fitted: refit it"
+    assert head.weight.shape == (7, N_FEATURES) and head.fuse_weight == pytest.approx(0.5)
+    assert head.meta["config"] == "speaker_r3_l2_0.03"
+    eg = load_companion(enc, EGEMAPS)  # read together: CNN path 0.2, each head 0.4
+    assert head.joint_weight == pytest.approx(0.4) and eg.joint_weight == pytest.approx(0.4)
+    assert not set(head.meta["train_ravdess_actors"]) & {17, 18, 19, 20}

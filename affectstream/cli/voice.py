@@ -452,12 +452,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--utterance",
-        choices=("auto", "egemaps", "whisper", "none"),
+        choices=("auto", "both", "egemaps", "whisper", "none"),
         default="auto",
-        help="which utterance head to fuse with the CNN path (models/cards/voice.md): auto "
-        "(default) takes eGeMAPS when its head (<encoder>.egemaps.npz) and the opensmile "
-        "package are there, else the Whisper-encoder head (<encoder>.whisper.npz); egemaps or "
-        "whisper require that head; none scores the CNN path alone",
+        help="which utterance heads to fuse with the CNN path (models/cards/voice.md): auto "
+        "(default) reads the eGeMAPS head (<encoder>.egemaps.npz; needs the opensmile "
+        "package) and the Whisper-encoder head (<encoder>.whisper.npz) wherever each can "
+        "read; both, egemaps or whisper require those heads; none scores the CNN path alone",
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the scores here")
@@ -466,40 +466,40 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     add_eval_backend_arguments(p)
 
 
-def _utterance_choice(args: argparse.Namespace, enc) -> tuple[str | None, str]:
-    """The utterance head `eval voice` fuses in (a feature set, or None), and why a head
-    beside the weights was not read ("" when none was left out). The shipped voice reading is
-    the CNN path fused with an utterance head: eGeMAPS where the optional opensmile package is
-    installed (its licence is non-commercial), else the Whisper-encoder head, which needs
-    nothing extra."""
+def _utterance_choice(args: argparse.Namespace, enc) -> tuple[list[str], str]:
+    """The utterance heads `eval voice` fuses in (feature sets), and why a head beside the
+    weights was not read ("" when none was left out). The shipped voice reading is the CNN
+    path fused with both heads; the eGeMAPS head needs the optional opensmile package (its
+    licence is non-commercial), the Whisper-encoder head nothing extra."""
     from affectstream.models.voice.egemaps import INSTALL_HINT
     from affectstream.models.voice.utterance import EGEMAPS, WHISPER, available
 
     heads = getattr(enc, "utterance_heads", {})
     if args.utterance == "none":
-        return None, "--utterance none" if heads else ""
-    want = {"egemaps": EGEMAPS, "whisper": WHISPER}.get(args.utterance)
+        return [], "--utterance none" if heads else ""
+    want = {"both": [EGEMAPS, WHISPER], "egemaps": [EGEMAPS], "whisper": [WHISPER]}.get(
+        args.utterance
+    )
     if want is not None:
-        if want not in heads:
-            raise _usage(
-                f"--utterance {args.utterance}: no {want} head beside these voice weights "
-                "(fitted beside the same encoder)"
-            )
-        if not available(want):
-            raise _usage(f"--utterance {args.utterance}: {INSTALL_HINT}")
+        for f in want:
+            if f not in heads:
+                raise _usage(
+                    f"--utterance {args.utterance}: no {f} head beside these voice weights "
+                    "(fitted beside the same encoder)"
+                )
+            if not available(f):
+                raise _usage(f"--utterance {args.utterance}: {INSTALL_HINT}")
         return want, ""
-    if EGEMAPS in heads and available(EGEMAPS):
-        return EGEMAPS, ""
-    note = "opensmile not installed" if EGEMAPS in heads else ""
-    if note:
-        fallback = "the Whisper-encoder head reads instead" if WHISPER in heads else (
-            "the figures below are the CNN path's alone")
+    use = [f for f in (EGEMAPS, WHISPER) if f in heads and available(f)]
+    if EGEMAPS in heads and EGEMAPS not in use:
         print(
             f"warning: these voice weights have an eGeMAPS head, but it is not used: "
-            f"{INSTALL_HINT}; {fallback}",
+            f"{INSTALL_HINT}; the figures below are those of "
+            + (" and ".join(["the CNN path", *(f"the {f} head" for f in use)])),
             file=sys.stderr,
         )
-    return (WHISPER if WHISPER in heads else None), note
+        return use, "opensmile not installed"
+    return use, ""
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -542,10 +542,11 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{res['stateless']['clips']['accuracy']:.3f}"
         )
     if res["utterance_features"]:
+        mix = ", ".join(f"{f} {w:.2f}" for f, w in res["utterance_weights"].items())
         print(
-            f"{res['utterance_features']} of each clip fused in (weight "
-            f"{res['utterance_fuse_weight']:.2f}, each speaker one session); the CNN path "
-            f"alone: clip accuracy {res['cnn_path']['clips']['accuracy']:.3f}"
+            f"utterance heads fused in, each clip read once (weights {mix}; each speaker one "
+            f"session); the CNN path alone: clip accuracy "
+            f"{res['cnn_path']['clips']['accuracy']:.3f}"
         )
     _print_scores("clips (mean over windows)", res["clips"])
     _print_scores("single centre window", res["single_window"])

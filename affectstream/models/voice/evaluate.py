@@ -94,30 +94,29 @@ def evaluate_clips(
     progress: Callable[[int, int], None] | None = None,
     sessions: bool = True,
     seed: int = 0,
-    utterance: str | None = None,
+    utterance: Sequence[str] = (),
 ) -> dict:
     """Score `predictor` (any backend) on `clips`: clip-level and centre-window metrics.
 
     `sessions` (when the predictor has a session head): one session per speaker, clips in
     `session_order(clips, seed)`; the stateless scores are under "stateless".
-    `utterance` (a feature set of the predictor's utterance heads, `models.voice.utterance`:
-    "eGeMAPSv02", which needs the opensmile package, or "whisper-tiny.en"): each clip's speech
-    is also read once as those features, standardised by its speaker's session so far, and
-    fused with the CNN path's clip and centre-window probabilities; the CNN path alone is
-    under "cnn_path"."""
+    `utterance` (feature sets of the predictor's utterance heads, `models.voice.utterance`:
+    "eGeMAPSv02", which needs the opensmile package, and/or "whisper-tiny.en"): each clip's
+    speech is also read once by each of those heads, standardised by its speaker's session so
+    far, and fused with the CNN path's clip and centre-window probabilities
+    (`utterance.fuse_all`); the CNN path alone is under "cnn_path"."""
     mel = predictor.mel if predictor.mel is not None else MelOptions()
     head = getattr(predictor, "session", None) if sessions else None
-    eg_head = None
-    if utterance is not None:
-        from . import utterance as U
+    from . import utterance as U
 
-        eg_head = getattr(predictor, "utterance_heads", {}).get(utterance)
-        if eg_head is None:
-            raise ValueError(f"these voice weights have no {utterance} head beside them")
-        extract = U.extractor(utterance, predictor.sample_rate)
-    if head is not None or eg_head is not None:
+    have = getattr(predictor, "utterance_heads", {})
+    heads = [have[f] for f in utterance if f in have]
+    if len(heads) != len(utterance):
+        raise ValueError(f"these voice weights have no head of each of {list(utterance)} beside them")
+    extract = [U.extractor(h.features, predictor.sample_rate) for h in heads]
+    if head is not None or heads:
         clips = [clips[i] for i in session_order(clips, seed)]
-    eg_norms: dict[int, object] = {}
+    eg_norms: dict[tuple[str, int], object] = {}
     cnn_clip, cnn_win = [], []
     norms: dict[int, object] = {}
     y, clip_probs, win_probs, rows = [], [], [], []
@@ -137,15 +136,15 @@ def evaluate_clips(
             read.append(head.step(norm, emb[n], 0.0, probs[n]))  # the centre: counted already
             probs = np.concatenate(read)
         clip_p, win_p = probs[:n].mean(axis=0), probs[n]
-        if eg_head is not None:
+        if heads:
             cnn_clip.append(clip_p)
             cnn_win.append(win_p)
             s, e = U.utterance_span(x, predictor.sample_rate)
-            norm = eg_norms.get(c.actor)
-            if norm is None:
-                norm = eg_norms[c.actor] = eg_head.new_session()
-            pe = eg_head.step(norm, extract(x[s:e]), (e - s) / predictor.sample_rate)
-            clip_p, win_p = eg_head.fuse(clip_p, pe)[0], eg_head.fuse(win_p, pe)[0]
+            read = []
+            for h, ex in zip(heads, extract, strict=True):
+                norm = eg_norms.setdefault((h.features, c.actor), h.new_session())
+                read.append((h, h.step(norm, ex(x[s:e]), (e - s) / predictor.sample_rate)))
+            clip_p, win_p = U.fuse_all(clip_p, read)[0], U.fuse_all(win_p, read)[0]
         clip_probs.append(clip_p)
         win_probs.append(win_p)
         y.append(c.label_index)
@@ -172,9 +171,12 @@ def evaluate_clips(
     }
     if head is not None:
         out["stateless"] = corpus_scores(np.asarray(y), np.stack(plain_clip), np.stack(plain_win))
-    out["utterance_features"] = utterance
-    if eg_head is not None:
-        out["utterance_fuse_weight"] = eg_head.fuse_weight
-        out["utterance_strength_s"] = eg_head.strength_s
+    out["utterance_features"] = [h.features for h in heads]
+    if heads:
+        joint = len(heads) > 1
+        out["utterance_weights"] = {
+            h.features: h.joint_weight if joint else h.fuse_weight for h in heads
+        }
+        out["utterance_strength_s"] = {h.features: h.strength_s for h in heads}
         out["cnn_path"] = corpus_scores(np.asarray(y), np.stack(cnn_clip), np.stack(cnn_win))
     return out

@@ -98,6 +98,8 @@ class UtteranceHead:
         meta: how it was fitted (echoed by the card).
         features: which feature set it reads (a key of `FEATURE_SETS`, or another openSMILE
             set's name in an experiment).
+        joint_weight: its share when the heads of both feature sets read together
+            (`fuse_all`), or None when it was not chosen for that.
     """
 
     feat_mean: np.ndarray
@@ -108,6 +110,7 @@ class UtteranceHead:
     fuse_weight: float = 0.5
     meta: dict | None = None
     features: str = EGEMAPS
+    joint_weight: float | None = None
 
     @property
     def n_features(self) -> int:
@@ -167,6 +170,7 @@ class UtteranceHead:
             strength_s=np.array(self.strength_s),
             fuse_weight=np.array(self.fuse_weight),
             meta=np.array(json.dumps(self.meta or {})),
+            **({} if self.joint_weight is None else {"joint_weight": np.array(self.joint_weight)}),
         )
 
     @classmethod
@@ -191,7 +195,26 @@ class UtteranceHead:
             fuse_weight=float(d["fuse_weight"]),
             meta=json.loads(str(d["meta"])),
             features=features,
+            joint_weight=float(d["joint_weight"]) if "joint_weight" in d else None,
         )
+
+
+def fuse_all(
+    cnn_probs: np.ndarray, readings: list[tuple[UtteranceHead, np.ndarray | None]]
+) -> np.ndarray:
+    """The CNN path's probabilities mixed with every head's reading that is there: one head
+    by its `fuse_weight` (`UtteranceHead.fuse`), several by their `joint_weight`s, the CNN
+    path keeping the rest."""
+    there = [(h, p) for h, p in readings if p is not None]
+    if len(there) <= 1:
+        return there[0][0].fuse(cnn_probs, there[0][1]) if there else cnn_probs
+    missing = [h.features for h, _ in there if h.joint_weight is None]
+    if missing:
+        raise ValueError(f"the {', '.join(missing)} head has no joint weight: refit it")
+    out = (1 - sum(h.joint_weight for h, _ in there)) * np.asarray(cnn_probs, np.float32)
+    for h, p in there:
+        out = out + h.joint_weight * np.asarray(p, np.float32).reshape(1, -1)
+    return out.astype(np.float32)
 
 
 def fit_utterance_head(
