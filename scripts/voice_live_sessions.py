@@ -1,4 +1,4 @@
-"""The live voice stage on one speaker at a time: do the session head and eGeMAPS help there?
+"""The live voice stage on one speaker at a time: do the session and utterance heads help there?
 
 `eval voice` reads each clip whole, one session per speaker; the fusion's evaluation streams
 mix four actors and a synthetic voice in one session. Neither is what one person in front of
@@ -11,10 +11,11 @@ clip it falls in (ticks in a pause, or whose newest audio belongs to the pause, 
     python3 scripts/voice_live_sessions.py --data ../shared/data/ravdess_speech \
         --actors 17,18,19,20 --json OUT
 
-Configurations: the network alone, + the session head (`voice.session_norm`), + eGeMAPS
-(`voice.egemaps`, needs the opensmile extra), both. After each tick the eGeMAPS worker is
-waited for, as if openSMILE kept up with real time (it does on this CPU: 21-65 ms a read, once
-a second). Held-out RAVDESS actors (21-24) are refused.
+Configurations: the network alone, + the session head (`voice.session_norm`), + the utterance
+heads: eGeMAPS (`voice.egemaps`, needs the opensmile extra), Whisper statistics
+(`voice.whisper`), both. After each tick the utterance workers are waited for, as if the
+extractors kept up with real time (they do on this CPU: 20-65 ms a read, once a second).
+Held-out RAVDESS actors (21-24) are refused.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ import numpy as np
 
 SR = 16000
 TICK = SR // 10
-CONFIGS = {  # name: (session_norm, egemaps)
-    "network": (False, False),
-    "session": (True, False),
-    "egemaps": (False, True),
-    "session+egemaps": (True, True),
+EG, WH = "eGeMAPSv02", "whisper-tiny.en"
+CONFIGS = {  # name: (session_norm, utterance heads)
+    "network": (False, ()),
+    "session": (True, ()),
+    "egemaps": (False, (EG,)),
+    "session+egemaps": (True, (EG,)),
+    "whisper": (False, (WH,)),
+    "session+whisper": (True, (WH,)),
+    "both": (False, (EG, WH)),
+    "session+both": (True, (EG, WH)),
 }
 
 
@@ -61,7 +67,7 @@ def label_at(spans, sample: int) -> int:
     return -1
 
 
-def run_stage(audio: np.ndarray, spans, predictor, session_norm: bool, egemaps: bool) -> dict:
+def run_stage(audio: np.ndarray, spans, predictor, session_norm: bool, heads: tuple) -> dict:
     from affectstream.core.ringbuffer import SampleRing
     from affectstream.models.stt.vad import VoiceActivity
     from affectstream.realtime.stages.base import ABSENT
@@ -69,13 +75,13 @@ def run_stage(audio: np.ndarray, spans, predictor, session_norm: bool, egemaps: 
 
     ring = SampleRing(30.0, SR)
     stage = VoiceStage(ring, VoiceActivity(), predictor, window_s=2.0,
-                       session_norm=session_norm, egemaps=egemaps)  # fmt: skip
+                       session_norm=session_norm, utterance=heads)  # fmt: skip
     right = scored = voiced = 0
     for i in range(0, len(audio) - TICK + 1, TICK):
         ring.write(audio[i : i + TICK], i)
         r = stage.run(i)
-        if egemaps and stage._eg is not None:
-            stage._eg.wait()
+        for reader in stage._readers or ():
+            reader.wait()
         if r is None or r is ABSENT:
             continue
         voiced += 1
@@ -104,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(a > 20 for a in actors):
         raise SystemExit("RAVDESS actors 21-24 are held out; refusing")
     configs = args.configs.split(",")
-    if any(CONFIGS[c][1] for c in configs) and not available():
+    if any(EG in CONFIGS[c][1] for c in configs) and not available():
         print("no opensmile: the eGeMAPS configurations are skipped", file=sys.stderr)
-        configs = [c for c in configs if not CONFIGS[c][1]]
+        configs = [c for c in configs if EG not in CONFIGS[c][1]]
     predictor = open_eval_predictor("voice", "onnxruntime", threads=1)
     clips = scan(args.data)
     report: dict = {"date": time.strftime("%Y-%m-%d"), "actors": list(actors),

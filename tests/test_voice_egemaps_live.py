@@ -47,15 +47,14 @@ def test_the_stage_mixes_each_utterance_s_egemaps_reading_as_eval_voice_does(pre
     audio = np.concatenate([quiet, first, quiet, quiet, second, quiet])
     ring, plain_ring = SampleRing(30.0, SR), SampleRing(30.0, SR)
     stage = VoiceStage(ring, VoiceActivity(), predictor, window_s=2.0, session_norm=True,
-                       egemaps=True)
+                       utterance=("eGeMAPSv02",))
     plain = VoiceStage(plain_ring, VoiceActivity(), predictor, window_s=2.0, session_norm=True)
     ticks, mixed = [], 0
     for i in range(0, len(audio) - TICK + 1, TICK):
         ring.write(audio[i:i + TICK], i)
         plain_ring.write(audio[i:i + TICK], i)
         r, cnn = stage.run(i), plain.run(i)
-        eg = stage._eg
-        assert eg is not None  # the shipped head is beside the shipped weights
+        (eg,) = stage._readers  # the shipped head is beside the shipped weights
         if r is not None and r is not ABSENT:
             # the same tick without the branch is the CNN path; with it, the mix
             want = eg.head.fuse(cnn.probs[None], eg.reading)[0]
@@ -90,6 +89,7 @@ class _Head:
 
     strength_s = 10.0
     fuse_weight = 0.5
+    features = "seven test features"
 
     def new_session(self):
         from affectstream.models.voice.session import SpeakerNorm
@@ -102,14 +102,11 @@ class _Head:
     def read(self, norm, f):
         return np.asarray(f, np.float32).reshape(1, -1)
 
-    def fuse(self, cnn, eg):
-        return cnn if eg is None else 0.5 * cnn + 0.5 * eg
-
 
 def test_a_late_reading_never_lands_on_the_next_utterance_and_a_failed_span_is_skipped(caplog):
     import threading
 
-    from affectstream.realtime.stages.utterance_egemaps import UtteranceEgemaps
+    from affectstream.realtime.stages.utterance_reader import UtteranceReader
 
     gate = threading.Event()
     calls = []
@@ -124,7 +121,7 @@ def test_a_late_reading_never_lands_on_the_next_utterance_and_a_failed_span_is_s
 
     ring = SampleRing(30.0, SR)
     loud = np.sin(np.arange(SR) * 0.05).astype(np.float32)
-    eg = UtteranceEgemaps(ring, _Head(), extract=extract)
+    eg = UtteranceReader(ring, _Head(), extract=extract)
     ring.write(np.concatenate([loud, loud]), 0)  # 2 s of an utterance
     eg.speech(0)
     assert len(calls) <= 1 and eg.reading is None
@@ -211,20 +208,20 @@ def test_weights_without_an_egemaps_head_say_so_once_and_read_the_cnn_path(caplo
             return np.full((1, 7), 1 / 7, np.float32), np.zeros((1, 4), np.float32)
 
     ring = SampleRing(10.0, SR)
-    stage = VoiceStage(ring, Vad(), Plain(), egemaps=True)
+    stage = VoiceStage(ring, Vad(), Plain(), utterance=("eGeMAPSv02",))
     with caplog.at_level(logging.WARNING):
         for t in range(20):
             ring.write(np.full(TICK, 0.1, np.float32), t)
             r = stage.run(t)
             np.testing.assert_allclose(r.probs, 1 / 7)
             assert "egemaps_s" not in r.info
-    assert caplog.text.count("no eGeMAPS head") == 1
+    assert caplog.text.count("no eGeMAPSv02 head") == 1
 
 
 def test_an_utterance_heard_before_a_reset_never_joins_the_new_session():
     import threading
 
-    from affectstream.realtime.stages.utterance_egemaps import UtteranceEgemaps
+    from affectstream.realtime.stages.utterance_reader import UtteranceReader
 
     gate = threading.Event()
 
@@ -233,7 +230,7 @@ def test_an_utterance_heard_before_a_reset_never_joins_the_new_session():
         return np.full(7, 1.0)
 
     ring = SampleRing(30.0, SR)
-    eg = UtteranceEgemaps(ring, _Head(), every_s=10.0, extract=extract)  # no reads, sessions only
+    eg = UtteranceReader(ring, _Head(), every_s=10.0, extract=extract)  # no reads, sessions only
     ring.write(np.sin(np.arange(2 * SR) * 0.05).astype(np.float32), 0)
     eg.speech(0)
     eg.silence()  # its session job waits on the gate

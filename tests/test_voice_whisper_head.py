@@ -230,3 +230,42 @@ def test_the_shipped_whisper_head_reads_the_shipped_encoder():
     eg = load_companion(enc, EGEMAPS)  # read together: CNN path 0.2, each head 0.4
     assert head.joint_weight == pytest.approx(0.4) and eg.joint_weight == pytest.approx(0.4)
     assert not set(head.meta["train_ravdess_actors"]) & {17, 18, 19, 20}
+
+
+@needs_data
+def test_the_live_stage_mixes_each_utterance_s_whisper_reading_as_eval_voice_does():
+    from affectstream.core.config import Config
+    from affectstream.core.ringbuffer import SampleRing
+    from affectstream.export.predictors import open_eval_predictor
+    from affectstream.models.stt.vad import VoiceActivity
+    from affectstream.models.voice.data import load_audio
+    from affectstream.models.voice.utterance import fuse_all
+    from affectstream.realtime.stages.base import ABSENT
+    from affectstream.realtime.stages.voice import VoiceStage
+    from affectstream.realtime.stream import voice_utterance_heads
+
+    config = Config()
+    assert voice_utterance_heads(config.voice) == ()  # off by default
+    config.voice.whisper = True
+    assert voice_utterance_heads(config.voice) == (WHISPER,)
+    predictor = open_eval_predictor("voice", "onnxruntime", threads=1)
+    sr, tick = 16000, 1600
+    quiet = np.zeros(sr, np.float32)
+    audio = np.concatenate([quiet, load_audio(ravdess_clips(actors=(17,))[4]), quiet])
+    ring, plain_ring = SampleRing(30.0, sr), SampleRing(30.0, sr)
+    stage = VoiceStage(ring, VoiceActivity(), predictor, utterance=(WHISPER,))
+    plain = VoiceStage(plain_ring, VoiceActivity(), predictor)
+    mixed = 0
+    for i in range(0, len(audio) - tick + 1, tick):
+        ring.write(audio[i : i + tick], i)
+        plain_ring.write(audio[i : i + tick], i)
+        r, cnn = stage.run(i), plain.run(i)
+        (reader,) = stage._readers
+        if r is not None and r is not ABSENT:
+            want = fuse_all(cnn.probs[None], [(reader.head, reader.reading)])[0]
+            np.testing.assert_allclose(r.probs, want, rtol=1e-5, atol=1e-6)
+            assert r.info["whisper_s"] == reader.reading_s
+            mixed += reader.reading is not None
+        reader.wait()
+    assert mixed >= 5  # read from the utterance's first second on
+    assert reader.norm.seconds > 1.0  # the utterance joined the session when it ended

@@ -195,6 +195,9 @@ class VoiceConfig(_Section):
     # non-commercial licence: models/cards/voice.md). Off by default for the same reason as
     # session_norm: the fusion model was trained on the network's own readings
     egemaps: bool = setting(False)
+    # the same with each utterance's Whisper-encoder statistics (the Whisper head beside the
+    # weights; no extra package). Off by default for the same reason
+    whisper: bool = setting(False)
 
 
 # The compute types CTranslate2 knows (those a device cannot run fail when the model loads).

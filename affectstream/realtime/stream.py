@@ -231,7 +231,7 @@ class AffectStream:
                 window_s=cfg.voice.window_s,
                 available=lambda: src.status.state is not SourceState.RECONNECTING,
                 session_norm=cfg.voice.session_norm,
-                egemaps=cfg.voice.egemaps,
+                utterance=voice_utterance_heads(cfg.voice),
             )
             self._attach("voice", stage)
             self.stages.append(stage)
@@ -535,6 +535,13 @@ def check_weights(config: Config, name: str) -> None:
     weights = resolve_weights(getattr(config, name).weights)
     if weights and not Path(weights).is_file():
         raise WeightsError(f"{name}.weights: file not found: {weights}")
+
+
+def voice_utterance_heads(voice) -> tuple[str, ...]:
+    """The utterance heads the live voice stage reads, from `voice.egemaps` / `voice.whisper`."""
+    from affectstream.models.voice.utterance import EGEMAPS, WHISPER
+
+    return tuple(f for f, on in ((EGEMAPS, voice.egemaps), (WHISPER, voice.whisper)) if on)
 
 
 def check_voice_extras(config: Config) -> None:

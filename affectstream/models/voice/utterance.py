@@ -49,6 +49,8 @@ FEATURE_SETS: dict[str, tuple[int, str]] = {
     EGEMAPS: (88, ".egemaps.npz"),
     WHISPER: (768, ".whisper.npz"),
 }
+# the short names of the configuration keys (`voice.egemaps`, `voice.whisper`) and the CLI
+SHORT_NAMES = {EGEMAPS: "egemaps", WHISPER: "whisper"}
 
 
 def utterance_span(x: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> tuple[int, int]:

@@ -9,15 +9,16 @@ this stream's own running statistics (one `SpeakerNorm` per stage, so per stream
 the head shrinks toward the training statistics while the stream has little speech. The
 embedding handed on (to the fusion) is the encoder's own, unchanged.
 
-With `egemaps` on and an eGeMAPS head beside the weights, each utterance's eGeMAPS reading
-(`utterance_egemaps.UtteranceEgemaps`: openSMILE on a worker thread, about once a second of
-speech) is mixed into the probabilities as `eval voice` mixes it into each clip's.
+With `utterance` naming feature sets whose heads lie beside the weights (eGeMAPS, Whisper
+statistics), each utterance's readings by those heads (`utterance_reader.UtteranceReader`:
+the extractor on a worker thread, about once a second of speech) are mixed into the
+probabilities as `eval voice` mixes them into each clip's (`utterance.fuse_all`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from affectstream.core.ringbuffer import SampleRing
 from affectstream.realtime.stages.base import ABSENT, ModalityResult, Stage
@@ -37,7 +38,7 @@ class VoiceStage(Stage):
         speech_ms: float = 300.0,
         available: Callable[[], bool] = lambda: True,
         session_norm: bool = True,
-        egemaps: bool = False,
+        utterance: Sequence[str] = (),
     ) -> None:
         self.ring = ring
         self.vad = vad
@@ -48,41 +49,43 @@ class VoiceStage(Stage):
         self._last_end = -1
         self.session_norm = session_norm
         self._norm = None  # this stream's SpeakerNorm, made when the head is first seen
-        self.egemaps = egemaps
-        self._eg = None  # this stream's UtteranceEgemaps, made when the head is first seen
+        self.utterance = tuple(utterance)
+        self._readers = None  # this stream's UtteranceReaders, made when the heads are first seen
 
     def reset_session(self) -> None:
         """Forget this stream's voice statistics (a new speaker or session starts)."""
         self._norm = None
-        if self._eg is not None:
-            self._eg.reset_session()
+        for reader in self._readers or ():
+            reader.reset_session()
 
-    def _utterances(self):
-        """This stream's eGeMAPS reader, or None when the branch is off or has no head."""
-        if self._eg is None and self.egemaps:
-            head = getattr(self.predictor, "egemaps", None)
-            if head is None:
-                log.warning(
-                    "voice.egemaps is on, but these voice weights have no eGeMAPS head beside "
-                    "them (<encoder>.egemaps.npz): the CNN path alone"
-                )
-                self.egemaps = False  # said once
-            else:
-                from affectstream.realtime.stages.utterance_egemaps import UtteranceEgemaps
+    def _utterance_readers(self) -> list:
+        """This stream's utterance readers, one per head named in `utterance` that lies
+        beside the weights (a missing head is said once, and the rest read on)."""
+        if self._readers is None:
+            from affectstream.models.voice.utterance import SHORT_NAMES
+            from affectstream.realtime.stages.utterance_reader import UtteranceReader
 
-                self._eg = UtteranceEgemaps(self.ring, head)
-        return self._eg
+            heads = getattr(self.predictor, "utterance_heads", {})
+            for f in self.utterance:
+                if f not in heads:
+                    log.warning(
+                        "voice.%s is on, but these voice weights have no %s head beside them "
+                        "(<encoder>.%s.npz): read without it", SHORT_NAMES[f], f, SHORT_NAMES[f]
+                    )  # fmt: skip
+            self._readers = [UtteranceReader(self.ring, heads[f]) for f in self.utterance
+                             if f in heads]  # fmt: skip
+        return self._readers
 
     def run(self, now_ns: int) -> ModalityResult | object | None:
         self.vad.update(self.ring)
-        eg = self._utterances()
+        readers = self._utterance_readers()
         if (
             not self.available()
             or self.ring.written == 0
             or not self.vad.is_speech(self.speech_ms)
         ):
-            if eg is not None:
-                eg.silence()
+            for reader in readers:
+                reader.silence()
             return ABSENT
         end = self.ring.written
         if end == self._last_end:
@@ -99,10 +102,14 @@ class VoiceStage(Stage):
             seconds = min(new, len(x)) / self.ring.sample_rate
             probs = head.step(self._norm, emb[0], seconds, probs[0])
             info["session_s"] = self._norm.seconds
-        if eg is not None:
-            eg.speech(max(0, end - int(self.speech_ms * self.ring.sample_rate / 1000)))
-            probs = eg.fuse(probs)
-            info["egemaps_s"] = eg.reading_s
+        if readers:
+            from affectstream.models.voice.utterance import SHORT_NAMES, fuse_all
+
+            start = max(0, end - int(self.speech_ms * self.ring.sample_rate / 1000))
+            for reader in readers:
+                reader.speech(start)
+                info[f"{SHORT_NAMES[reader.head.features]}_s"] = reader.reading_s
+            probs = fuse_all(probs, [(r.head, r.reading) for r in readers])
         t_newest = t0 + int(len(x) * 1e9 / self.ring.sample_rate)
         return ModalityResult(
             probs=probs[0],

@@ -1,9 +1,10 @@
-"""The eGeMAPS branch of the voice reading, live: once per second of an utterance, not per tick.
+"""An utterance head of the voice reading, live: once per second of an utterance, not per tick.
 
 The voice model card's shipped reading (`eval voice`) fuses each utterance's eGeMAPS
-functionals, standardised by the speaker's session, into the CNN path
-(`models.voice.utterance.UtteranceHead`). openSMILE costs about 20 ms of CPU per second of speech,
-too much for every 10 Hz tick, so this reader runs it on a worker thread of its own:
+functionals and Whisper-encoder statistics, standardised by the speaker's session, into the
+CNN path (`models.voice.utterance.UtteranceHead`). Each costs 10-20 ms of CPU per second of
+speech, too much for every 10 Hz tick, so this reader runs its extractor on a worker thread of
+its own:
 
 - while an utterance goes on, every `every_s` seconds of it (from `min_s` on), the newest
   `max_s` seconds of it are read against the session so far; that reading is fused into each
@@ -12,7 +13,7 @@ too much for every 10 Hz tick, so this reader runs it on a worker thread of its 
   as `eval voice` adds each clip once; the next utterance starts with the CNN path alone.
 
 The worker only extracts features; the session and the readings change on the stage's thread,
-in the order the jobs were submitted. A reading lands on the first tick after openSMILE is
+in the order the jobs were submitted. A reading lands on the first tick after the extractor is
 done, so when it lands depends on the machine's speed, even in a file stepped on the media
 clock (`--fast`): there a stage that waited for it would overrun its deadline instead.
 """
@@ -30,8 +31,9 @@ from affectstream.core.ringbuffer import SampleRing
 log = logging.getLogger(__name__)
 
 
-class UtteranceEgemaps:
-    """Per-stream eGeMAPS readings of the current utterance (one per voice stage)."""
+class UtteranceReader:
+    """Per-stream readings of the current utterance by one utterance head (one per head and
+    voice stage)."""
 
     def __init__(
         self,
@@ -42,8 +44,9 @@ class UtteranceEgemaps:
         max_s: float = 4.0,
         extract=None,
     ) -> None:
-        """`head`: an `UtteranceHead`. `extract`: samples -> (88,) features (default: an
-        openSMILE `EgemapsExtractor`, made on the worker thread, which alone calls it)."""
+        """`head`: an `UtteranceHead`. `extract`: samples -> (F,) features (default: the
+        head's extractor, `utterance.extractor`, made on the worker thread, which alone calls
+        it)."""
         self.ring = ring
         self.head = head
         self.every = int(every_s * ring.sample_rate)
@@ -87,26 +90,22 @@ class UtteranceEgemaps:
             self.reading, self.reading_s = None, 0.0
         self._collect()
 
-    def fuse(self, cnn_probs: np.ndarray) -> np.ndarray:
-        """The CNN path's (1, 7) probabilities with the utterance's eGeMAPS reading mixed in."""
-        return self.head.fuse(cnn_probs, self.reading)
-
     def _submit(self, kind: str, start: int, end: int) -> None:
         from affectstream.models.voice.utterance import utterance_span
 
         x, _ = self.ring.read(max(start, end - self.max), end)
         s, e = utterance_span(x, self.ring.sample_rate)
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="egemaps")
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="utterance")
         seconds = (e - s) / self.ring.sample_rate
         job = self._pool.submit(self._features, x[s:e])
         self._jobs.append((kind, self._utterance, self.norm, seconds, job))
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         if self._extract is None:
-            from affectstream.models.voice.egemaps import EgemapsExtractor
+            from affectstream.models.voice.utterance import extractor
 
-            self._extract = EgemapsExtractor(self.ring.sample_rate)
+            self._extract = extractor(self.head.features, self.ring.sample_rate)
         return self._extract(x)
 
     def _collect(self) -> None:
@@ -115,8 +114,8 @@ class UtteranceEgemaps:
             kind, utterance, norm, seconds, job = self._jobs.popleft()
             try:
                 feats = job.result()
-            except Exception as e:  # a span openSMILE cannot read: keep the CNN path
-                log.warning("eGeMAPS of a %.1f s span failed: %s", seconds, e)
+            except Exception as e:  # a span the extractor cannot read: keep the CNN path
+                log.warning("%s of a %.1f s span failed: %s", self.head.features, seconds, e)
                 continue
             if kind == "session":  # the session it was heard in, even after a reset
                 self.head.add(norm, feats, seconds)
