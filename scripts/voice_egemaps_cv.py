@@ -403,7 +403,7 @@ def run_mix(args: argparse.Namespace) -> int:
     from affectstream.models.metrics import accuracy_resampled, paired_bootstrap
 
     d1, d2 = Data(Path(args.work)), Data(Path(args.work2))
-    if not (d1.label == d2.label).all() or not (d1.actor == d2.actor).all():
+    if d1.n != d2.n or (d1.label != d2.label).any() or (d1.actor != d2.actor).any():
         raise SystemExit("the two caches hold different clips")
     c1, c2 = (CONFIGS[c] for c in args.configs.split(","))
     grid = [(round(0.1 * i, 1), round(0.1 * j, 1)) for i in range(8) for j in range(8) if i + j <= 8]

@@ -52,11 +52,38 @@ def test_the_statistics_of_real_speech_are_768_finite_repeatable_and_differ(stat
     a, b = stats(angry[s:e]), stats(angry[s:e])
     assert a.shape == (N_FEATURES,) and a.dtype == np.float32 and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
-    assert (a[384:] > 0).all()  # the second half is a standard deviation over time
+    # per encoder block: 384 means, then 384 standard deviations over time
+    assert (a.reshape(4, 2, 384)[:, 1] > 0).all()
     s, e = utterance_span(neutral)
     other = stats(neutral[s:e])
     # the same sentence by the same actor, calm and angry: the statistics move
     assert np.linalg.norm(a - other) > 0.1 * np.linalg.norm(a)
+
+
+@needs_data
+def test_the_numpy_encoder_is_ctranslate2_s_encoder(stats, tmp_path):
+    """CTranslate2 gives only the last output; the blocks come from this numpy copy of the
+    same encoder, which must agree with CTranslate2 (float32) on that output."""
+    import ctranslate2
+
+    from affectstream.models.stt.whisper_model import resolve_model_path
+    from affectstream.models.voice.data import load_audio
+    from affectstream.models.voice.whisper_stats import read_ct2_encoder
+
+    mel = stats.log_mel(load_audio(ravdess_clips()[4]))
+    model = ctranslate2.models.Whisper(resolve_model_path(""), device="cpu", compute_type="float32")
+    want = np.asarray(model.encode(ctranslate2.StorageView.from_array(mel[None]), to_cpu=True))[0]
+    states = stats.states(mel)
+    assert len(states) == 5 and all(s.shape == want.shape for s in states)
+    np.testing.assert_allclose(states[-1], want, atol=1e-3 * np.abs(want).max())
+    final = WhisperStats(pool="final")
+    np.testing.assert_allclose(
+        final.encode_pooled(mel), np.concatenate([want.mean(0), want.std(0)]), atol=1e-3
+    )
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"\x06\x00\x00\x00" + b"\x05\x00" + b"Spec\x00")
+    with pytest.raises(ValueError, match="not a CTranslate2 Whisper model"):
+        read_ct2_encoder(bad)
 
 
 def test_silence_a_short_span_and_bad_samples(stats):
@@ -227,8 +254,8 @@ def test_the_shipped_whisper_head_reads_the_shipped_encoder():
     assert head is not None, "voice.pt changed since voice.whisper.npz was fitted: refit it"
     assert head.weight.shape == (7, N_FEATURES) and head.fuse_weight == pytest.approx(0.5)
     assert head.meta["config"] == "speaker_r3_l2_0.03"
-    eg = load_companion(enc, EGEMAPS)  # read together: CNN path 0.2, each head 0.4
-    assert head.joint_weight == pytest.approx(0.4) and eg.joint_weight == pytest.approx(0.4)
+    eg = load_companion(enc, EGEMAPS)  # read together: CNN path 0.2, eGeMAPS 0.3, Whisper 0.5
+    assert head.joint_weight == pytest.approx(0.5) and eg.joint_weight == pytest.approx(0.3)
     assert not set(head.meta["train_ravdess_actors"]) & {17, 18, 19, 20}
 
 

@@ -8,8 +8,8 @@ Two feature sets are read, each by a head stored beside the encoder's weight fil
 
 - "eGeMAPSv02" (`voice.egemaps.npz`): 88 openSMILE functionals (`egemaps.EgemapsExtractor`;
   the optional extra `affectstream[egemaps]`, non-commercial licence);
-- "whisper-tiny.en" (`voice.whisper.npz`): 768 statistics of the transcriber's Whisper
-  encoder (`whisper_stats.WhisperStats`; no extra package).
+- "whisper-tiny.en" (`voice.whisper.npz`): 3,072 statistics of the transcriber's Whisper
+  encoder's four blocks (`whisper_stats.WhisperStats`; no extra package).
 
 `UtteranceHead` holds the head and its fusion weight; `extractor` makes the matching feature
 extractor; `load_companion` finds the head beside an encoder file.
@@ -47,7 +47,7 @@ WHISPER = "whisper-tiny.en"
 # feature set -> (features per utterance, suffix of the head file beside the encoder)
 FEATURE_SETS: dict[str, tuple[int, str]] = {
     EGEMAPS: (88, ".egemaps.npz"),
-    WHISPER: (768, ".whisper.npz"),
+    WHISPER: (3072, ".whisper.npz"),
 }
 # the short names of the configuration keys (`voice.egemaps`, `voice.whisper`) and the CLI
 SHORT_NAMES = {EGEMAPS: "egemaps", WHISPER: "whisper"}

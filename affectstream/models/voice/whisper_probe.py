@@ -1,10 +1,11 @@
 """The first comparison (2026-11-22): the bundled Whisper tiny.en encoder in place of the CNN.
 
-Each 2 s speech window goes through `whisper_stats.WhisperStats` (faster-whisper's log-mel and
-the CTranslate2 encoder, not padded to 30 s; states pooled to mean and standard deviation over
-time) and a logistic regression is trained on them, window by window, to compare with the
-log-mel CNN (models/cards/voice.md). The shipped use of these statistics is per utterance,
-beside the CNN: `utterance.py`.
+Each 2 s speech window goes through the encoder (`whisper_stats.WhisperStats(pool="final")`:
+faster-whisper's log-mel, not padded to 30 s; the encoder's last output pooled to mean and
+standard deviation over time) and a logistic regression is trained on them, window by window,
+to compare with the log-mel CNN (models/cards/voice.md). The 2026-11-22 figures came from
+CTranslate2's int8 encoder; this runs the same weights in float32. The shipped use of Whisper
+statistics is per utterance and per encoder block, beside the CNN: `utterance.py`.
 """
 
 from __future__ import annotations
@@ -31,20 +32,18 @@ def clip_features(
     feats, owner = [], []
     for k, c in enumerate(clips):
         wins, n = clip_windows(load_audio(c.path), mel, window_s, hop_s)
-        feats.append(wf.encode(np.stack([wf.log_mel(w) for w in wins[:n]])))
+        feats.append(np.stack([wf(w) for w in wins[:n]]))
         owner += [k] * n
     return np.concatenate(feats), np.asarray(owner), np.array([c.label_index for c in clips])
 
 
-def probe(
-    clips: Sequence[Clip], train_actors: Sequence[int], eval_actors: Sequence[int], threads: int = 1
-) -> dict:
+def probe(clips: Sequence[Clip], train_actors: Sequence[int], eval_actors: Sequence[int]) -> dict:
     """Train a logistic regression on `train_actors`' windows, score clips of `eval_actors`."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    wf = WhisperStats(threads=threads)
+    wf = WhisperStats(pool="final")
     tr = [c for c in clips if c.actor in set(train_actors)]
     ev = [c for c in clips if c.actor in set(eval_actors)]
     t0 = time.perf_counter()
