@@ -116,7 +116,7 @@ def evaluate_clips(
     extract = [U.extractor(h.features, predictor.sample_rate) for h in heads]
     if head is not None or heads:
         clips = [clips[i] for i in session_order(clips, seed)]
-    eg_norms: dict[tuple[str, int], object] = {}
+    utterance_norms: dict[tuple[str, int], object] = {}
     cnn_clip, cnn_win = [], []
     norms: dict[int, object] = {}
     y, clip_probs, win_probs, rows = [], [], [], []
@@ -142,7 +142,7 @@ def evaluate_clips(
             s, e = U.utterance_span(x, predictor.sample_rate)
             read = []
             for h, ex in zip(heads, extract, strict=True):
-                norm = eg_norms.setdefault((h.features, c.actor), h.new_session())
+                norm = utterance_norms.setdefault((h.features, c.actor), h.new_session())
                 read.append((h, h.step(norm, ex(x[s:e]), (e - s) / predictor.sample_rate)))
             clip_p, win_p = U.fuse_all(clip_p, read)[0], U.fuse_all(win_p, read)[0]
         clip_probs.append(clip_p)
