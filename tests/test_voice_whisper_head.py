@@ -296,3 +296,20 @@ def test_the_live_stage_mixes_each_utterance_s_whisper_reading_as_eval_voice_doe
         reader.wait()
     assert mixed >= 5  # read from the utterance's first second on
     assert reader.norm.seconds > 1.0  # the utterance joined the session when it ended
+
+
+def test_bench_voice_times_the_utterance_heads_features(tmp_path):
+    """`affectstream bench voice --utterance`: one row per extractor that runs here and span
+    length, printed and in the JSON."""
+    from tests.conftest import affectstream
+
+    out = tmp_path / "bench.json"
+    r = affectstream("bench", "voice", "--utterance", "--iters", "2", "--no-onnx", "--json", out)
+    assert r.returncode == 0, r.stderr
+    assert "utterance heads' features" in r.stdout
+    rows = json.loads(out.read_text())["utterance_heads"]
+    whisper = [row for row in rows if row["features"] == WHISPER]
+    assert [row["seconds"] for row in whisper] == [1.0, 2.0, 4.0]
+    assert all(row["median_ms"] > 0 and row["cpu_median_ms"] > 0 for row in rows)
+    # a longer utterance costs the encoder more
+    assert whisper[2]["cpu_median_ms"] > whisper[0]["cpu_median_ms"]

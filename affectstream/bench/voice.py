@@ -1,5 +1,6 @@
 """Latency of one voice window through the voice predictor: the torch model as loaded, and the
-same graph in ONNX Runtime (exported by `affectstream.export`, cached)."""
+same graph in ONNX Runtime (exported by `affectstream.export`, cached); and the cost of the
+utterance heads' feature extractors, which run once per utterance (`bench_utterance_heads`)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,19 @@ from affectstream.core.stats import latency_ms, percentiles
 log = logging.getLogger(__name__)
 
 
-def _time(fn, x, iters: int, warmup: int = 20) -> dict:
-    """Wall-clock percentiles, and the calling thread's CPU time (the cost without other load;
-    valid with one thread, where torch and onnxruntime compute on the calling thread)."""
+def _time(fn, x, iters: int, warmup: int = 20, cpu_clock=time.thread_time_ns) -> dict:
+    """Wall-clock percentiles, and the CPU time of `cpu_clock` (the cost without other load):
+    by default the calling thread's, valid with one thread, where torch and onnxruntime compute
+    on the calling thread; `time.process_time_ns` counts every thread (numpy's BLAS)."""
     for _ in range(warmup):
         fn(x)
     wall, cpu = [], []
     for _ in range(iters):
-        c = time.thread_time_ns()
+        c = cpu_clock()
         t = time.perf_counter_ns()
         fn(x)
         wall.append(time.perf_counter_ns() - t)
-        cpu.append(time.thread_time_ns() - c)
+        cpu.append(cpu_clock() - c)
     ms = np.asarray(wall, dtype=np.float64) / 1e6
     return {
         **latency_ms(ms),
@@ -69,4 +71,32 @@ def bench_encoder(
                 "max_abs_diff": float(np.abs(p - ref).max()),
             }
         )
+    return rows
+
+
+def bench_utterance_heads(seconds=(1.0, 2.0, 4.0), iters: int = 30) -> list[dict]:
+    """One row per feature extractor of the utterance heads (`models.voice.utterance`) that can
+    run here and per span length: latency of reading one utterance of that many seconds.
+
+    The input is a voiced test signal (a 150 Hz tone with harmonics, vibrato and noise), so
+    openSMILE finds pitch as in speech; the Whisper encoder's cost depends on length only.
+    """
+    from affectstream.core.audio import MODEL_SAMPLE_RATE
+    from affectstream.models.voice.utterance import FEATURE_SETS, available, extractor
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for features in FEATURE_SETS:
+        if not available(features):
+            log.warning("skipping %s: its extractor cannot run here", features)
+            continue
+        extract = extractor(features)
+        for s in seconds:
+            t = np.arange(int(s * MODEL_SAMPLE_RATE)) / MODEL_SAMPLE_RATE
+            f0 = 150 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
+            phase = 2 * np.pi * np.cumsum(f0) / MODEL_SAMPLE_RATE
+            x = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.1
+            x = (x + 0.005 * rng.standard_normal(len(x))).astype(np.float32)
+            timed = _time(extract, x, iters, warmup=3, cpu_clock=time.process_time_ns)
+            rows.append({"features": features, "seconds": s, **timed})
     return rows

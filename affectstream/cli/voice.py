@@ -565,6 +565,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (torch and ORT)")
     p.add_argument("--iters", type=int, default=200, help="timed calls per backend")
     p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime row")
+    p.add_argument(
+        "--utterance",
+        action="store_true",
+        help="also time the utterance heads' feature extractors (Whisper statistics; eGeMAPS "
+        "with the egemaps extra) on 1, 2 and 4 s of a voiced signal",
+    )
     p.add_argument("--json", default=None, help="write the timings here")
 
 
@@ -575,7 +581,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from affectstream.bench.voice import bench_encoder
+    from affectstream.bench.voice import bench_encoder, bench_utterance_heads
 
     if args.iters < 1:
         raise _usage("--iters must be >= 1")
@@ -598,6 +604,15 @@ def run_bench(args: argparse.Namespace) -> int:
             f"{r['max_abs_diff']:.1e}",
         )
     Console().print(t)
+    heads = bench_utterance_heads(iters=args.iters) if args.utterance else []
+    if heads:
+        u = Table(title="utterance heads' features, once per utterance (CPU: every thread)")
+        for col in ("features", "speech s", "median ms", "p95 ms", "CPU ms"):
+            u.add_column(col, justify="right" if col != "features" else "left")
+        for r in heads:
+            u.add_row(r["features"], f"{r['seconds']:.0f}", f"{r['median_ms']:.1f}",
+                      f"{r['p95_ms']:.1f}", f"{r['cpu_median_ms']:.1f}")  # fmt: skip
+        Console().print(u)
     write_json(
         args.json,
         {
@@ -607,6 +622,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "threads": args.threads,
             "iters": args.iters,
             "results": rows,
+            "utterance_heads": heads,
         },
     )
     return 0
