@@ -327,28 +327,13 @@ def run_cv(args: argparse.Namespace) -> int:
         lo = {k: round(v["acc"], 3) for k, v in accs.items() if v["kind"] == "loco"}
         print(f"  {name:9s} RAVDESS actor folds {_ms(ra)} {[round(x, 3) for x in ra]}; LOCO {lo}")
     # late fusion: only where the CNN is clean for the test clips
-    present = set(d.corpus)
-    clean = [("ravdess 17-20", "B"), ("ravdess 17-20", "A")] + [
-        (f"{c} left out", "A") for c in CORPORA[1:] if c in present
-    ]
     print(f"late fusion: (1 - w) CNN path + w {d.feature_set}; CNN path = net | shipped "
           "(net+session mix)")
     for name in configs:
         cfg = CONFIGS[name]
         res = {}
-        for fname, enc in clean:
-            if fname.startswith("ravdess"):
-                te = np.flatnonzero(is_r & (d.actor >= 17))
-                tr = np.setdiff1d(all_idx, te)
-                tr_cnn = np.flatnonzero(~(is_r & (d.actor >= 17)))
-            else:
-                c = fname.split()[0]
-                te = np.flatnonzero(d.corpus == c)
-                tr = np.setdiff1d(all_idx, te)
-                tr_cnn = tr
-            if not d.has[enc][te].all():
-                continue  # this encoder was not run on the test clips
-            tr_cnn = tr_cnn[d.has[enc][tr_cnn]]
+        for fname, enc, tr, te in _fusion_rows(d, ("B", "A")):
+            tr_cnn = tr[d.has[enc][tr]]
             key = (name, fname)
             eg = eg_cache.get(key)
             if eg is None:
@@ -387,13 +372,20 @@ def run_cv(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- mix
 
 
-def _fusion_rows(d: Data) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """(fold, encoder, train clips, test clips) where the CNN is clean for the test clips:
-    RAVDESS 17-20 with encoder B (voice.pt), each other corpus left out with encoder A."""
+def _fusion_rows(
+    d: Data, ravdess_encoders: tuple[str, ...] = ("B",)
+) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(fold, encoder, train clips, test clips) where the CNN is clean for the test clips and
+    was run on all of them: RAVDESS 17-20 with each of `ravdess_encoders` (B: voice.pt, A:
+    RAVDESS 1-16 only), each other corpus left out with encoder A, which never heard it."""
     is_r = d.corpus == "ravdess"
-    rows = [("ravdess 17-20", "B", np.flatnonzero(is_r & (d.actor >= 17)))]
+    rows = [("ravdess 17-20", e, np.flatnonzero(is_r & (d.actor >= 17))) for e in ravdess_encoders]
     rows += [(f"{c} left out", "A", np.flatnonzero(d.corpus == c)) for c in CORPORA[1:]]
-    return [(f, e, np.setdiff1d(np.arange(d.n), te), te) for f, e, te in rows if len(te)]
+    return [
+        (f, e, np.setdiff1d(np.arange(d.n), te), te)
+        for f, e, te in rows
+        if len(te) and d.has[e][te].all()
+    ]
 
 
 def run_mix(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
 DATA = SHARED / "data"
 RAVDESS_SPEECH = DATA / "ravdess_speech"
+needs_ravdess = pytest.mark.skipif(not RAVDESS_SPEECH.is_dir(), reason="no RAVDESS here")
 
 
 def ravdess_clips(actors=(1, 2), emotions=range(1, 9)) -> list[Path]:

@@ -17,14 +17,12 @@ from affectstream.models.voice.utterance import (
     utterance_span,
 )
 from tests.conftest import (
-    RAVDESS_SPEECH,
     eval_voice_setup,
+    needs_ravdess,
     ravdess_clips,
     require_module,
     utterance_features,
 )
-
-needs_data = pytest.mark.skipif(not RAVDESS_SPEECH.is_dir(), reason="no RAVDESS here")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +40,7 @@ def real_features(extractor):
     return utterance_features(extractor, ravdess_clips())
 
 
-@needs_data
+@needs_ravdess
 def test_the_functionals_of_real_speech_are_88_finite_and_repeatable(extractor):
     from affectstream.models.voice.data import load_audio
 
@@ -67,7 +65,7 @@ def test_silence_and_a_too_short_span_still_give_88_finite_numbers(extractor):
         assert f.shape == (N_FEATURES,) and np.isfinite(f).all()
 
 
-@needs_data
+@needs_ravdess
 @pytest.mark.parametrize("mode", ["sessions", "speaker", "none"])
 def test_a_head_fitted_on_real_features_reads_its_trainingravdess_clips(real_features, mode):
     feats, y, spk, sec = real_features
@@ -140,7 +138,7 @@ def test_the_head_file_round_trips_and_is_tied_to_its_encoder(tmp_path):
         UtteranceHead.load(tmp_path / "other.npz")
 
 
-@needs_data
+@needs_ravdess
 def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     tmp_path, real_features, capsys, monkeypatch
 ):
@@ -184,7 +182,7 @@ def test_eval_voice_fuses_each_clip_s_egemaps_per_speaker_session(
     assert "opensmile" in capsys.readouterr().err
 
 
-@needs_data
+@needs_ravdess
 def test_the_cv_script_caches_features_and_scores_grouped_folds(tmp_path):
     """scripts/voice_egemaps_cv.py end to end on 24 real clips of four actors: extract, cv,
     fit; the fitted head is found beside its encoder."""

@@ -32,7 +32,7 @@ def predictor():
     from affectstream.export.predictors import open_eval_predictor
 
     p = open_eval_predictor("voice", "onnxruntime", threads=1)
-    assert p.egemaps is not None  # the shipped voice.egemaps.npz beside voice.pt
+    assert "eGeMAPSv02" in p.utterance_heads  # the shipped voice.egemaps.npz beside voice.pt
     return p
 
 

@@ -22,14 +22,12 @@ from affectstream.models.voice.utterance import (
 )
 from affectstream.models.voice.whisper_stats import N_FEATURES, WhisperStats
 from tests.conftest import (
-    RAVDESS_SPEECH,
     eval_voice_setup,
+    needs_ravdess,
     ravdess_clips,
     require_module,
     utterance_features,
 )
-
-needs_data = pytest.mark.skipif(not RAVDESS_SPEECH.is_dir(), reason="no RAVDESS here")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def real_features(stats):
     return utterance_features(stats, ravdess_clips())
 
 
-@needs_data
+@needs_ravdess
 def test_the_statistics_of_real_speech_are_768_finite_repeatable_and_differ(stats):
     from affectstream.models.voice.data import load_audio
 
@@ -60,7 +58,7 @@ def test_the_statistics_of_real_speech_are_768_finite_repeatable_and_differ(stat
     assert np.linalg.norm(a - other) > 0.1 * np.linalg.norm(a)
 
 
-@needs_data
+@needs_ravdess
 def test_the_numpy_encoder_is_ctranslate2_s_encoder(stats, tmp_path):
     """CTranslate2 gives only the last output; the blocks come from this numpy copy of the
     same encoder, which must agree with CTranslate2 (float32) on that output."""
@@ -140,7 +138,7 @@ def test_one_head_mixes_by_its_fuse_weight_and_two_by_their_joint_weights():
         fuse_all(cnn, [(eg, p1), (head(WHISPER, 0.5, None), p2)])
 
 
-@needs_data
+@needs_ravdess
 def test_eval_voice_reads_both_heads_or_the_whisper_head_without_opensmile(
     tmp_path, real_features, capsys, monkeypatch
 ):
@@ -189,7 +187,7 @@ def test_eval_voice_reads_both_heads_or_the_whisper_head_without_opensmile(
     assert main([*args, "--utterance", "both"]) == 2  # eGeMAPS required, cannot read here
 
 
-@needs_data
+@needs_ravdess
 def test_the_cv_script_caches_whisper_statistics_and_fits_a_whisper_head(tmp_path):
     """scripts/voice_egemaps_cv.py with `--feature-set whisper-tiny.en`: extract, cv, fit on
     24 real clips of four actors; the head lands in <encoder>.whisper.npz."""
@@ -259,7 +257,7 @@ def test_the_shipped_whisper_head_reads_the_shipped_encoder():
     assert not set(head.meta["train_ravdess_actors"]) & {17, 18, 19, 20}
 
 
-@needs_data
+@needs_ravdess
 def test_the_live_stage_mixes_each_utterance_s_whisper_reading_as_eval_voice_does():
     from affectstream.core.config import Config
     from affectstream.core.ringbuffer import SampleRing

@@ -539,9 +539,9 @@ def check_weights(config: Config, name: str) -> None:
 
 def voice_utterance_heads(voice) -> tuple[str, ...]:
     """The utterance heads the live voice stage reads, from `voice.egemaps` / `voice.whisper`."""
-    from affectstream.models.voice.utterance import EGEMAPS, WHISPER
+    from affectstream.models.voice.utterance import SHORT_NAMES
 
-    return tuple(f for f, on in ((EGEMAPS, voice.egemaps), (WHISPER, voice.whisper)) if on)
+    return tuple(f for f, key in SHORT_NAMES.items() if getattr(voice, key))
 
 
 def check_voice_extras(config: Config) -> None:

@@ -142,7 +142,9 @@ def evaluate_clips(
             s, e = U.utterance_span(x, predictor.sample_rate)
             read = []
             for h, ex in zip(heads, extract, strict=True):
-                norm = utterance_norms.setdefault((h.features, c.actor), h.new_session())
+                norm = utterance_norms.get((h.features, c.actor))
+                if norm is None:
+                    norm = utterance_norms[(h.features, c.actor)] = h.new_session()
                 read.append((h, h.step(norm, ex(x[s:e]), (e - s) / predictor.sample_rate)))
             clip_p, win_p = U.fuse_all(clip_p, read)[0], U.fuse_all(win_p, read)[0]
         clip_probs.append(clip_p)

@@ -85,11 +85,6 @@ class VoicePredictor:
         self.meta = dict(meta or {})
 
     @property
-    def egemaps(self) -> Any:
-        """The eGeMAPS utterance head (what the live stage's `voice.egemaps` reads), or None."""
-        return self.utterance_heads.get("eGeMAPSv02")
-
-    @property
     def backend_name(self) -> str:
         return str(getattr(self.backend, "name", type(self.backend).__name__))
 
