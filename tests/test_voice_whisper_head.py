@@ -309,5 +309,3 @@ def test_bench_voice_times_the_utterance_heads_features(tmp_path):
     whisper = [row for row in rows if row["features"] == WHISPER]
     assert [row["seconds"] for row in whisper] == [1.0, 2.0, 4.0]
     assert all(row["median_ms"] > 0 and row["cpu_median_ms"] > 0 for row in rows)
-    # a longer utterance costs the encoder more
-    assert whisper[2]["cpu_median_ms"] > whisper[0]["cpu_median_ms"]
